@@ -1,0 +1,139 @@
+//! The HTTP side of errors: the contract's codes, statuses and envelope, and
+//! the one mapping from gRPC statuses.
+
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tonic::Code;
+
+use crate::envelope::Envelope;
+
+/// `Result` of handlers.
+pub type ApiResult<T, E = ApiError> = Result<T, E>;
+
+/// Every error the public API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400, code 10002: validation, bad JSON, bad ids.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 413, code 10002: the body exceeds the limit.
+    #[error("request body is too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    /// 404, code 10002: no such route.
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// 405, code 10002: the route exists for other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409, code 10003.
+    #[error("User already exists")]
+    UserExists,
+    /// 401, code 10004: missing, expired or forged token; bad login.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 404, code 10005: missing, deleted, or another user's note.
+    #[error("Note not found")]
+    NoteNotFound,
+    /// 503, code 10001: a downstream service is down or too slow.
+    #[error("service temporarily unavailable, please retry")]
+    Unavailable,
+    /// 500, code 10001: anything unexpected (details are logged, not sent).
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The contract's `code`.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Internal | Self::Unavailable => 10001,
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge(_)
+            | Self::NoRoute { .. }
+            | Self::MethodNotAllowed => 10002,
+            Self::UserExists => 10003,
+            Self::Unauthorized(_) => 10004,
+            Self::NoteNotFound => 10005,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoRoute { .. } | Self::NoteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UserExists => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope::<()>::error(self.code(), self.to_string());
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            // Messages of these codes are written by our services for callers.
+            Code::InvalidArgument | Code::OutOfRange => {
+                Self::BadRequest(status.message().to_owned())
+            }
+            Code::AlreadyExists => Self::UserExists,
+            Code::Unauthenticated => Self::Unauthorized("wrong username or password"),
+            Code::NotFound => Self::NoteNotFound,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "downstream unavailable");
+                Self::Unavailable
+            }
+            _ => {
+                tracing::error!(code = ?status.code(), message = status.message(), "downstream call failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// A rejected JSON body: 413 past `limit` bytes, 400 otherwise.
+    pub fn from_json_rejection(rejection: &JsonRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::PayloadTooLarge(limit);
+        }
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<easynote_shared::validate::Invalid> for ApiError {
+    fn from(invalid: easynote_shared::validate::Invalid) -> Self {
+        Self::BadRequest(invalid.0)
+    }
+}

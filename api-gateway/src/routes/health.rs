@@ -1,0 +1,79 @@
+//! `/ping`, `/healthz` (liveness) and `/readyz` (readiness: both downstream
+//! services answer their gRPC health checks).
+
+use std::time::Duration;
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use easynote_shared::discovery::Upstream;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{envelope::Envelope, state::AppState};
+
+/// How long readiness waits for each downstream.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Health routes; none needs a token.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The reference's bare reply.
+async fn ping() -> Json<Value> {
+    Json(json!({ "message": "pong" }))
+}
+
+async fn healthz() -> Envelope<Value> {
+    Envelope::ok(json!({ "status": "alive" }))
+}
+
+/// Readiness of each downstream.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    user_service: String,
+    note_service: String,
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readiness>) {
+    let (users, notes) = tokio::join!(check(&state.users), check(&state.notes));
+    let stopping = state.shutdown.is_requested();
+    let ready = users.is_ok() && notes.is_ok() && !stopping;
+    let describe = |r: Result<(), String>| r.map_or_else(|e| e, |()| "SERVING".to_owned());
+    let readiness = Readiness {
+        user_service: describe(users),
+        note_service: describe(notes),
+    };
+    if ready {
+        (StatusCode::OK, Envelope::ok(readiness))
+    } else {
+        let message = if stopping {
+            "shutting down"
+        } else {
+            "a downstream service is not ready"
+        };
+        let mut body = Envelope::ok(readiness);
+        body.code = 10001;
+        body.message = message.to_owned();
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+/// `Ok` when one instance of the service answers SERVING in time.
+async fn check(upstream: &Upstream) -> Result<(), String> {
+    let channel = upstream.channel().map_err(|s| s.message().to_owned())?;
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, HealthClient::new(channel).check(request)).await {
+        Ok(Ok(reply)) if reply.get_ref().status() == ServingStatus::Serving => Ok(()),
+        Ok(Ok(reply)) => Err(format!("{:?}", reply.get_ref().status())),
+        Ok(Err(status)) => Err(format!("unreachable ({:?})", status.code())),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}

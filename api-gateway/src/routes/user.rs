@@ -1,0 +1,104 @@
+//! `/v1/user/register` and `/v1/user/login`.
+
+use std::time::SystemTime;
+
+use axum::{Json, Router, extract::State, routing::post};
+use easynote_shared::proto::user::v1::{
+    CheckUserRequest, CreateUserRequest, user_service_client::UserServiceClient,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    envelope::{Envelope, SUCCESS},
+    error::ApiResult,
+    extract::ApiJson,
+    state::AppState,
+};
+
+/// Routes of the user resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/user/register", post(register))
+        .route("/v1/user/login", post(login))
+}
+
+/// Body of register and login.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[tracing::instrument(name = "register", skip_all)]
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<Envelope<()>> {
+    let mut client = UserServiceClient::new(state.users.channel()?);
+    client
+        .create_user(CreateUserRequest {
+            username: body.username,
+            password: body.password,
+        })
+        .await?;
+    Ok(Envelope::empty())
+}
+
+/// The token and its expiry.
+#[derive(Debug, Serialize)]
+pub struct TokenData {
+    token: String,
+    /// RFC 3339, UTC.
+    expire: String,
+}
+
+/// Login keeps the reference's top-level `token`/`expire` beside the envelope.
+#[derive(Debug, Serialize)]
+pub struct LoginReply {
+    code: i32,
+    message: &'static str,
+    token: String,
+    expire: String,
+    data: TokenData,
+}
+
+#[tracing::instrument(name = "login", skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<Json<LoginReply>> {
+    let mut client = UserServiceClient::new(state.users.channel()?);
+    let user_id = client
+        .check_user(CheckUserRequest {
+            username: body.username,
+            password: body.password,
+        })
+        .await?
+        .into_inner()
+        .user_id;
+    let issued = state.jwt.issue(user_id)?;
+    let expire = rfc3339(issued.expires_at);
+    Ok(Json(LoginReply {
+        code: 0,
+        message: SUCCESS,
+        token: issued.token.clone(),
+        expire: expire.clone(),
+        data: TokenData {
+            token: issued.token,
+            expire,
+        },
+    }))
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}

@@ -1,0 +1,22 @@
+//! The one application state every handler shares.
+
+use std::sync::Arc;
+
+use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
+
+use crate::auth::JwtKeys;
+
+/// Cheap to clone: handles to the downstream services and the JWT keys.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// user-service instances.
+    pub users: Upstream,
+    /// note-service instances.
+    pub notes: Upstream,
+    /// Token signing and checking.
+    pub jwt: Arc<JwtKeys>,
+    /// Largest accepted request body, for error messages.
+    pub body_limit: usize,
+    /// Fires when the gateway is stopping (readiness turns false).
+    pub shutdown: Shutdown,
+}

@@ -1,0 +1,42 @@
+//! note-service settings.
+
+use std::net::SocketAddr;
+
+use easynote_shared::{
+    config::{ConfigError, DatabaseConfig, DiscoveryConfig, Env, Environment, LifecycleConfig},
+    discovery::ChannelSettings,
+};
+
+/// The embedded default database.
+const DEFAULT_DATABASE_URL: &str = "sqlite://data/note.db";
+
+/// Everything note-service reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `EASYNOTE_ENV`.
+    pub environment: Environment,
+    /// `EASYNOTE_GRPC_ADDR` (default `127.0.0.1:8888`).
+    pub grpc_addr: SocketAddr,
+    /// `EASYNOTE_DATABASE_URL` and pool settings (default `sqlite://data/note.db`).
+    pub database: DatabaseConfig,
+    /// Where to register, and where user-service is.
+    pub discovery: DiscoveryConfig,
+    /// Deadlines of calls to user-service.
+    pub rpc: ChannelSettings,
+    /// Shutdown bounds.
+    pub lifecycle: LifecycleConfig,
+}
+
+impl Config {
+    /// Reads the settings, failing on the first unusable one.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            environment: Environment::from_env(env)?,
+            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", "127.0.0.1:8888")?,
+            database: DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?,
+            discovery: DiscoveryConfig::from_env(env)?,
+            rpc: ChannelSettings::from_env(env)?,
+            lifecycle: LifecycleConfig::from_env(env)?,
+        })
+    }
+}

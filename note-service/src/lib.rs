@@ -1,0 +1,102 @@
+//! note-service: notes, with their authors' names from user-service, over gRPC.
+//!
+//! [`NoteServer::build`] connects the database, applies migrations and binds
+//! the listener (port 0 works); [`NoteServer::run`] serves until shutdown.
+
+mod config;
+mod error;
+pub mod repo;
+mod service;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use anyhow::Context as _;
+use easynote_shared::{
+    db::{Database, Migrations},
+    discovery::{Discovery, Registration, Upstream},
+    grpc::{self, ServeOptions},
+    proto::note::v1::note_service_server::{NoteServiceServer, SERVICE_NAME},
+    service_name,
+    shutdown::Shutdown,
+};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::NoteError;
+
+/// This service's migrations, per backend.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/mysql"),
+    )
+}
+
+/// A user-service ready to serve: database migrated, listener bound.
+#[derive(Debug)]
+pub struct NoteServer {
+    config: Config,
+    db: Database,
+    listener: TcpListener,
+    discovery: Discovery,
+    users: Upstream,
+}
+
+impl NoteServer {
+    /// Connects storage, binds `config.grpc_addr` and subscribes to user-service.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database, &migrations())
+            .await
+            .context("connecting the note database")?;
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
+        let discovery = Discovery::from_config(&config.discovery);
+        let users = Upstream::connect(&discovery, service_name::USER, config.rpc)
+            .await
+            .context("subscribing to user-service")?;
+        Ok(Self {
+            config,
+            db,
+            listener,
+            discovery,
+            users,
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown`, then deregisters, drains and closes the pool.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let api = service::NoteApi::new(repo::NoteRepo::new(self.db.clone()), self.users);
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(NoteServiceServer::new(api));
+        let options = ServeOptions {
+            listener: self.listener,
+            health,
+            health_services: vec![SERVICE_NAME],
+            discovery: self.discovery,
+            registration: Registration {
+                service: service_name::NOTE.to_owned(),
+                addr,
+                weight: 1.0,
+                metadata: HashMap::from([
+                    ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+                    ("protocol".to_owned(), "grpc".to_owned()),
+                ]),
+            },
+            drain_timeout: self.config.lifecycle.shutdown_timeout,
+        };
+        let served = grpc::serve(router, options, shutdown).await;
+        self.db.close().await;
+        served
+    }
+}

@@ -1,0 +1,199 @@
+//! The `note` table: every SQL statement of note-service lives here.
+
+use easynote_shared::{
+    db::{self, Database, InsertedId as _},
+    on_pool,
+};
+
+/// A stored, live note.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NoteRecord {
+    /// Primary key.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// 1–128 characters.
+    pub title: String,
+    /// Up to 64 KiB.
+    pub content: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct NoteChanges<'a> {
+    /// New title.
+    pub title: Option<&'a str>,
+    /// New content.
+    pub content: Option<&'a str>,
+}
+
+/// One page of a user's notes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotePage {
+    /// The notes of the page, newest first.
+    pub notes: Vec<NoteRecord>,
+    /// How many notes match in all.
+    pub total: i64,
+}
+
+const COLUMNS: &str = "id, user_id, title, content, created_at";
+
+/// Repository of notes.
+#[derive(Debug, Clone)]
+pub struct NoteRepo {
+    db: Database,
+}
+
+impl NoteRepo {
+    /// A repository over `db` (migrated).
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Inserts a note and returns its id.
+    #[tracing::instrument(name = "insert note", skip_all, fields(db.system = self.db.system()))]
+    pub async fn create(
+        &self,
+        user_id: i64,
+        title: &str,
+        content: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let now = db::now_millis();
+        let sql = "INSERT INTO note (user_id, title, content, created_at, updated_at) VALUES (?, ?, ?, ?, ?)";
+        on_pool!(&self.db, |pool| sqlx::query(sql)
+            .bind(user_id)
+            .bind(title)
+            .bind(content)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.inserted_id()))
+    }
+
+    /// The live notes among `ids`, in ascending id order.
+    #[tracing::instrument(name = "select notes by id", skip_all, fields(db.system = self.db.system(), count = ids.len()))]
+    pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<NoteRecord>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only the number of placeholders is formatted in; every value is bound.
+        let placeholders = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM note WHERE id IN ({placeholders}) AND deleted_at IS NULL ORDER BY id"
+        );
+        on_pool!(&self.db, |pool| {
+            let mut query = sqlx::query_as::<_, NoteRecord>(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.fetch_all(pool).await
+        })
+    }
+
+    /// Soft-deletes the owner's live note; `false` when there is none.
+    #[tracing::instrument(name = "soft-delete note", skip_all, fields(db.system = self.db.system()))]
+    pub async fn delete(&self, note_id: i64, owner: i64) -> Result<bool, sqlx::Error> {
+        let now = db::now_millis();
+        let sql = "UPDATE note SET deleted_at = ?, updated_at = ? WHERE id = ? AND user_id = ? AND deleted_at IS NULL";
+        let affected = on_pool!(&self.db, |pool| sqlx::query(sql)
+            .bind(now)
+            .bind(now)
+            .bind(note_id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(affected == 1)
+    }
+
+    /// Applies `changes` to the owner's live note; `false` when there is none.
+    #[tracing::instrument(name = "update note", skip_all, fields(db.system = self.db.system()))]
+    pub async fn update(
+        &self,
+        note_id: i64,
+        owner: i64,
+        changes: &NoteChanges<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        // Column names come from this fixed list; values are bound.
+        let mut set = vec!["updated_at = ?"];
+        if changes.title.is_some() {
+            set.push("title = ?");
+        }
+        if changes.content.is_some() {
+            set.push("content = ?");
+        }
+        let sql = format!(
+            "UPDATE note SET {} WHERE id = ? AND user_id = ? AND deleted_at IS NULL",
+            set.join(", ")
+        );
+        let now = db::now_millis();
+        let affected = on_pool!(&self.db, |pool| {
+            let mut query = sqlx::query(&sql).bind(now);
+            if let Some(title) = changes.title {
+                query = query.bind(title);
+            }
+            if let Some(content) = changes.content {
+                query = query.bind(content);
+            }
+            query
+                .bind(note_id)
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if affected > 0 {
+            return Ok(true);
+        }
+        // MySQL counts changed rows, not matched ones: an update that changes
+        // nothing reports 0, so ask whether the note is there at all.
+        self.exists(note_id, owner).await
+    }
+
+    async fn exists(&self, note_id: i64, owner: i64) -> Result<bool, sqlx::Error> {
+        let sql = "SELECT COUNT(*) FROM note WHERE id = ? AND user_id = ? AND deleted_at IS NULL";
+        let count: i64 = on_pool!(&self.db, |pool| sqlx::query_scalar(sql)
+            .bind(note_id)
+            .bind(owner)
+            .fetch_one(pool)
+            .await)?;
+        Ok(count > 0)
+    }
+
+    /// One page of the owner's live notes, newest first (ties by id, so
+    /// paging is stable), optionally only those whose title or content
+    /// contains `search` case-insensitively, as a plain substring.
+    #[tracing::instrument(name = "query notes by owner", skip_all, fields(db.system = self.db.system()))]
+    pub async fn query_by_owner(
+        &self,
+        owner: i64,
+        search: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<NotePage, sqlx::Error> {
+        let pattern = search.map(|key| db::like_contains(&key.to_lowercase()));
+        let filter = if pattern.is_some() {
+            "user_id = ? AND deleted_at IS NULL AND (LOWER(title) LIKE ? ESCAPE '!' OR LOWER(content) LIKE ? ESCAPE '!')"
+        } else {
+            "user_id = ? AND deleted_at IS NULL"
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM note WHERE {filter}");
+        let page_sql = format!(
+            "SELECT {COLUMNS} FROM note WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        on_pool!(&self.db, |pool| {
+            let mut count = sqlx::query_scalar::<_, i64>(&count_sql).bind(owner);
+            let mut page = sqlx::query_as::<_, NoteRecord>(&page_sql).bind(owner);
+            if let Some(pattern) = &pattern {
+                count = count.bind(pattern).bind(pattern);
+                page = page.bind(pattern).bind(pattern);
+            }
+            let total = count.fetch_one(pool).await?;
+            let notes = page.bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok(NotePage { notes, total })
+        })
+    }
+}

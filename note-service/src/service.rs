@@ -1,0 +1,193 @@
+//! The `easynote.note.v1.NoteService` gRPC API.
+
+use std::collections::{BTreeSet, HashMap};
+
+use easynote_shared::{
+    discovery::Upstream,
+    proto::{
+        note::v1::{
+            CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse,
+            MGetNoteRequest, MGetNoteResponse, Note, QueryNoteRequest, QueryNoteResponse,
+            UpdateNoteRequest, UpdateNoteResponse, note_service_server::NoteService,
+        },
+        user::v1::{MGetUserRequest, User, user_service_client::UserServiceClient},
+    },
+    validate::{self, Invalid},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::NoteError,
+    repo::{NoteChanges, NoteRecord, NoteRepo},
+};
+
+/// The gRPC handlers: validate, call the repository, attach authors, map errors once.
+#[derive(Debug, Clone)]
+pub(crate) struct NoteApi {
+    repo: NoteRepo,
+    users: Upstream,
+}
+
+impl NoteApi {
+    pub(crate) fn new(repo: NoteRepo, users: Upstream) -> Self {
+        Self { repo, users }
+    }
+
+    /// Turns records into API notes with their authors' names, asking
+    /// user-service once for all the distinct authors of the batch.
+    async fn with_authors(&self, records: Vec<NoteRecord>) -> Result<Vec<Note>, NoteError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let user_ids: BTreeSet<i64> = records.iter().map(|n| n.user_id).collect();
+        let channel = self.users.channel().map_err(NoteError::UserService)?;
+        let users: HashMap<i64, User> = UserServiceClient::new(channel)
+            .m_get_user(MGetUserRequest {
+                user_ids: user_ids.into_iter().collect(),
+            })
+            .await
+            .map_err(NoteError::UserService)?
+            .into_inner()
+            .users
+            .into_iter()
+            .map(|u| (u.user_id, u))
+            .collect();
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let author = users.get(&record.user_id);
+                Note {
+                    note_id: record.id,
+                    user_id: record.user_id,
+                    user_name: author.map(|u| u.username.clone()).unwrap_or_default(),
+                    user_avatar: author.map(|u| u.avatar.clone()).unwrap_or_default(),
+                    title: record.title,
+                    content: record.content,
+                    create_time: record.created_at.div_euclid(1000),
+                }
+            })
+            .collect())
+    }
+
+    async fn create(&self, req: CreateNoteRequest) -> Result<i64, NoteError> {
+        validate::id("user_id", req.user_id)?;
+        validate::title(&req.title)?;
+        validate::content(&req.content)?;
+        Ok(self
+            .repo
+            .create(req.user_id, &req.title, &req.content)
+            .await?)
+    }
+
+    async fn mget(&self, req: MGetNoteRequest) -> Result<Vec<Note>, NoteError> {
+        let ids: BTreeSet<i64> = req.note_ids.into_iter().collect();
+        if ids.len() > validate::MGET_MAX_IDS {
+            return Err(Invalid(format!(
+                "at most {} note ids per call",
+                validate::MGET_MAX_IDS
+            ))
+            .into());
+        }
+        for &id in &ids {
+            validate::id("note_id", id)?;
+        }
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let records = self.repo.find_many(&ids).await?;
+        self.with_authors(records).await
+    }
+
+    async fn delete(&self, req: DeleteNoteRequest) -> Result<(), NoteError> {
+        validate::id("note_id", req.note_id)?;
+        validate::id("user_id", req.user_id)?;
+        if self.repo.delete(req.note_id, req.user_id).await? {
+            Ok(())
+        } else {
+            Err(NoteError::NotFound)
+        }
+    }
+
+    async fn update(&self, req: UpdateNoteRequest) -> Result<(), NoteError> {
+        validate::id("note_id", req.note_id)?;
+        validate::id("user_id", req.user_id)?;
+        if req.title.is_none() && req.content.is_none() {
+            return Err(Invalid("at least one of title and content must be given".into()).into());
+        }
+        if let Some(title) = &req.title {
+            validate::title(title)?;
+        }
+        if let Some(content) = &req.content {
+            validate::content(content)?;
+        }
+        let changes = NoteChanges {
+            title: req.title.as_deref(),
+            content: req.content.as_deref(),
+        };
+        if self.repo.update(req.note_id, req.user_id, &changes).await? {
+            Ok(())
+        } else {
+            Err(NoteError::NotFound)
+        }
+    }
+
+    async fn query(&self, req: QueryNoteRequest) -> Result<(Vec<Note>, i64), NoteError> {
+        validate::id("user_id", req.user_id)?;
+        validate::page(req.offset, req.limit)?;
+        let search = req.search_key.as_deref().filter(|k| !k.is_empty());
+        if let Some(key) = search {
+            validate::search_key(key)?;
+        }
+        let page = self
+            .repo
+            .query_by_owner(req.user_id, search, req.offset, req.limit)
+            .await?;
+        Ok((self.with_authors(page.notes).await?, page.total))
+    }
+}
+
+#[tonic::async_trait]
+impl NoteService for NoteApi {
+    #[tracing::instrument(name = "create note", skip_all)]
+    async fn create_note(
+        &self,
+        request: Request<CreateNoteRequest>,
+    ) -> Result<Response<CreateNoteResponse>, Status> {
+        let note_id = self.create(request.into_inner()).await?;
+        Ok(Response::new(CreateNoteResponse { note_id }))
+    }
+
+    #[tracing::instrument(name = "get notes", skip_all)]
+    async fn m_get_note(
+        &self,
+        request: Request<MGetNoteRequest>,
+    ) -> Result<Response<MGetNoteResponse>, Status> {
+        let notes = self.mget(request.into_inner()).await?;
+        Ok(Response::new(MGetNoteResponse { notes }))
+    }
+
+    #[tracing::instrument(name = "delete note", skip_all)]
+    async fn delete_note(
+        &self,
+        request: Request<DeleteNoteRequest>,
+    ) -> Result<Response<DeleteNoteResponse>, Status> {
+        self.delete(request.into_inner()).await?;
+        Ok(Response::new(DeleteNoteResponse {}))
+    }
+
+    #[tracing::instrument(name = "update note", skip_all)]
+    async fn update_note(
+        &self,
+        request: Request<UpdateNoteRequest>,
+    ) -> Result<Response<UpdateNoteResponse>, Status> {
+        self.update(request.into_inner()).await?;
+        Ok(Response::new(UpdateNoteResponse {}))
+    }
+
+    #[tracing::instrument(name = "query notes", skip_all)]
+    async fn query_note(
+        &self,
+        request: Request<QueryNoteRequest>,
+    ) -> Result<Response<QueryNoteResponse>, Status> {
+        let (notes, total) = self.query(request.into_inner()).await?;
+        Ok(Response::new(QueryNoteResponse { notes, total }))
+    }
+}

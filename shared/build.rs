@@ -1,0 +1,17 @@
+//! Compiles the suite's protos once, for every service, with a vendored `protoc`
+//! so that a fresh machine needs nothing installed beyond cargo.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let protos = [
+        "proto/easynote/user/v1/user.proto",
+        "proto/easynote/note/v1/note.proto",
+    ];
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure().compile_with_config(config, &protos, &["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}

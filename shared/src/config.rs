@@ -1,0 +1,373 @@
+//! Typed configuration read once from the environment.
+//!
+//! Every service builds its own config struct from an [`Env`] at start-up and
+//! passes it down explicitly; nothing reads the environment later. [`Env`]
+//! can also be built from plain pairs, which is how tests configure servers.
+//! The pieces every service needs ([`Environment`], [`DatabaseConfig`],
+//! [`DiscoveryConfig`]) live here; each variable is documented in the README.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The variable is set but cannot be parsed.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The environment variable.
+        var: String,
+        /// What is wrong with it (never the value of a secret).
+        reason: String,
+    },
+    /// The variable is required and missing.
+    #[error("{var} must be set{hint}")]
+    Missing {
+        /// The environment variable.
+        var: String,
+        /// Why it is required, starting with a separator.
+        hint: String,
+    },
+}
+
+impl ConfigError {
+    /// A variable whose value is unusable for `reason`.
+    pub fn invalid(var: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            var: var.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where configuration values come from: the process environment, or a map.
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets; only the names are shown.
+        let mut names: Vec<_> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
+}
+
+impl Env {
+    /// A snapshot of this process's environment.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// An environment holding exactly `pairs` (for tests and embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Sets one variable, returning the changed environment.
+    #[must_use]
+    pub fn with(mut self, var: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(var.to_owned(), value.into());
+        self
+    }
+
+    /// The raw value, with an empty value treated as unset.
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The value, or `default` when unset.
+    pub fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or(default).to_owned()
+    }
+
+    /// A secret value; never echoed back in errors or logs.
+    pub fn secret(&self, var: &str) -> Option<SecretString> {
+        self.get(var).map(|v| SecretString::from(v.to_owned()))
+    }
+
+    /// Parses the value with [`FromStr`], or returns `default` when unset.
+    pub fn parse<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|err| ConfigError::invalid(var, format!("cannot parse {raw:?}: {err}"))),
+        }
+    }
+
+    /// A socket address such as `127.0.0.1:8080` or `0.0.0.0:0`.
+    pub fn socket_addr(&self, var: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let raw = self.get(var).unwrap_or(default);
+        raw.parse()
+            .map_err(|_| ConfigError::invalid(var, format!("{raw:?} is not an IP:port address")))
+    }
+
+    /// A duration written as `1h`, `30s`, `500ms` or a bare number of seconds.
+    pub fn duration(&self, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => parse_duration(raw).map_err(|reason| ConfigError::invalid(var, reason)),
+        }
+    }
+
+    /// A comma-separated list of `host:port` addresses.
+    pub fn addr_list(&self, var: &str, default: &str) -> Result<Vec<String>, ConfigError> {
+        let raw = self.get(var).unwrap_or(default);
+        let addrs: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if addrs.is_empty() {
+            return Err(ConfigError::invalid(var, "needs at least one host:port"));
+        }
+        for addr in &addrs {
+            validate_host_port(addr).map_err(|reason| ConfigError::invalid(var, reason))?;
+        }
+        Ok(addrs)
+    }
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|err| format!("{raw:?} is not a duration such as 30s, 5m or 1h: {err}"))
+}
+
+/// Checks that `addr` is `host:port` with a non-empty host and a valid port.
+pub fn validate_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{addr:?} has no valid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{addr:?} has no valid port")),
+    }
+}
+
+/// `EASYNOTE_ENV`: how strict the services are about their settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// Development defaults are allowed (with warnings).
+    #[default]
+    Development,
+    /// Development defaults for secrets are refused.
+    Production,
+}
+
+impl Environment {
+    /// Reads `EASYNOTE_ENV` (`development` by default, or `production`).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env
+            .string("EASYNOTE_ENV", "development")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "development" | "dev" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(ConfigError::invalid(
+                "EASYNOTE_ENV",
+                format!("{other:?} is neither development nor production"),
+            )),
+        }
+    }
+
+    /// The name used in logs and as `deployment.environment`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// Storage settings of one service.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `EASYNOTE_DATABASE_URL`: `sqlite://…` or `mysql://…`; may hold a password.
+    pub url: SecretString,
+    /// `EASYNOTE_DB_MAX_CONNECTIONS` (default 10).
+    pub max_connections: u32,
+    /// `EASYNOTE_DB_CONNECT_TIMEOUT` (default 30s): how long start-up keeps
+    /// retrying a database that is not reachable yet.
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// Reads the database settings; `default_url` is the service's embedded SQLite file.
+    pub fn from_env(env: &Env, default_url: &str) -> Result<Self, ConfigError> {
+        let url = env
+            .secret("EASYNOTE_DATABASE_URL")
+            .unwrap_or_else(|| SecretString::from(default_url.to_owned()));
+        let max_connections = env.parse("EASYNOTE_DB_MAX_CONNECTIONS", 10u32)?;
+        if max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "EASYNOTE_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url,
+            max_connections,
+            connect_timeout: env
+                .duration("EASYNOTE_DB_CONNECT_TIMEOUT", Duration::from_secs(30))?,
+        })
+    }
+
+    /// A config for `url` with default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: SecretString::from(url.into()),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a service finds the instances of another (`EASYNOTE_REGISTRY`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryConfig {
+    /// Fixed address lists from `EASYNOTE_USER_ADDRS` / `EASYNOTE_NOTE_ADDRS`.
+    Static {
+        /// `host:port` of every user-service instance.
+        user_addrs: Vec<String>,
+        /// `host:port` of every note-service instance.
+        note_addrs: Vec<String>,
+    },
+}
+
+impl DiscoveryConfig {
+    /// Reads the registry choice and its settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string("EASYNOTE_REGISTRY", "static").as_str() {
+            "static" => Ok(Self::Static {
+                user_addrs: env.addr_list("EASYNOTE_USER_ADDRS", "127.0.0.1:8889")?,
+                note_addrs: env.addr_list("EASYNOTE_NOTE_ADDRS", "127.0.0.1:8888")?,
+            }),
+            other => Err(ConfigError::invalid(
+                "EASYNOTE_REGISTRY",
+                format!("{other:?} is not a known registry (static)"),
+            )),
+        }
+    }
+}
+
+/// Lifecycle settings every server shares.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// `EASYNOTE_SHUTDOWN_TIMEOUT` (default 10s): the bound on draining
+    /// in-flight requests after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl LifecycleConfig {
+    /// Reads the lifecycle settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            shutdown_timeout: env.duration("EASYNOTE_SHUTDOWN_TIMEOUT", Duration::from_secs(10))?,
+        })
+    }
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        let env = Env::from_pairs([("A", "1h"), ("B", "90"), ("C", "250ms"), ("D", "soon")]);
+        let zero = Duration::ZERO;
+        assert_eq!(env.duration("A", zero).unwrap(), Duration::from_secs(3600));
+        assert_eq!(env.duration("B", zero).unwrap(), Duration::from_secs(90));
+        assert_eq!(env.duration("C", zero).unwrap(), Duration::from_millis(250));
+        assert_eq!(env.duration("UNSET", zero).unwrap(), zero);
+        let err = env.duration("D", zero).unwrap_err().to_string();
+        assert!(err.starts_with("D: \"soon\" is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn address_lists_are_trimmed_and_checked() {
+        let env = Env::from_pairs([
+            ("OK", " a:1, 10.0.0.2:8888 ,"),
+            ("NOPORT", "host"),
+            ("BADPORT", "host:99999"),
+            ("SCHEME", "http://x:1"),
+        ]);
+        assert_eq!(
+            env.addr_list("OK", "").unwrap(),
+            vec!["a:1", "10.0.0.2:8888"]
+        );
+        assert_eq!(env.addr_list("UNSET", "d:2").unwrap(), vec!["d:2"]);
+        for var in ["NOPORT", "BADPORT", "SCHEME"] {
+            let err = env.addr_list(var, "").unwrap_err().to_string();
+            assert!(err.starts_with(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_names_are_strict() {
+        let prod = Env::from_pairs([("EASYNOTE_ENV", "Production")]);
+        assert_eq!(
+            Environment::from_env(&prod).unwrap(),
+            Environment::Production
+        );
+        assert_eq!(
+            Environment::from_env(&Env::default()).unwrap(),
+            Environment::Development
+        );
+        let typo = Env::from_pairs([("EASYNOTE_ENV", "prd")]);
+        assert!(Environment::from_env(&typo).is_err());
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let env = Env::from_pairs([("EASYNOTE_GRPC_ADDR", "  ")]);
+        assert_eq!(
+            env.socket_addr("EASYNOTE_GRPC_ADDR", "127.0.0.1:1")
+                .unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_values() {
+        let env = Env::from_pairs([("EASYNOTE_JWT_SECRET", "hunter2-hunter2")]);
+        let shown = format!("{env:?}");
+        assert!(shown.contains("EASYNOTE_JWT_SECRET"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

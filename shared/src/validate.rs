@@ -1,0 +1,188 @@
+//! The input rules of the public contract, in one place for the gateway and
+//! the services alike. Lengths count characters (Unicode scalar values),
+//! except note content, which is bounded in bytes.
+
+/// Longest username, in characters.
+pub const USERNAME_MAX_CHARS: usize = 128;
+/// Shortest password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 6;
+/// Longest password, in characters.
+pub const PASSWORD_MAX_CHARS: usize = 128;
+/// Longest note title, in characters.
+pub const TITLE_MAX_CHARS: usize = 128;
+/// Largest note content, in bytes (64 KiB).
+pub const CONTENT_MAX_BYTES: usize = 64 * 1024;
+/// Largest page.
+pub const LIMIT_MAX: i64 = 100;
+/// Page size when none is asked for.
+pub const LIMIT_DEFAULT: i64 = 10;
+/// Longest search key, in characters.
+pub const SEARCH_KEY_MAX_CHARS: usize = 128;
+/// Most ids in one multi-get.
+pub const MGET_MAX_IDS: usize = 100;
+
+/// A rule the input broke; the message is meant for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid(message.into())
+}
+
+fn char_count_within(field: &str, value: &str, min: usize, max: usize) -> Result<(), Invalid> {
+    let count = value.chars().count();
+    if count < min || count > max {
+        return Err(if min == 1 && count == 0 {
+            invalid(format!("{field} must not be empty"))
+        } else {
+            invalid(format!(
+                "{field} must be {min} to {max} characters, got {count}"
+            ))
+        });
+    }
+    Ok(())
+}
+
+fn no_control_chars(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// 1–128 characters, no control characters, no surrounding whitespace.
+pub fn username(value: &str) -> Result<(), Invalid> {
+    char_count_within("username", value, 1, USERNAME_MAX_CHARS)?;
+    no_control_chars("username", value)?;
+    if value.trim() != value {
+        return Err(invalid("username must not start or end with whitespace"));
+    }
+    Ok(())
+}
+
+/// 6–128 characters.
+pub fn password(value: &str) -> Result<(), Invalid> {
+    char_count_within("password", value, PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS)
+}
+
+/// 1–128 characters, not blank, no control characters.
+pub fn title(value: &str) -> Result<(), Invalid> {
+    char_count_within("title", value, 1, TITLE_MAX_CHARS)?;
+    if value.trim().is_empty() {
+        return Err(invalid("title must not be blank"));
+    }
+    no_control_chars("title", value)
+}
+
+/// At most 64 KiB.
+pub fn content(value: &str) -> Result<(), Invalid> {
+    if value.len() > CONTENT_MAX_BYTES {
+        return Err(invalid(format!(
+            "content must be at most {CONTENT_MAX_BYTES} bytes, got {}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A positive id.
+pub fn id(field: &str, value: i64) -> Result<(), Invalid> {
+    if value <= 0 {
+        return Err(invalid(format!("{field} must be a positive integer")));
+    }
+    Ok(())
+}
+
+/// Parses a path or query id: digits only, positive, within 64 bits.
+pub fn parse_id(field: &str, raw: &str) -> Result<i64, Invalid> {
+    match raw.parse::<i64>() {
+        Ok(value) if value > 0 => Ok(value),
+        _ => Err(invalid(format!(
+            "{field} must be a positive integer, got {raw:?}"
+        ))),
+    }
+}
+
+/// `offset >= 0` and `1 <= limit <= 100`.
+pub fn page(offset: i64, limit: i64) -> Result<(), Invalid> {
+    if offset < 0 {
+        return Err(invalid("offset must not be negative"));
+    }
+    if !(1..=LIMIT_MAX).contains(&limit) {
+        return Err(invalid(format!(
+            "limit must be 1 to {LIMIT_MAX}, got {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// At most 128 characters.
+pub fn search_key(value: &str) -> Result<(), Invalid> {
+    char_count_within("search_key", value, 0, SEARCH_KEY_MAX_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_accept_the_boundaries_and_refuse_past_them() {
+        let cases: &[(&str, Result<(), Invalid>, bool)] = &[
+            ("username empty", username(""), false),
+            ("username 1 char", username("a"), true),
+            ("username 128 chars", username(&"é".repeat(128)), true),
+            ("username 129 chars", username(&"é".repeat(129)), false),
+            ("username with newline", username("a\nb"), false),
+            ("username padded", username(" bob"), false),
+            ("password 5 chars", password("12345"), false),
+            ("password 6 chars", password("123456"), true),
+            ("password 129 chars", password(&"x".repeat(129)), false),
+            ("title empty", title(""), false),
+            ("title blank", title("   "), false),
+            ("title 128 CJK", title(&"笔".repeat(128)), true),
+            ("title 129", title(&"t".repeat(129)), false),
+            (
+                "content 64 KiB",
+                content(&"c".repeat(CONTENT_MAX_BYTES)),
+                true,
+            ),
+            (
+                "content 64 KiB + 1",
+                content(&"c".repeat(CONTENT_MAX_BYTES + 1)),
+                false,
+            ),
+            ("content empty", content(""), true),
+            ("page ok", page(0, 100), true),
+            ("page negative offset", page(-1, 10), false),
+            ("page limit 0", page(0, 0), false),
+            ("page limit 101", page(0, 101), false),
+        ];
+        for (name, result, ok) in cases {
+            assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn ids_must_be_positive_64_bit_integers() {
+        assert_eq!(parse_id("note_id", "42"), Ok(42));
+        for raw in ["0", "-1", "abc", "1.5", "", "99999999999999999999", "+"] {
+            let err = parse_id("note_id", raw).expect_err(raw);
+            assert!(
+                err.0.starts_with("note_id must be a positive integer"),
+                "{raw}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        assert_eq!(title("").unwrap_err().0, "title must not be empty");
+        assert_eq!(
+            password("abc").unwrap_err().0,
+            "password must be 6 to 128 characters, got 3"
+        );
+    }
+}

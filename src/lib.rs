@@ -1,0 +1,122 @@
+//! The whole suite in one process: user-service, note-service and the
+//! gateway, wired to each other by static discovery.
+//!
+//! `cargo run --release` uses this to bring Easy-Note up on the embedded
+//! defaults; the end-to-end tests use it to start the real servers on port 0.
+//! Each service reads the same variables as its own binary, except that the
+//! two gRPC addresses have their own names here (`EASYNOTE_USER_GRPC_ADDR`,
+//! `EASYNOTE_NOTE_GRPC_ADDR`) and the services are pointed at each other's
+//! actual addresses.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use api_gateway::Gateway;
+use easynote_shared::{
+    config::Env,
+    shutdown::{self, Shutdown},
+};
+use note_service::NoteServer;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use user_service::UserServer;
+
+/// The three servers, bound and ready to run.
+#[derive(Debug)]
+pub struct Suite {
+    user: UserServer,
+    note: NoteServer,
+    gateway: Gateway,
+}
+
+impl Suite {
+    /// Builds the three servers from `env`: user-service first, then
+    /// note-service pointed at it, then the gateway pointed at both.
+    pub async fn build(env: &Env) -> anyhow::Result<Self> {
+        let user_grpc = env.string("EASYNOTE_USER_GRPC_ADDR", "127.0.0.1:8889");
+        let note_grpc = env.string("EASYNOTE_NOTE_GRPC_ADDR", "127.0.0.1:8888");
+
+        let user_env = env.clone().with("EASYNOTE_GRPC_ADDR", user_grpc);
+        let user = UserServer::build(user_service::Config::from_env(&user_env)?)
+            .await
+            .context("starting user-service")?;
+        let user_addr = user.local_addr().to_string();
+
+        let note_env = env
+            .clone()
+            .with("EASYNOTE_GRPC_ADDR", note_grpc)
+            .with("EASYNOTE_USER_ADDRS", user_addr.clone());
+        let note = NoteServer::build(note_service::Config::from_env(&note_env)?)
+            .await
+            .context("starting note-service")?;
+
+        let gateway_env = env
+            .clone()
+            .with("EASYNOTE_USER_ADDRS", user_addr)
+            .with("EASYNOTE_NOTE_ADDRS", note.local_addr().to_string());
+        let gateway = Gateway::build(api_gateway::Config::from_env(&gateway_env)?)
+            .await
+            .context("starting api-gateway")?;
+        Ok(Self {
+            user,
+            note,
+            gateway,
+        })
+    }
+
+    /// The gateway's address.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    /// user-service's gRPC address.
+    pub fn user_addr(&self) -> SocketAddr {
+        self.user.local_addr()
+    }
+
+    /// note-service's gRPC address.
+    pub fn note_addr(&self) -> SocketAddr {
+        self.note.local_addr()
+    }
+
+    /// Runs the three until `shutdown`, then stops them front to back: the
+    /// gateway drains first, while the services it calls still answer.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let (stop_note, note_shutdown) = shutdown::channel();
+        let (stop_user, user_shutdown) = shutdown::channel();
+        let user = tokio::spawn(self.user.run(user_shutdown));
+        let note = tokio::spawn(self.note.run(note_shutdown));
+        let gateway = self.gateway.run(shutdown).await;
+        stop_note.trigger();
+        let note = note.await.context("note-service task")?;
+        stop_user.trigger();
+        let user = user.await.context("user-service task")?;
+        gateway.context("api-gateway")?;
+        note.context("note-service")?;
+        user.context("user-service")
+    }
+}
+
+/// Waits until the gRPC server at `addr` reports SERVING, for at most `timeout`.
+pub async fn wait_until_serving(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+    loop {
+        let last = match endpoint.connect().await {
+            Ok(channel) => match HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+            {
+                Ok(reply) if reply.get_ref().status() == ServingStatus::Serving => return Ok(()),
+                Ok(reply) => format!("status {:?}", reply.get_ref().status()),
+                Err(status) => status.to_string(),
+            },
+            Err(err) => err.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{addr} is not serving after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,294 @@
+//! `TestApp`: a fresh database and the three services started for one test.
+
+use std::{net::SocketAddr, time::Duration};
+
+use easynote_shared::{
+    config::Env,
+    db::Database,
+    on_pool,
+    shutdown::{self, ShutdownTrigger},
+    telemetry::{self, TelemetryConfig},
+    testing::TestDatabase,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// The JWT key the test servers use, so tests can mint their own tokens.
+pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
+
+/// One running server and the means to stop it.
+#[derive(Debug)]
+pub struct Service {
+    pub addr: SocketAddr,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    fn spawn<F>(addr: SocketAddr, run: impl FnOnce(shutdown::Shutdown) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (trigger, shutdown) = shutdown::channel();
+        Self {
+            addr,
+            trigger: Some(trigger),
+            task: Some(tokio::spawn(run(shutdown))),
+        }
+    }
+
+    /// Requests a graceful stop and waits for it; the server's own result.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The suite as a client sees it, plus direct access to its database.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+    pub user: Service,
+    pub note: Service,
+    pub gateway: Service,
+    env: Env,
+}
+
+impl TestApp {
+    /// The suite on a fresh SQLite database.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(TestDatabase::sqlite()).await
+    }
+
+    /// The suite on `db`; user-service and note-service share it, as they
+    /// may in a deployment.
+    pub async fn spawn_on(db: TestDatabase) -> Self {
+        // Logs are captured per test and shown when one fails.
+        let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
+        telemetry::init(&telemetry).expect("logging");
+        let env = Env::from_pairs([
+            ("EASYNOTE_DATABASE_URL", db.url.as_str()),
+            ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0"),
+            ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
+            ("EASYNOTE_JWT_SECRET", JWT_SECRET),
+            ("EASYNOTE_RPC_TIMEOUT", "3s"),
+            ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s"),
+            ("EASYNOTE_DB_MAX_CONNECTIONS", "5"),
+        ]);
+        let user = start_user_service(&env).await;
+        let note_env = env
+            .clone()
+            .with("EASYNOTE_USER_ADDRS", user.addr.to_string());
+        let config = note_service::Config::from_env(&note_env).expect("note config");
+        let server = note_service::NoteServer::build(config)
+            .await
+            .expect("build note-service");
+        let note = Service::spawn(server.local_addr(), |s| server.run(s));
+        let gateway_env = env
+            .clone()
+            .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
+            .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string());
+        let config = api_gateway::Config::from_env(&gateway_env).expect("gateway config");
+        let server = api_gateway::Gateway::build(config)
+            .await
+            .expect("build gateway");
+        let gateway = Service::spawn(server.local_addr(), |s| server.run(s));
+        let app = Self {
+            base: format!("http://{}", gateway.addr),
+            http: reqwest::Client::new(),
+            db,
+            user,
+            note,
+            gateway,
+            env,
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
+    /// Polls `/readyz` until both services answer, failing after 10 s.
+    pub async fn wait_until_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get("/readyz", None).await;
+            if status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "suite not ready: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts a new user-service on the address the old one had.
+    pub async fn restart_user_service(&mut self) {
+        let env = self
+            .env
+            .clone()
+            .with("EASYNOTE_GRPC_ADDR", self.user.addr.to_string());
+        self.user = start_user_service(&env).await;
+    }
+
+    /// Sends a request; answers the status and the JSON body (`Null` if none).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request reaches the gateway");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/v1/user/register",
+            None,
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/v1/user/login",
+            None,
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers `username` (password `password123`) and returns a token.
+    pub async fn signed_up(&self, username: &str) -> String {
+        let (status, body) = self.register(username, "password123").await;
+        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
+        let (status, body) = self.login(username, "password123").await;
+        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a note and returns its id.
+    pub async fn create_note(&self, token: &str, title: &str, content: &str) -> i64 {
+        let (status, body) = self
+            .post(
+                "/v1/note",
+                Some(token),
+                &json!({"title": title, "content": content}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "create {title:?}: {body}");
+        body["data"]["note_id"].as_i64().expect("note_id")
+    }
+
+    /// A direct connection to the suite's database.
+    pub async fn database(&self) -> Database {
+        Database::connect(&self.db.config(), &note_service::migrations())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// `(users, live notes, all note rows)` as stored.
+    pub async fn row_counts(&self) -> (i64, i64, i64) {
+        let db = self.database().await;
+        let count = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                on_pool!(&db, |pool| sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(pool)
+                    .await)
+                .expect(sql)
+            }
+        };
+        let counts = (
+            count("SELECT COUNT(*) FROM user").await,
+            count("SELECT COUNT(*) FROM note WHERE deleted_at IS NULL").await,
+            count("SELECT COUNT(*) FROM note").await,
+        );
+        db.close().await;
+        counts
+    }
+}
+
+async fn start_user_service(env: &Env) -> Service {
+    let config = user_service::Config::from_env(env).expect("user config");
+    let server = user_service::UserServer::build(config)
+        .await
+        .expect("build user-service");
+    Service::spawn(server.local_addr(), |s| server.run(s))
+}
+
+/// Status and JSON body of a response (`Null` when the body is not JSON).
+pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A token signed with the test key, with any claims.
+pub fn token_with(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode token")
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Asserts the envelope of an error reply.
+#[track_caller]
+pub fn assert_error(
+    case: &str,
+    (status, body): &(StatusCode, Value),
+    want_status: StatusCode,
+    want_code: i64,
+) {
+    assert_eq!(*status, want_status, "{case}: status; body {body}");
+    assert_eq!(body["code"], json!(want_code), "{case}: code; body {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{case}: message; body {body}"
+    );
+    assert_eq!(body["data"], Value::Null, "{case}: data; body {body}");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the three real servers on port 0, wired by static
+//! discovery, driven over HTTP like a client would, with the database
+//! checked directly afterwards.
+
+mod bad_input;
+mod helpers;
+mod resilience;
+mod user_story;

@@ -1,0 +1,98 @@
+//! user-service: accounts and the password check behind login, over gRPC.
+//!
+//! [`UserServer::build`] connects the database, applies migrations and binds
+//! the listener (port 0 works); [`UserServer::run`] serves until shutdown.
+
+mod config;
+mod error;
+pub mod password;
+pub mod repo;
+mod service;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use anyhow::Context as _;
+use easynote_shared::{
+    db::{Database, Migrations},
+    discovery::{Discovery, Registration},
+    grpc::{self, ServeOptions},
+    proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer},
+    service_name,
+    shutdown::Shutdown,
+};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::UserError;
+
+/// This service's migrations, per backend.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/mysql"),
+    )
+}
+
+/// A user-service ready to serve: database migrated, listener bound.
+#[derive(Debug)]
+pub struct UserServer {
+    config: Config,
+    db: Database,
+    listener: TcpListener,
+    discovery: Discovery,
+}
+
+impl UserServer {
+    /// Connects storage and binds `config.grpc_addr`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database, &migrations())
+            .await
+            .context("connecting the user database")?;
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
+        let discovery = Discovery::from_config(&config.discovery);
+        Ok(Self {
+            config,
+            db,
+            listener,
+            discovery,
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown`, then deregisters, drains and closes the pool.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let api = service::UserApi::new(repo::UserRepo::new(self.db.clone()));
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(UserServiceServer::new(api));
+        let options = ServeOptions {
+            listener: self.listener,
+            health,
+            health_services: vec![SERVICE_NAME],
+            discovery: self.discovery,
+            registration: Registration {
+                service: service_name::USER.to_owned(),
+                addr,
+                weight: 1.0,
+                metadata: HashMap::from([
+                    ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+                    ("protocol".to_owned(), "grpc".to_owned()),
+                ]),
+            },
+            drain_timeout: self.config.lifecycle.shutdown_timeout,
+        };
+        let served = grpc::serve(router, options, shutdown).await;
+        self.db.close().await;
+        served
+    }
+}
