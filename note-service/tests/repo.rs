@@ -1,0 +1,560 @@
+//! `NoteRepo` against every available backend: SQLite always, MySQL/MariaDB
+//! when `EASYNOTE_TEST_MYSQL_URL` is set. Every test gets fresh databases.
+
+use easynote_shared::{db::Database, on_pool, testing::TestDatabase};
+use note_service::repo::{NoteChanges, NoteRecord, NoteRepo};
+
+const OWNER: i64 = 7;
+const OTHER: i64 = 8;
+
+/// A migrated repository on one backend; the database lives as long as it does.
+struct Backend {
+    db: TestDatabase,
+    pool: Database,
+    repo: NoteRepo,
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        self.db.backend
+    }
+
+    async fn create(&self, owner: i64, title: &str, content: &str) -> i64 {
+        self.repo
+            .create(owner, title, content)
+            .await
+            .unwrap_or_else(|err| panic!("{}: create {title:?}: {err}", self.name()))
+    }
+
+    /// The live note `id`, if any.
+    async fn find(&self, id: i64) -> Option<NoteRecord> {
+        let mut found = self
+            .repo
+            .find_many(&[id])
+            .await
+            .unwrap_or_else(|err| panic!("{}: find {id}: {err}", self.name()));
+        found.pop()
+    }
+
+    /// The `deleted_at` column of row `id`, read past the repository;
+    /// `None` when the row itself is missing.
+    async fn deleted_at(&self, id: i64) -> Option<Option<i64>> {
+        let sql = "SELECT deleted_at FROM note WHERE id = ?";
+        on_pool!(&self.pool, |pool| sqlx::query_scalar::<_, Option<i64>>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)
+        .unwrap_or_else(|err| panic!("{}: read deleted_at: {err}", self.name()))
+    }
+
+    /// Overwrites a note's creation time, to make ties on purpose.
+    async fn set_created_at(&self, id: i64, created_at: i64) {
+        let sql = "UPDATE note SET created_at = ? WHERE id = ?";
+        on_pool!(&self.pool, |pool| sqlx::query(sql)
+            .bind(created_at)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop))
+        .unwrap_or_else(|err| panic!("{}: set created_at: {err}", self.name()));
+    }
+
+    /// Every page of the owner's notes (optionally searched), `limit` at a time.
+    async fn all_pages(&self, owner: i64, search: Option<&str>, limit: i64) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .repo
+                .query_by_owner(owner, search, offset, limit)
+                .await
+                .unwrap_or_else(|err| panic!("{}: page at {offset}: {err}", self.name()));
+            if page.notes.is_empty() {
+                assert_eq!(
+                    ids.len() as i64,
+                    page.total,
+                    "{}: pages and total disagree",
+                    self.name()
+                );
+                return ids;
+            }
+            assert!(
+                page.notes.len() as i64 <= limit,
+                "{}: page over the limit",
+                self.name()
+            );
+            ids.extend(page.notes.iter().map(|n| n.id));
+            offset += limit;
+        }
+    }
+
+    /// Titles of the owner's notes matching `search`, in the order returned,
+    /// checking that the total agrees.
+    async fn search_titles(&self, owner: i64, search: &str) -> Vec<String> {
+        let page = self
+            .repo
+            .query_by_owner(owner, Some(search), 0, 100)
+            .await
+            .unwrap_or_else(|err| panic!("{}: search {search:?}: {err}", self.name()));
+        assert_eq!(
+            page.total,
+            page.notes.len() as i64,
+            "{}: total of {search:?}",
+            self.name()
+        );
+        page.notes.into_iter().map(|n| n.title).collect()
+    }
+}
+
+/// One fresh, migrated repository per available backend.
+async fn backends() -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for db in TestDatabase::all().await {
+        let pool = Database::connect(&db.config(), &note_service::migrations())
+            .await
+            .unwrap_or_else(|err| panic!("{}: connect and migrate: {err:?}", db.backend));
+        let repo = NoteRepo::new(pool.clone());
+        backends.push(Backend { db, pool, repo });
+    }
+    backends
+}
+
+#[tokio::test]
+async fn created_notes_are_found_by_id_in_id_order() {
+    for b in backends().await {
+        let before = easynote_shared::db::now_millis();
+        let first = b.create(OWNER, "first", "one").await;
+        let second = b.create(OTHER, "second", "").await;
+        let third = b.create(OWNER, "third", &"x".repeat(64 * 1024)).await;
+        let after = easynote_shared::db::now_millis();
+        assert!(
+            first < second && second < third,
+            "{}: ids increase",
+            b.name()
+        );
+
+        let found = b
+            .repo
+            .find_many(&[third, third + 100, first, second])
+            .await
+            .expect("find many");
+        let summary: Vec<(i64, i64, &str, usize)> = found
+            .iter()
+            .map(|n| (n.id, n.user_id, n.title.as_str(), n.content.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (first, OWNER, "first", 3),
+                (second, OTHER, "second", 0),
+                (third, OWNER, "third", 64 * 1024)
+            ],
+            "{}: known notes in id order, unknown ids skipped",
+            b.name()
+        );
+        for note in &found {
+            assert!(
+                (before..=after).contains(&note.created_at),
+                "{}: created_at {} outside {before}..={after}",
+                b.name(),
+                note.created_at
+            );
+        }
+        assert!(
+            b.repo.find_many(&[]).await.expect("find none").is_empty(),
+            "{}",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_note_is_soft_and_happens_once() {
+    for b in backends().await {
+        let id = b.create(OWNER, "doomed", "bye").await;
+        assert_eq!(
+            b.deleted_at(id).await,
+            Some(None),
+            "{}: live before delete",
+            b.name()
+        );
+
+        assert!(
+            b.repo.delete(id, OWNER).await.expect("delete"),
+            "{}: first delete",
+            b.name()
+        );
+        assert!(
+            b.find(id).await.is_none(),
+            "{}: a deleted note is not found",
+            b.name()
+        );
+        assert!(
+            matches!(b.deleted_at(id).await, Some(Some(at)) if at > 0),
+            "{}: the row stays, with deleted_at set: {:?}",
+            b.name(),
+            b.deleted_at(id).await
+        );
+
+        assert!(
+            !b.repo.delete(id, OWNER).await.expect("delete again"),
+            "{}: second delete",
+            b.name()
+        );
+        assert!(
+            !b.repo
+                .delete(id + 100, OWNER)
+                .await
+                .expect("delete missing"),
+            "{}: missing",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_owners_note_cannot_be_deleted() {
+    for b in backends().await {
+        let id = b.create(OWNER, "mine", "hands off").await;
+        assert!(
+            !b.repo.delete(id, OTHER).await.expect("delete"),
+            "{}: foreign delete",
+            b.name()
+        );
+        assert_eq!(
+            b.deleted_at(id).await,
+            Some(None),
+            "{}: still live",
+            b.name()
+        );
+        let note = b
+            .find(id)
+            .await
+            .unwrap_or_else(|| panic!("{}: note is gone", b.name()));
+        assert_eq!(
+            (note.title.as_str(), note.content.as_str()),
+            ("mine", "hands off"),
+            "{}",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn updates_change_exactly_the_given_fields() {
+    let cases = [
+        (
+            "title only",
+            Some("new title"),
+            None,
+            ("new title", "old content"),
+        ),
+        (
+            "content only",
+            None,
+            Some("new content"),
+            ("old title", "new content"),
+        ),
+        (
+            "both",
+            Some("new title"),
+            Some("new content"),
+            ("new title", "new content"),
+        ),
+        ("empty content", None, Some(""), ("old title", "")),
+    ];
+    for b in backends().await {
+        for (case, title, content, expected) in cases {
+            let id = b.create(OWNER, "old title", "old content").await;
+            let changes = NoteChanges { title, content };
+            let updated = b.repo.update(id, OWNER, &changes).await.expect("update");
+            assert!(updated, "{}: {case}: update must find the note", b.name());
+            let note = b.find(id).await.expect("note after update");
+            assert_eq!(
+                (note.title.as_str(), note.content.as_str()),
+                expected,
+                "{}: {case}",
+                b.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_still_finds_the_note() {
+    for b in backends().await {
+        let id = b.create(OWNER, "same", "same").await;
+        let changes = NoteChanges {
+            title: Some("same"),
+            content: Some("same"),
+        };
+        // Repeated quickly, some of these land in the millisecond of the
+        // previous one, so not even updated_at changes (MySQL then reports
+        // 0 changed rows unless it counts matched rows).
+        for attempt in 0..20 {
+            let updated = b.repo.update(id, OWNER, &changes).await.expect("update");
+            assert!(
+                updated,
+                "{}: attempt {attempt}: a no-op update is still a hit",
+                b.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn updates_of_missing_foreign_or_deleted_notes_find_nothing() {
+    for b in backends().await {
+        let live = b.create(OWNER, "live", "").await;
+        let deleted = b.create(OWNER, "deleted", "").await;
+        assert!(b.repo.delete(deleted, OWNER).await.expect("delete"));
+        let changes = NoteChanges {
+            title: Some("hijacked"),
+            content: None,
+        };
+        let cases = [
+            ("missing", live + 100, OWNER),
+            ("foreign", live, OTHER),
+            ("deleted", deleted, OWNER),
+        ];
+        for (case, id, owner) in cases {
+            let updated = b.repo.update(id, owner, &changes).await.expect("update");
+            assert!(!updated, "{}: {case} note must not be updated", b.name());
+        }
+        assert_eq!(
+            b.find(live).await.expect("live note").title,
+            "live",
+            "{}: untouched",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn paging_through_every_note_yields_each_once_newest_first() {
+    for b in backends().await {
+        let mut created = Vec::new();
+        for i in 0..25 {
+            created.push(b.create(OWNER, &format!("note {i}"), "").await);
+        }
+        b.create(OTHER, "someone else's", "").await;
+
+        let paged = b.all_pages(OWNER, None, 10).await;
+        let expected: Vec<i64> = created.iter().rev().copied().collect();
+        assert_eq!(
+            paged,
+            expected,
+            "{}: newest first, no duplicates, no gaps",
+            b.name()
+        );
+
+        let first = b
+            .repo
+            .query_by_owner(OWNER, None, 0, 10)
+            .await
+            .expect("first page");
+        assert_eq!(
+            (first.notes.len(), first.total),
+            (10, 25),
+            "{}: first page",
+            b.name()
+        );
+        let last = b
+            .repo
+            .query_by_owner(OWNER, None, 20, 10)
+            .await
+            .expect("last page");
+        assert_eq!(
+            (last.notes.len(), last.total),
+            (5, 25),
+            "{}: last page",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn notes_of_the_same_millisecond_page_stably() {
+    for b in backends().await {
+        let mut created = Vec::new();
+        for i in 0..25 {
+            created.push(b.create(OWNER, &format!("note {i}"), "").await);
+        }
+        // Five notes per millisecond, and the millisecond order against the
+        // id order: only the id tie-break keeps the pages apart.
+        let base = 1_700_000_000_000;
+        let mut expected: Vec<(i64, i64)> = Vec::new();
+        for (i, &id) in created.iter().enumerate() {
+            let created_at = base - (i as i64 / 5);
+            b.set_created_at(id, created_at).await;
+            expected.push((created_at, id));
+        }
+        expected.sort_by(|a, b| b.cmp(a));
+        let expected: Vec<i64> = expected.into_iter().map(|(_, id)| id).collect();
+
+        for limit in [3, 5, 10, 7] {
+            let paged = b.all_pages(OWNER, None, limit).await;
+            assert_eq!(paged, expected, "{}: pages of {limit}", b.name());
+        }
+    }
+}
+
+#[tokio::test]
+async fn queries_see_only_the_owners_live_notes() {
+    for b in backends().await {
+        let kept = b.create(OWNER, "kept", "").await;
+        let deleted = b.create(OWNER, "deleted", "").await;
+        assert!(b.repo.delete(deleted, OWNER).await.expect("delete"));
+        let theirs = b.create(OTHER, "theirs", "").await;
+
+        let cases = [
+            (OWNER, vec![kept]),
+            (OTHER, vec![theirs]),
+            (OTHER + 1, vec![]),
+        ];
+        for (owner, expected) in cases {
+            let page = b
+                .repo
+                .query_by_owner(owner, None, 0, 10)
+                .await
+                .expect("query");
+            let ids: Vec<i64> = page.notes.iter().map(|n| n.id).collect();
+            assert_eq!(ids, expected, "{}: notes of owner {owner}", b.name());
+            assert_eq!(
+                page.total,
+                expected.len() as i64,
+                "{}: total of owner {owner}",
+                b.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn search_is_a_case_insensitive_plain_substring_of_title_or_content() {
+    // (title, content), oldest first.
+    let notes = [
+        ("Shopping List", "milk, eggs"),
+        ("Meeting", "Discuss the BUDGET"),
+        ("100% sure", ""),
+        ("100 percent", ""),
+        ("a_b", ""),
+        ("axb", ""),
+        ("wow!", ""),
+        ("wow", "no bang here"),
+    ];
+    let cases: &[(&str, &[&str])] = &[
+        ("shopping", &["Shopping List"]),
+        ("SHOPPING LIST", &["Shopping List"]),
+        ("MiLk", &["Shopping List"]),
+        ("budget", &["Meeting"]),
+        ("%", &["100% sure"]),
+        ("0%", &["100% sure"]),
+        ("100", &["100 percent", "100% sure"]),
+        ("_", &["a_b"]),
+        ("a_b", &["a_b"]),
+        ("a%b", &[]),
+        ("!", &["wow!"]),
+        ("!%", &[]),
+        ("!_", &[]),
+        ("wow", &["wow", "wow!"]),
+        ("nothing like it", &[]),
+    ];
+    for b in backends().await {
+        for (title, content) in notes {
+            b.create(OWNER, title, content).await;
+        }
+        b.create(OTHER, "Shopping for someone else", "budget, 100%")
+            .await;
+        for (key, expected) in cases {
+            let found = b.search_titles(OWNER, key).await;
+            assert_eq!(
+                found,
+                *expected,
+                "{}: search {key:?}, newest first",
+                b.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sql_in_a_search_key_is_only_text() {
+    let injection = "'; DROP TABLE note; --";
+    for b in backends().await {
+        b.create(OWNER, "plain", "").await;
+        b.create(OWNER, "quoted", &format!("they typed {injection} here"))
+            .await;
+        for key in [injection, "' OR '1'='1", "\" OR 1=1 --", "\\", "'"] {
+            let expected: &[&str] = if injection.contains(key) {
+                &["quoted"]
+            } else {
+                &[]
+            };
+            assert_eq!(
+                b.search_titles(OWNER, key).await,
+                expected,
+                "{}: search {key:?}",
+                b.name()
+            );
+        }
+        let page = b
+            .repo
+            .query_by_owner(OWNER, None, 0, 10)
+            .await
+            .expect("table still there");
+        assert_eq!(page.total, 2, "{}: both notes survive", b.name());
+    }
+}
+
+#[tokio::test]
+async fn an_offset_past_the_end_is_an_empty_page_with_the_total() {
+    for b in backends().await {
+        for i in 0..3 {
+            b.create(OWNER, &format!("note {i}"), "").await;
+        }
+        for (offset, search) in [(3, None), (50, None), (1_000_000, None), (3, Some("note"))] {
+            let page = b
+                .repo
+                .query_by_owner(OWNER, search, offset, 10)
+                .await
+                .expect("query");
+            assert!(
+                page.notes.is_empty(),
+                "{}: offset {offset} {search:?}",
+                b.name()
+            );
+            assert_eq!(
+                page.total,
+                3,
+                "{}: total at offset {offset} {search:?}",
+                b.name()
+            );
+        }
+    }
+}
+
+/// A non-ASCII key finds the text it was copied from on every backend
+/// (SQLite's `LOWER()` folds ASCII only, so the key must not be folded
+/// further than that).
+#[tokio::test]
+async fn a_non_ascii_search_key_finds_its_own_text() {
+    for b in backends().await {
+        b.create(OWNER, "Été à Paris", "").await;
+        b.create(OWNER, "ÄRGER", "").await;
+        b.create(OWNER, "笔记", "").await;
+        let cases: &[(&str, &[&str])] = &[
+            ("Été", &["Été à Paris"]),
+            ("ÄRGER", &["ÄRGER"]),
+            ("笔", &["笔记"]),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                b.search_titles(OWNER, key).await,
+                *expected,
+                "{}: search {key:?}",
+                b.name()
+            );
+        }
+    }
+}
