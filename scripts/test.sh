@@ -3,13 +3,32 @@
 #
 # Tests talk to real servers. SQLite needs nothing; the MySQL tests run when
 # EASYNOTE_TEST_MYSQL_URL names a server where the user may create databases
-# (CI always sets it). Extra arguments go to the test runner, e.g.
+# (CI always sets it). The registry tests (tests/registry) start their own
+# rnacos, a Nacos-compatible server: it is taken from RNACOS_BIN or PATH, and
+# installed with `cargo install --locked rnacos` when missing. Extra arguments
+# go to the test runner, e.g.
 #   ./scripts/test.sh -p note-service
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ -z "${EASYNOTE_TEST_MYSQL_URL:-}" ]]; then
   echo "note: EASYNOTE_TEST_MYSQL_URL is not set; MySQL tests are skipped (SQLite only)." >&2
+fi
+
+# rnacos for the registry tests: RNACOS_BIN, else PATH, else ~/.cargo/bin,
+# else install it (a few minutes, once).
+if [[ -z "${RNACOS_BIN:-}" ]]; then
+  cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+  if command -v rnacos >/dev/null 2>&1; then
+    RNACOS_BIN="$(command -v rnacos)"
+  elif [[ -x "$cargo_bin/rnacos" ]]; then
+    RNACOS_BIN="$cargo_bin/rnacos"
+  else
+    echo "note: rnacos not found; installing it with 'cargo install --locked rnacos'." >&2
+    cargo install --locked rnacos
+    RNACOS_BIN="$cargo_bin/rnacos"
+  fi
+  export RNACOS_BIN
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -22,6 +22,24 @@ use tonic_health::pb::{
 };
 use user_service::UserServer;
 
+/// How `easy-note healthcheck` probes the all-in-one suite: its gateway.
+pub const PROBE: easynote_shared::app::Probe = api_gateway::PROBE;
+
+/// Builds and runs the suite until `shutdown`, announcing the gateway URL
+/// once both services answer their health checks.
+pub async fn run_all(env: &Env, shutdown: Shutdown) -> anyhow::Result<()> {
+    let suite = Suite::build(env).await?;
+    let (gateway, user, note) = (suite.gateway_addr(), suite.user_addr(), suite.note_addr());
+    let running = tokio::spawn(suite.run(shutdown));
+    wait_until_serving(user, Duration::from_secs(10)).await?;
+    wait_until_serving(note, Duration::from_secs(10)).await?;
+    tracing::info!(%user, %note, "user-service and note-service are serving");
+    println!(
+        "Easy-Note is ready at http://{gateway}  (try: curl http://{gateway}/ping; Ctrl-C stops)"
+    );
+    running.await?
+}
+
 /// The three servers, bound and ready to run.
 #[derive(Debug)]
 pub struct Suite {

@@ -1,19 +1,70 @@
 //! `easy-note`: the whole suite in one process on the embedded defaults
-//! (SQLite under `./data/`, static discovery). `cargo run --release`.
+//! (SQLite under `./data/`, static discovery) — `cargo run --release` — or
+//! any one service: `easy-note user-service|note-service|api-gateway`.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
+
+use easynote_shared::app;
+
+const USAGE: &str =
+    "usage: easy-note [all | user-service | note-service | api-gateway] [healthcheck]
+  all (default)  the three services in one process, wired to each other
+  user-service   only user-service   (same as the user-service binary)
+  note-service   only note-service   (same as the note-service binary)
+  api-gateway    only the gateway    (same as the api-gateway binary)
+settings are read from the environment (see README)";
 
 fn main() -> ExitCode {
-    easynote_shared::app::main("easy-note", |env, shutdown| async move {
-        let suite = easy_note::Suite::build(&env).await?;
-        let (gateway, user, note) = (suite.gateway_addr(), suite.user_addr(), suite.note_addr());
-        let running = tokio::spawn(suite.run(shutdown));
-        easy_note::wait_until_serving(user, Duration::from_secs(10)).await?;
-        easy_note::wait_until_serving(note, Duration::from_secs(10)).await?;
-        tracing::info!(%user, %note, "user-service and note-service are serving");
-        println!(
-            "Easy-Note is ready at http://{gateway}  (try: curl http://{gateway}/ping; Ctrl-C stops)"
-        );
-        running.await?
-    })
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((first, rest)) if !first.starts_with('-') && first != "healthcheck" => {
+            (first.as_str(), rest)
+        }
+        _ => ("all", args.as_slice()),
+    };
+    match command {
+        "all" => app::main_with_args(
+            "easy-note",
+            easy_note::PROBE,
+            rest,
+            |env, shutdown| async move { easy_note::run_all(&env, shutdown).await },
+        ),
+        "user-service" => app::main_with_args(
+            user_service::SERVICE,
+            user_service::PROBE,
+            rest,
+            |env, shutdown| async move {
+                user_service::UserServer::build(user_service::Config::from_env(&env)?)
+                    .await?
+                    .run(shutdown)
+                    .await
+            },
+        ),
+        "note-service" => app::main_with_args(
+            note_service::SERVICE,
+            note_service::PROBE,
+            rest,
+            |env, shutdown| async move {
+                note_service::NoteServer::build(note_service::Config::from_env(&env)?)
+                    .await?
+                    .run(shutdown)
+                    .await
+            },
+        ),
+        "api-gateway" => app::main_with_args(
+            api_gateway::SERVICE,
+            api_gateway::PROBE,
+            rest,
+            |env, shutdown| async move {
+                api_gateway::Gateway::build(api_gateway::Config::from_env(&env)?)
+                    .await?
+                    .run(shutdown)
+                    .await
+            },
+        ),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
 }

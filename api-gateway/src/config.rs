@@ -8,6 +8,9 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
+/// The default HTTP listen address.
+pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
 /// The JWT key used when none is configured, in development only.
 pub const DEV_JWT_SECRET: &str = "easy-note-development-secret-change-me";
 /// Shortest production JWT key, in bytes (HS256 wants at least 256 bits).
@@ -99,7 +102,7 @@ impl Config {
         }
         Ok(Self {
             environment,
-            http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", "127.0.0.1:8080")?,
+            http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
             jwt: JwtConfig::from_env(env, environment)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,

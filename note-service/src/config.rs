@@ -27,12 +27,15 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
 }
 
+/// The default gRPC listen address.
+pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8888";
+
 impl Config {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             environment: Environment::from_env(env)?,
-            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", "127.0.0.1:8888")?,
+            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", DEFAULT_GRPC_ADDR)?,
             database: DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,

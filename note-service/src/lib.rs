@@ -8,7 +8,7 @@ mod error;
 pub mod repo;
 mod service;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use easynote_shared::{
@@ -18,11 +18,21 @@ use easynote_shared::{
     proto::note::v1::note_service_server::{NoteServiceServer, SERVICE_NAME},
     service_name,
     shutdown::Shutdown,
+    telemetry,
 };
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::NoteError;
+
+/// Registry and telemetry name of this service.
+pub const SERVICE: &str = service_name::NOTE;
+
+/// How `note-service healthcheck` probes a running server.
+pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Grpc {
+    addr_var: "EASYNOTE_GRPC_ADDR",
+    default_addr: config::DEFAULT_GRPC_ADDR,
+};
 
 /// This service's migrations, per backend.
 pub fn migrations() -> Migrations {
@@ -32,7 +42,7 @@ pub fn migrations() -> Migrations {
     )
 }
 
-/// A user-service ready to serve: database migrated, listener bound.
+/// A note-service ready to serve: database migrated, listener bound.
 #[derive(Debug)]
 pub struct NoteServer {
     config: Config,
@@ -51,7 +61,9 @@ impl NoteServer {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
-        let discovery = Discovery::from_config(&config.discovery);
+        let discovery = Discovery::from_config(&config.discovery)
+            .await
+            .context("connecting to the service registry")?;
         let users = Upstream::connect(&discovery, service_name::USER, config.rpc)
             .await
             .context("subscribing to user-service")?;
@@ -76,7 +88,7 @@ impl NoteServer {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
         let api = service::NoteApi::new(repo::NoteRepo::new(self.db.clone()), self.users);
-        let router = tonic::transport::Server::builder()
+        let router = telemetry::grpc::server()
             .add_service(health_service)
             .add_service(NoteServiceServer::new(api));
         let options = ServeOptions {
@@ -84,15 +96,7 @@ impl NoteServer {
             health,
             health_services: vec![SERVICE_NAME],
             discovery: self.discovery,
-            registration: Registration {
-                service: service_name::NOTE.to_owned(),
-                addr,
-                weight: 1.0,
-                metadata: HashMap::from([
-                    ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-                    ("protocol".to_owned(), "grpc".to_owned()),
-                ]),
-            },
+            registration: Registration::new(service_name::NOTE, addr, "grpc"),
             drain_timeout: self.config.lifecycle.shutdown_timeout,
         };
         let served = grpc::serve(router, options, shutdown).await;

@@ -53,7 +53,7 @@ impl NoteRepo {
     }
 
     /// Inserts a note and returns its id.
-    #[tracing::instrument(name = "insert note", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "insert note", skip_all)]
     pub async fn create(
         &self,
         user_id: i64,
@@ -62,19 +62,22 @@ impl NoteRepo {
     ) -> Result<i64, sqlx::Error> {
         let now = db::now_millis();
         let sql = "INSERT INTO note (user_id, title, content, created_at, updated_at) VALUES (?, ?, ?, ?, ?)";
-        on_pool!(&self.db, |pool| sqlx::query(sql)
-            .bind(user_id)
-            .bind(title)
-            .bind(content)
-            .bind(now)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.inserted_id()))
+        let insert = async {
+            on_pool!(&self.db, |pool| sqlx::query(sql)
+                .bind(user_id)
+                .bind(title)
+                .bind(content)
+                .bind(now)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|done| done.inserted_id()))
+        };
+        self.db.traced("INSERT", "note", insert).await
     }
 
     /// The live notes among `ids`, in ascending id order.
-    #[tracing::instrument(name = "select notes by id", skip_all, fields(db.system = self.db.system(), count = ids.len()))]
+    #[tracing::instrument(name = "select notes by id", skip_all, fields(count = ids.len()))]
     pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<NoteRecord>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -84,33 +87,39 @@ impl NoteRepo {
         let sql = format!(
             "SELECT {COLUMNS} FROM note WHERE id IN ({placeholders}) AND deleted_at IS NULL ORDER BY id"
         );
-        on_pool!(&self.db, |pool| {
-            let mut query = sqlx::query_as::<_, NoteRecord>(&sql);
-            for id in ids {
-                query = query.bind(id);
-            }
-            query.fetch_all(pool).await
-        })
+        let select = async {
+            on_pool!(&self.db, |pool| {
+                let mut query = sqlx::query_as::<_, NoteRecord>(&sql);
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await
+            })
+        };
+        self.db.traced("SELECT", "note", select).await
     }
 
     /// Soft-deletes the owner's live note; `false` when there is none.
-    #[tracing::instrument(name = "soft-delete note", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "soft-delete note", skip_all)]
     pub async fn delete(&self, note_id: i64, owner: i64) -> Result<bool, sqlx::Error> {
         let now = db::now_millis();
         let sql = "UPDATE note SET deleted_at = ?, updated_at = ? WHERE id = ? AND user_id = ? AND deleted_at IS NULL";
-        let affected = on_pool!(&self.db, |pool| sqlx::query(sql)
-            .bind(now)
-            .bind(now)
-            .bind(note_id)
-            .bind(owner)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
+        let update = async {
+            on_pool!(&self.db, |pool| sqlx::query(sql)
+                .bind(now)
+                .bind(now)
+                .bind(note_id)
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()))
+        };
+        let affected = self.db.traced("UPDATE", "note", update).await?;
         Ok(affected == 1)
     }
 
     /// Applies `changes` to the owner's live note; `false` when there is none.
-    #[tracing::instrument(name = "update note", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "update note", skip_all)]
     pub async fn update(
         &self,
         note_id: i64,
@@ -130,21 +139,24 @@ impl NoteRepo {
             set.join(", ")
         );
         let now = db::now_millis();
-        let affected = on_pool!(&self.db, |pool| {
-            let mut query = sqlx::query(&sql).bind(now);
-            if let Some(title) = changes.title {
-                query = query.bind(title);
-            }
-            if let Some(content) = changes.content {
-                query = query.bind(content);
-            }
-            query
-                .bind(note_id)
-                .bind(owner)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
+        let update = async {
+            on_pool!(&self.db, |pool| {
+                let mut query = sqlx::query(&sql).bind(now);
+                if let Some(title) = changes.title {
+                    query = query.bind(title);
+                }
+                if let Some(content) = changes.content {
+                    query = query.bind(content);
+                }
+                query
+                    .bind(note_id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+        };
+        let affected = self.db.traced("UPDATE", "note", update).await?;
         if affected > 0 {
             return Ok(true);
         }
@@ -155,18 +167,21 @@ impl NoteRepo {
 
     async fn exists(&self, note_id: i64, owner: i64) -> Result<bool, sqlx::Error> {
         let sql = "SELECT COUNT(*) FROM note WHERE id = ? AND user_id = ? AND deleted_at IS NULL";
-        let count: i64 = on_pool!(&self.db, |pool| sqlx::query_scalar(sql)
-            .bind(note_id)
-            .bind(owner)
-            .fetch_one(pool)
-            .await)?;
+        let select = async {
+            on_pool!(&self.db, |pool| sqlx::query_scalar::<_, i64>(sql)
+                .bind(note_id)
+                .bind(owner)
+                .fetch_one(pool)
+                .await)
+        };
+        let count = self.db.traced("SELECT", "note", select).await?;
         Ok(count > 0)
     }
 
     /// One page of the owner's live notes, newest first (ties by id, so
     /// paging is stable), optionally only those whose title or content
     /// contains `search` case-insensitively, as a plain substring.
-    #[tracing::instrument(name = "query notes by owner", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "query notes by owner", skip_all)]
     pub async fn query_by_owner(
         &self,
         owner: i64,
@@ -174,7 +189,9 @@ impl NoteRepo {
         offset: i64,
         limit: i64,
     ) -> Result<NotePage, sqlx::Error> {
-        let pattern = search.map(|key| db::like_contains(&key.to_lowercase()));
+        // ASCII folding on our side matches SQLite's ASCII-only LOWER(); MySQL
+        // compares with a case-insensitive collation, so it folds the rest too.
+        let pattern = search.map(|key| db::like_contains(&key.to_ascii_lowercase()));
         let filter = if pattern.is_some() {
             "user_id = ? AND deleted_at IS NULL AND (LOWER(title) LIKE ? ESCAPE '!' OR LOWER(content) LIKE ? ESCAPE '!')"
         } else {
@@ -191,8 +208,18 @@ impl NoteRepo {
                 count = count.bind(pattern).bind(pattern);
                 page = page.bind(pattern).bind(pattern);
             }
-            let total = count.fetch_one(pool).await?;
-            let notes = page.bind(limit).bind(offset).fetch_all(pool).await?;
+            let total = self
+                .db
+                .traced("SELECT", "note", count.fetch_one(pool))
+                .await?;
+            let notes = self
+                .db
+                .traced(
+                    "SELECT",
+                    "note",
+                    page.bind(limit).bind(offset).fetch_all(pool),
+                )
+                .await?;
             Ok(NotePage { notes, total })
         })
     }

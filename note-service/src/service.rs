@@ -39,11 +39,19 @@ impl NoteApi {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let user_ids: BTreeSet<i64> = records.iter().map(|n| n.user_id).collect();
-        let channel = self.users.channel().map_err(NoteError::UserService)?;
-        let users: HashMap<i64, User> = UserServiceClient::new(channel)
-            .m_get_user(MGetUserRequest {
-                user_ids: user_ids.into_iter().collect(),
+        let request = MGetUserRequest {
+            user_ids: records
+                .iter()
+                .map(|n| n.user_id)
+                .collect::<BTreeSet<i64>>()
+                .into_iter()
+                .collect(),
+        };
+        let users: HashMap<i64, User> = self
+            .users
+            .call_idempotent(|channel| {
+                let request = request.clone();
+                async move { UserServiceClient::new(channel).m_get_user(request).await }
             })
             .await
             .map_err(NoteError::UserService)?

@@ -16,6 +16,7 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
+use tracing::Instrument as _;
 
 use crate::config::DatabaseConfig;
 
@@ -173,6 +174,34 @@ impl Database {
             Self::Sqlite(_) => "sqlite",
             Self::MySql(_) => "mysql",
         }
+    }
+
+    /// Runs one statement inside a client span named `"{operation} {table}"`
+    /// (e.g. `SELECT note`), with the backend, operation and table as
+    /// attributes; a failure marks the span as an error. Parameter values are
+    /// never recorded.
+    pub async fn traced<T>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        statement: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let span = tracing::info_span!(
+            "database statement",
+            otel.name = %format_args!("{operation} {table}"),
+            otel.kind = "client",
+            db.system = self.system(),
+            db.operation.name = operation,
+            db.collection.name = table,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let result = statement.instrument(span.clone()).await;
+        if let Err(err) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", err.to_string().as_str());
+        }
+        result
     }
 
     /// Checks that the database answers (readiness).

@@ -7,14 +7,16 @@
 
 use std::{error::Error, fmt, time::Duration};
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Status, transport::server::Router};
+use tonic::Status;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     discovery::{Discovery, Registration},
     shutdown::Shutdown,
+    telemetry::grpc::TracedRouter,
 };
 
 /// Everything [`serve`] needs besides the router.
@@ -37,7 +39,7 @@ pub struct ServeOptions {
 /// Serves `router` until `shutdown`, registering once serving and
 /// deregistering before draining. Returns when the server has stopped.
 pub async fn serve(
-    router: Router,
+    router: TracedRouter,
     options: ServeOptions,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -60,17 +62,35 @@ pub async fn serve(
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
-    discovery.register(&registration).await?;
-    tracing::info!(service = %registration.service, addr = %registration.addr, "serving gRPC");
-
-    tokio::select! {
-        result = &mut server => {
-            // The server only ends by itself on a fatal error.
-            discovery.deregister(&registration).await.ok();
-            return result.map_err(Into::into);
+    // Register while already serving, so that the first callers the
+    // registry sends are answered; a shutdown during a slow registration
+    // (Nacos still unreachable) stops without waiting for it.
+    let registered = tokio::select! {
+        result = &mut server => return result.map_err(Into::into),
+        registered = discovery.register(&registration) => Some(registered),
+        () = shutdown.requested() => None,
+    };
+    let registered = match registered {
+        Some(result) => {
+            result.with_context(|| {
+                format!(
+                    "registering {} ({})",
+                    registration.service, registration.addr
+                )
+            })?;
+            tracing::info!(service = %registration.service, addr = %registration.addr, "serving gRPC");
+            tokio::select! {
+                result = &mut server => {
+                    // The server only ends by itself on a fatal error.
+                    discovery.deregister(&registration).await.ok();
+                    return result.map_err(Into::into);
+                }
+                () = shutdown.requested() => {}
+            }
+            true
         }
-        () = shutdown.requested() => {}
-    }
+        None => false,
+    };
 
     tracing::info!(service = %registration.service, "shutting down: deregistering, then draining");
     health
@@ -81,11 +101,14 @@ pub async fn serve(
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
+    // Also when shutdown cut a registration short: it may have reached
+    // the registry all the same.
     if let Err(err) = discovery.deregister(&registration).await {
         tracing::warn!(error = %ErrorChain(&err), "deregistration failed; callers will notice on their own");
     }
+    // Keep serving while callers learn that this instance is gone.
     let grace = discovery.deregister_grace();
-    if !grace.is_zero() {
+    if registered && !grace.is_zero() {
         tokio::select! {
             result = &mut server => return result.map_err(Into::into),
             () = tokio::time::sleep(grace) => {}

@@ -6,6 +6,9 @@
 //! afterwards). Under CI (`CI` set) a missing MySQL URL is an error rather
 //! than a silent skip.
 
+pub mod otlp;
+pub mod process;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{Connection, mysql::MySqlConnection};

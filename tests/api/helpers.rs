@@ -73,7 +73,7 @@ impl TestApp {
     pub async fn spawn_on(db: TestDatabase) -> Self {
         // Logs are captured per test and shown when one fails.
         let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
-        telemetry::init(&telemetry).expect("logging");
+        telemetry::init(&telemetry, "easy-note").expect("logging");
         let env = Env::from_pairs([
             ("EASYNOTE_DATABASE_URL", db.url.as_str()),
             ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0"),

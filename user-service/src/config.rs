@@ -24,12 +24,15 @@ pub struct Config {
 /// The embedded default database.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/user.db";
 
+/// The default gRPC listen address.
+pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8889";
+
 impl Config {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             environment: Environment::from_env(env)?,
-            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", "127.0.0.1:8889")?,
+            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", DEFAULT_GRPC_ADDR)?,
             database: DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?,
             discovery: DiscoveryConfig::from_env(env)?,
             lifecycle: LifecycleConfig::from_env(env)?,

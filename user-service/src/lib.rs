@@ -9,7 +9,7 @@ pub mod password;
 pub mod repo;
 mod service;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use easynote_shared::{
@@ -19,11 +19,21 @@ use easynote_shared::{
     proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer},
     service_name,
     shutdown::Shutdown,
+    telemetry,
 };
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::UserError;
+
+/// Registry and telemetry name of this service.
+pub const SERVICE: &str = service_name::USER;
+
+/// How `user-service healthcheck` probes a running server.
+pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Grpc {
+    addr_var: "EASYNOTE_GRPC_ADDR",
+    default_addr: config::DEFAULT_GRPC_ADDR,
+};
 
 /// This service's migrations, per backend.
 pub fn migrations() -> Migrations {
@@ -51,7 +61,9 @@ impl UserServer {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
-        let discovery = Discovery::from_config(&config.discovery);
+        let discovery = Discovery::from_config(&config.discovery)
+            .await
+            .context("connecting to the service registry")?;
         Ok(Self {
             config,
             db,
@@ -72,7 +84,7 @@ impl UserServer {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
         let api = service::UserApi::new(repo::UserRepo::new(self.db.clone()));
-        let router = tonic::transport::Server::builder()
+        let router = telemetry::grpc::server()
             .add_service(health_service)
             .add_service(UserServiceServer::new(api));
         let options = ServeOptions {
@@ -80,15 +92,7 @@ impl UserServer {
             health,
             health_services: vec![SERVICE_NAME],
             discovery: self.discovery,
-            registration: Registration {
-                service: service_name::USER.to_owned(),
-                addr,
-                weight: 1.0,
-                metadata: HashMap::from([
-                    ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-                    ("protocol".to_owned(), "grpc".to_owned()),
-                ]),
-            },
+            registration: Registration::new(service_name::USER, addr, "grpc"),
             drain_timeout: self.config.lifecycle.shutdown_timeout,
         };
         let served = grpc::serve(router, options, shutdown).await;

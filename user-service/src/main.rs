@@ -3,8 +3,13 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    easynote_shared::app::main("user-service", |env, shutdown| async move {
-        let server = user_service::UserServer::build(user_service::Config::from_env(&env)?).await?;
-        server.run(shutdown).await
-    })
+    easynote_shared::app::main(
+        user_service::SERVICE,
+        user_service::PROBE,
+        |env, shutdown| async move {
+            let server =
+                user_service::UserServer::build(user_service::Config::from_env(&env)?).await?;
+            server.run(shutdown).await
+        },
+    )
 }

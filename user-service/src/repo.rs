@@ -47,19 +47,21 @@ impl UserRepo {
     }
 
     /// Inserts a user; the unique index decides races between equal names.
-    #[tracing::instrument(name = "insert user", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "insert user", skip_all)]
     pub async fn create(&self, username: &str, password_hash: &str) -> Result<i64, CreateError> {
         let now = db::now_millis();
         let sql = "INSERT INTO user (username, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)";
-        let result = on_pool!(&self.db, |pool| sqlx::query(sql)
-            .bind(username)
-            .bind(password_hash)
-            .bind(now)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.inserted_id()));
-        match result {
+        let insert = async {
+            on_pool!(&self.db, |pool| sqlx::query(sql)
+                .bind(username)
+                .bind(password_hash)
+                .bind(now)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|done| done.inserted_id()))
+        };
+        match self.db.traced("INSERT", "user", insert).await {
             Ok(id) => Ok(id),
             Err(err) if db::is_unique_violation(&err) => Err(CreateError::UsernameTaken),
             Err(err) => Err(err.into()),
@@ -67,20 +69,23 @@ impl UserRepo {
     }
 
     /// The credentials of a live user with exactly this name.
-    #[tracing::instrument(name = "select user credentials", skip_all, fields(db.system = self.db.system()))]
+    #[tracing::instrument(name = "select user credentials", skip_all)]
     pub async fn credentials_by_username(
         &self,
         username: &str,
     ) -> Result<Option<Credentials>, sqlx::Error> {
         let sql = "SELECT id, password_hash FROM user WHERE username = ? AND deleted_at IS NULL";
-        on_pool!(&self.db, |pool| sqlx::query_as::<_, Credentials>(sql)
-            .bind(username)
-            .fetch_optional(pool)
-            .await)
+        let select = async {
+            on_pool!(&self.db, |pool| sqlx::query_as::<_, Credentials>(sql)
+                .bind(username)
+                .fetch_optional(pool)
+                .await)
+        };
+        self.db.traced("SELECT", "user", select).await
     }
 
     /// The live users among `ids`, in ascending id order; unknown ids are skipped.
-    #[tracing::instrument(name = "select users by id", skip_all, fields(db.system = self.db.system(), count = ids.len()))]
+    #[tracing::instrument(name = "select users by id", skip_all, fields(count = ids.len()))]
     pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<UserRecord>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -93,12 +98,15 @@ impl UserRepo {
             "SELECT id, CAST(username AS CHAR) AS username FROM user \
              WHERE id IN ({placeholders}) AND deleted_at IS NULL ORDER BY id"
         );
-        on_pool!(&self.db, |pool| {
-            let mut query = sqlx::query_as::<_, UserRecord>(&sql);
-            for id in ids {
-                query = query.bind(id);
-            }
-            query.fetch_all(pool).await
-        })
+        let select = async {
+            on_pool!(&self.db, |pool| {
+                let mut query = sqlx::query_as::<_, UserRecord>(&sql);
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await
+            })
+        };
+        self.db.traced("SELECT", "user", select).await
     }
 }

@@ -1,7 +1,7 @@
 //! `/ping`, `/healthz` (liveness) and `/readyz` (readiness: both downstream
 //! services answer their gRPC health checks).
 
-use std::time::Duration;
+use std::{error::Error as _, time::Duration};
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use easynote_shared::discovery::Upstream;
@@ -66,13 +66,21 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readines
 
 /// `Ok` when one instance of the service answers SERVING in time.
 async fn check(upstream: &Upstream) -> Result<(), String> {
-    let channel = upstream.channel().map_err(|s| s.message().to_owned())?;
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
-    match tokio::time::timeout(CHECK_TIMEOUT, HealthClient::new(channel).check(request)).await {
+    let check = upstream.call_idempotent(|channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    });
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(reply)) if reply.get_ref().status() == ServingStatus::Serving => Ok(()),
         Ok(Ok(reply)) => Err(format!("{:?}", reply.get_ref().status())),
+        Ok(Err(status))
+            if status.code() == tonic::Code::Unavailable && status.source().is_none() =>
+        {
+            Err(status.message().to_owned())
+        }
         Ok(Err(status)) => Err(format!("unreachable ({:?})", status.code())),
         Err(_) => Err("timed out".to_owned()),
     }

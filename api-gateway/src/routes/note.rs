@@ -10,6 +10,7 @@ use easynote_shared::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
         UpdateNoteRequest, note_service_client::NoteServiceClient,
     },
+    telemetry::grpc::TracedChannel,
     validate::{self, Invalid},
 };
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/note/{note_id}", get(fetch).put(update).delete(delete))
 }
 
-fn client(state: &AppState) -> ApiResult<NoteServiceClient<tonic::transport::Channel>> {
+fn client(state: &AppState) -> ApiResult<NoteServiceClient<TracedChannel>> {
     Ok(NoteServiceClient::new(state.notes.channel()?))
 }
 
@@ -136,12 +137,17 @@ async fn query(
     if let Some(key) = &search_key {
         validate::search_key(key)?;
     }
-    let reply = client(&state)?
-        .query_note(QueryNoteRequest {
-            user_id: user.id,
-            search_key,
-            offset,
-            limit,
+    let request = QueryNoteRequest {
+        user_id: user.id,
+        search_key,
+        offset,
+        limit,
+    };
+    let reply = state
+        .notes
+        .call_idempotent(|channel| {
+            let request = request.clone();
+            async move { NoteServiceClient::new(channel).query_note(request).await }
         })
         .await?
         .into_inner();
@@ -157,8 +163,13 @@ async fn fetch(
     user: AuthUser,
     NoteId(id): NoteId,
 ) -> ApiResult<Envelope<NoteView>> {
-    let note = client(&state)?
-        .m_get_note(MGetNoteRequest { note_ids: vec![id] })
+    let note = state
+        .notes
+        .call_idempotent(|channel| async move {
+            NoteServiceClient::new(channel)
+                .m_get_note(MGetNoteRequest { note_ids: vec![id] })
+                .await
+        })
         .await?
         .into_inner()
         .notes

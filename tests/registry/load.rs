@@ -1,0 +1,168 @@
+//! Steady client traffic through the gateway, with every failure recorded.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// One failed request.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// When it was answered, from the start of the load.
+    pub at: Duration,
+    pub op: &'static str,
+    pub detail: String,
+}
+
+/// What the load saw.
+#[derive(Debug)]
+pub struct Report {
+    pub started: Instant,
+    pub total: usize,
+    pub by_op: Vec<(&'static str, usize)>,
+    pub failures: Vec<Failure>,
+}
+
+impl Report {
+    /// How long failures went on: from the first to the last.
+    pub fn failure_window(&self) -> Duration {
+        match (self.failures.first(), self.failures.last()) {
+            (Some(first), Some(last)) => last.at - first.at,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Failures answered after `instant`.
+    pub fn failures_after(&self, instant: Instant) -> Vec<&Failure> {
+        let since = instant.saturating_duration_since(self.started);
+        self.failures.iter().filter(|f| f.at > since).collect()
+    }
+
+    /// A one-paragraph summary for the test output.
+    pub fn summary(&self) -> String {
+        let shown: Vec<String> = self
+            .failures
+            .iter()
+            .take(10)
+            .map(|f| format!("  {:>7.3}s {} {}", f.at.as_secs_f64(), f.op, f.detail))
+            .collect();
+        format!(
+            "{} requests ({:?}), {} failed over {:?}{}{}",
+            self.total,
+            self.by_op,
+            self.failures.len(),
+            self.failure_window(),
+            if shown.is_empty() { "" } else { ":\n" },
+            shown.join("\n")
+        )
+    }
+}
+
+/// What one worker saw: requests per operation, and its failures.
+type Seen = (Vec<(&'static str, usize)>, Vec<Failure>);
+
+/// Client workers looping over create / query / get through one gateway.
+#[derive(Debug)]
+pub struct Load {
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<Seen>>,
+}
+
+impl Load {
+    /// Starts `workers` clients of the gateway at `base` as the user of
+    /// `token`, reading `note_id` and the user's notes and creating more.
+    pub fn start(base: &str, token: &str, note_id: i64, workers: usize) -> Self {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        let workers = (0..workers)
+            .map(|worker| {
+                let (http, stop) = (http.clone(), stop.clone());
+                let (base, token) = (base.to_owned(), token.to_owned());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut counts = vec![("create", 0), ("query", 0), ("get", 0)];
+                    let mut n = worker;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let (op, request) = match n % 4 {
+                            0 => (
+                                "create",
+                                http.post(format!("{base}/v1/note")).json(
+                                    &json!({"title": format!("load {n}"), "content": "steady"}),
+                                ),
+                            ),
+                            1 | 3 => ("query", http.get(format!("{base}/v1/note/query?limit=5"))),
+                            _ => ("get", http.get(format!("{base}/v1/note/{note_id}"))),
+                        };
+                        let result = request.bearer_auth(&token).send().await;
+                        let failure = match result {
+                            Ok(response) if response.status().is_success() => {
+                                let body: Value = response.json().await.unwrap_or(Value::Null);
+                                (body["code"] != 0).then(|| format!("body {body}"))
+                            }
+                            Ok(response) => {
+                                let status = response.status();
+                                Some(format!(
+                                    "{status} {}",
+                                    response.text().await.unwrap_or_default()
+                                ))
+                            }
+                            Err(err) => Some(format!("transport: {err}")),
+                        };
+                        if let Some(entry) = counts.iter_mut().find(|(name, _)| *name == op) {
+                            entry.1 += 1;
+                        }
+                        if let Some(detail) = failure {
+                            failures.push(Failure {
+                                at: started.elapsed(),
+                                op,
+                                detail,
+                            });
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (counts, failures)
+                })
+            })
+            .collect();
+        Self {
+            started,
+            stop,
+            workers,
+        }
+    }
+
+    /// Stops the workers and collects what they saw.
+    pub async fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut by_op = vec![("create", 0), ("query", 0), ("get", 0)];
+        let mut failures = Vec::new();
+        for worker in self.workers {
+            let (counts, seen) = worker.await.expect("a load worker");
+            for (op, count) in counts {
+                if let Some(entry) = by_op.iter_mut().find(|(name, _)| *name == op) {
+                    entry.1 += count;
+                }
+            }
+            failures.extend(seen);
+        }
+        failures.sort_by_key(|f| f.at);
+        Report {
+            started: self.started,
+            total: by_op.iter().map(|(_, c)| c).sum(),
+            by_op,
+            failures,
+        }
+    }
+}

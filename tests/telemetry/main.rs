@@ -1,0 +1,615 @@
+//! OpenTelemetry end to end: the three services as real processes (each
+//! with its own `service.name`), exporting to a real OTLP receiver built on
+//! the official protos, over gRPC and over HTTP/protobuf.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use easynote_shared::testing::{
+    otlp::{OtlpReceiver, ReceivedSpan, Transport},
+    process::{Proc, free_port},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const JWT_SECRET: &str = "telemetry-test-secret-0123456789abcdef";
+const WITHIN: Duration = Duration::from_secs(20);
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+/// The three services as processes, exporting to `OTEL_*` settings given.
+struct Suite {
+    _dir: TempDir,
+    user: Proc,
+    note: Proc,
+    gateway: Proc,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Suite {
+    async fn start(otel: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (user_port, note_port, http_port) = (free_port(), free_port(), free_port());
+        let mut common: Vec<(String, String)> = vec![
+            ("RUST_LOG".into(), "info".into()),
+            (
+                "EASYNOTE_DATABASE_URL".into(),
+                format!("sqlite://{}", dir.path().join("suite.db").display()),
+            ),
+            ("EASYNOTE_JWT_SECRET".into(), JWT_SECRET.into()),
+            ("EASYNOTE_SHUTDOWN_TIMEOUT".into(), "5s".into()),
+            (
+                "EASYNOTE_USER_ADDRS".into(),
+                format!("127.0.0.1:{user_port}"),
+            ),
+            (
+                "EASYNOTE_NOTE_ADDRS".into(),
+                format!("127.0.0.1:{note_port}"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "300".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "1000".into()),
+        ];
+        common.extend(otel.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let with = |pairs: &[(&str, String)]| {
+            let mut env = common.clone();
+            env.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            env
+        };
+        let program = Path::new(env!("CARGO_BIN_EXE_easy-note"));
+        let user = Proc::spawn(
+            "user-service",
+            program,
+            &["user-service"],
+            dir.path(),
+            &with(&[("EASYNOTE_GRPC_ADDR", format!("127.0.0.1:{user_port}"))]),
+        );
+        let note = Proc::spawn(
+            "note-service",
+            program,
+            &["note-service"],
+            dir.path(),
+            &with(&[("EASYNOTE_GRPC_ADDR", format!("127.0.0.1:{note_port}"))]),
+        );
+        let gateway = Proc::spawn(
+            "api-gateway",
+            program,
+            &["api-gateway"],
+            dir.path(),
+            &with(&[("EASYNOTE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))]),
+        );
+        let suite = Self {
+            _dir: dir,
+            user,
+            note,
+            gateway,
+            base: format!("http://127.0.0.1:{http_port}"),
+            http: reqwest::Client::new(),
+        };
+        suite.wait_until_ready().await;
+        suite
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        loop {
+            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "suite not ready; gateway output:\n{}",
+                self.gateway.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request; answers status, body and the `x-trace-id` header.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        traceparent: Option<&str>,
+    ) -> (StatusCode, Value, Option<String>) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status();
+        let trace_id = response
+            .headers()
+            .get("x-trace-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body, trace_id)
+    }
+
+    /// Register, log in, create a note and query: the trace id of each.
+    async fn story(&self) -> BTreeMap<&'static str, String> {
+        use reqwest::Method;
+        let creds = json!({"username": "tracy", "password": "password123"});
+        let mut traces = BTreeMap::new();
+        let (status, body, trace) = self
+            .call(
+                Method::POST,
+                "/v1/user/register",
+                None,
+                Some(creds.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        traces.insert("register", trace.expect("x-trace-id on register"));
+        let (status, body, trace) = self
+            .call(Method::POST, "/v1/user/login", None, Some(creds), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        traces.insert("login", trace.expect("x-trace-id on login"));
+        let token = body["token"].as_str().expect("token").to_owned();
+        let note = json!({"title": "traced", "content": "across three services"});
+        let (status, body, trace) = self
+            .call(Method::POST, "/v1/note", Some(&token), Some(note), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        traces.insert("create", trace.expect("x-trace-id on create"));
+        let (status, body, trace) = self
+            .call(Method::GET, "/v1/note/query", Some(&token), None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        traces.insert("query", trace.expect("x-trace-id on query"));
+        traces
+    }
+
+    async fn stop(mut self) {
+        for proc in [&mut self.gateway, &mut self.note, &mut self.user] {
+            proc.sigterm();
+            let status = proc.wait_exit(WITHIN).await;
+            assert!(
+                status.success(),
+                "{} exited with {status}:\n{}",
+                proc.name,
+                proc.output()
+            );
+        }
+    }
+}
+
+fn in_trace<'a>(spans: &'a [ReceivedSpan], trace_id: &str) -> Vec<&'a ReceivedSpan> {
+    spans.iter().filter(|s| s.trace_id == trace_id).collect()
+}
+
+/// Checks the shape of one request's trace: which services took part, who
+/// is whose parent.
+fn assert_trace_shape(
+    spans: &[ReceivedSpan],
+    case: &str,
+    trace_id: &str,
+    services: &[&str],
+    caller_span: Option<&str>,
+) {
+    let trace = in_trace(spans, trace_id);
+    let by_id: BTreeMap<&str, &ReceivedSpan> =
+        trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
+    let dump = || {
+        trace
+            .iter()
+            .map(|s| {
+                format!(
+                    "  {} {} kind={} id={} parent={}",
+                    s.service, s.name, s.kind, s.span_id, s.parent_span_id
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // The gateway's server span is the root (or the caller's span's child).
+    let roots: Vec<_> = trace
+        .iter()
+        .filter(|s| s.service == "easy-note-gateway" && s.kind == SERVER)
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "{case}: one gateway server span:\n{}",
+        dump()
+    );
+    assert_eq!(
+        roots[0].parent_span_id,
+        caller_span.unwrap_or(""),
+        "{case}: the gateway span's parent:\n{}",
+        dump()
+    );
+
+    for service in services {
+        assert!(
+            trace.iter().any(|s| s.service == *service),
+            "{case}: no span from {service}:\n{}",
+            dump()
+        );
+    }
+    for span in &trace {
+        if span.parent_span_id.is_empty() || Some(span.parent_span_id.as_str()) == caller_span {
+            continue;
+        }
+        let parent = by_id.get(span.parent_span_id.as_str()).unwrap_or_else(|| {
+            panic!(
+                "{case}: {} has a parent outside the trace:\n{}",
+                span.name,
+                dump()
+            )
+        });
+        match span.kind {
+            // Every RPC server span is the child of the matching client span.
+            SERVER => {
+                assert_eq!(
+                    parent.kind,
+                    CLIENT,
+                    "{case}: {} under a client span:\n{}",
+                    span.name,
+                    dump()
+                );
+                assert_eq!(
+                    parent.name, span.name,
+                    "{case}: client and server name the same method"
+                );
+                assert_eq!(
+                    span.attr("rpc.system"),
+                    Some("grpc"),
+                    "{case}: {}",
+                    span.name
+                );
+            }
+            // Everything else runs inside the service that made it.
+            _ => assert_eq!(
+                parent.service,
+                span.service,
+                "{case}: {} crosses services:\n{}",
+                span.name,
+                dump()
+            ),
+        }
+        if span.attr("db.system").is_some() {
+            assert_eq!(span.kind, CLIENT, "{case}: database spans are client spans");
+            assert!(
+                span.service == "easy-note-user" || span.service == "easy-note-note",
+                "{case}: database span in {}",
+                span.service
+            );
+            assert!(
+                span.attr("db.operation.name").is_some()
+                    && span.attr("db.collection.name").is_some()
+            );
+        }
+    }
+}
+
+fn complete(
+    spans: &[ReceivedSpan],
+    traces: &BTreeMap<&str, String>,
+    expected: &[(&str, &[&str])],
+) -> bool {
+    expected.iter().all(|(case, services)| {
+        let trace = in_trace(spans, &traces[case]);
+        services.iter().all(|service| {
+            trace
+                .iter()
+                .any(|s| s.service == *service && s.kind == SERVER)
+        }) && trace.iter().any(|s| s.attr("db.system").is_some())
+    })
+}
+
+const STORY: &[(&str, &[&str])] = &[
+    ("register", &["easy-note-gateway", "easy-note-user"]),
+    ("login", &["easy-note-gateway", "easy-note-user"]),
+    ("create", &["easy-note-gateway", "easy-note-note"]),
+    (
+        "query",
+        &["easy-note-gateway", "easy-note-note", "easy-note-user"],
+    ),
+];
+
+async fn one_trace_per_request(transport: Transport) {
+    let receiver = OtlpReceiver::start(transport).await;
+    let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
+    otel.push((
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "Authentication=arms-token-123,x-team=notes".into(),
+    ));
+    let suite = Suite::start(&otel).await;
+    let traces = suite.story().await;
+    let spans = receiver
+        .wait_for_spans(WITHIN, |spans| complete(spans, &traces, STORY))
+        .await;
+    for (case, services) in STORY {
+        assert_trace_shape(&spans, case, &traces[case], services, None);
+    }
+    let query = in_trace(&spans, &traces["query"]);
+    let root = query
+        .iter()
+        .find(|s| s.kind == SERVER && s.service == "easy-note-gateway")
+        .expect("root");
+    assert_eq!(root.name, "GET /v1/note/query");
+    assert_eq!(root.attr("http.route"), Some("/v1/note/query"));
+    assert_eq!(root.attr("http.request.method"), Some("GET"));
+    assert_eq!(root.attr("http.response.status_code"), Some("200"));
+    let mget = query
+        .iter()
+        .find(|s| s.kind == SERVER && s.service == "easy-note-user")
+        .expect("user-service span in the query trace");
+    assert_eq!(mget.name, "easynote.user.v1.UserService/MGetUser");
+    assert_eq!(mget.attr("rpc.grpc.status_code"), Some("0"));
+    assert!(
+        query.iter().any(|s| s.name.starts_with("pick ")),
+        "the discovery pick is a span"
+    );
+
+    // The ARMS token path: configured headers reach the collector.
+    let headers = receiver.request_headers();
+    assert!(
+        headers
+            .iter()
+            .any(
+                |h| h.get("authentication").map(String::as_str) == Some("arms-token-123")
+                    && h.get("x-team").map(String::as_str) == Some("notes")
+            ),
+        "OTEL_EXPORTER_OTLP_HEADERS did not reach the receiver: {headers:?}"
+    );
+
+    // Logs inside a request carry its trace id.
+    let logs = suite.gateway.output();
+    assert!(
+        logs.contains(&format!("trace_id={}", traces["query"])),
+        "the gateway's request log lines carry the trace id:\n{logs}"
+    );
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_request_is_one_trace_across_every_service_over_grpc() {
+    one_trace_per_request(Transport::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_request_is_one_trace_across_every_service_over_http_protobuf() {
+    one_trace_per_request(Transport::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let suite = Suite::start(&receiver.exporter_env()).await;
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let (status, body, trace) = suite
+        .call(
+            reqwest::Method::POST,
+            "/v1/user/login",
+            None,
+            Some(json!({"username": "nobody", "password": "password123"})),
+            Some(&format!("00-{caller_trace}-{caller_span}-01")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        trace.as_deref(),
+        Some(caller_trace),
+        "the caller's trace id is kept"
+    );
+    let spans = receiver
+        .wait_for_spans(WITHIN, |spans| {
+            in_trace(spans, caller_trace)
+                .iter()
+                .any(|s| s.service == "easy-note-user" && s.kind == SERVER)
+        })
+        .await;
+    assert_trace_shape(
+        &spans,
+        "login",
+        caller_trace,
+        &["easy-note-gateway", "easy-note-user"],
+        Some(caller_span),
+    );
+    let client = in_trace(&spans, caller_trace)
+        .into_iter()
+        .find(|s| s.kind == CLIENT && s.name.ends_with("/CheckUser"))
+        .cloned()
+        .expect("client span of CheckUser");
+    assert_eq!(
+        client.attr("rpc.grpc.status_code"),
+        Some("16"),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        client.status_code, 2,
+        "a failed call marks the client span as an error"
+    );
+    assert_eq!(client.status_message, "wrong username or password");
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn red_metrics_arrive_with_their_attributes() {
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let suite = Suite::start(&receiver.exporter_env()).await;
+    suite.story().await;
+    let wanted = [
+        ("easy-note-gateway", "http.server.request.duration"),
+        ("easy-note-gateway", "rpc.client.duration"),
+        ("easy-note-note", "rpc.server.duration"),
+        ("easy-note-note", "rpc.client.duration"),
+        ("easy-note-user", "rpc.server.duration"),
+    ];
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let points = loop {
+        let points = receiver.points();
+        let all = wanted.iter().all(|(service, metric)| {
+            points
+                .iter()
+                .any(|p| p.service == *service && p.metric == *metric)
+        });
+        if all || tokio::time::Instant::now() >= deadline {
+            break points;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (service, metric) in wanted {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.service == service && p.metric == metric),
+            "{service} did not export {metric}; got {:?}",
+            receiver.metric_names()
+        );
+    }
+    let has = |metric: &str, pairs: &[(&str, &str)]| {
+        points.iter().any(|p| {
+            p.metric == metric
+                && pairs
+                    .iter()
+                    .all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v))
+        })
+    };
+    assert!(has(
+        "http.server.request.duration",
+        &[
+            ("http.route", "/v1/note/query"),
+            ("http.request.method", "GET"),
+            ("http.response.status_code", "200")
+        ]
+    ));
+    assert!(has(
+        "rpc.server.duration",
+        &[
+            ("rpc.system", "grpc"),
+            ("rpc.service", "easynote.note.v1.NoteService"),
+            ("rpc.method", "QueryNote"),
+            ("rpc.grpc.status_code", "0")
+        ]
+    ));
+    assert!(has("rpc.client.duration", &[("rpc.method", "MGetUser")]));
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_fails_no_request_and_spans_flow_again_when_it_returns() {
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let addr = receiver.addr;
+    let suite = Suite::start(&receiver.exporter_env()).await;
+    receiver.stop();
+    drop(receiver);
+
+    // Collector down: every request still succeeds.
+    let traces = suite.story().await;
+    for i in 0..20 {
+        let (status, body, _) = suite
+            .call(reqwest::Method::GET, "/ping", None, None, None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "request {i} with the collector down: {body}"
+        );
+    }
+    assert_eq!(
+        traces.len(),
+        4,
+        "the whole story succeeded with the collector down"
+    );
+
+    // Collector back on the same address: spans flow again.
+    let receiver = OtlpReceiver::start_on(addr, Transport::Grpc).await;
+    let token_body = suite
+        .call(
+            reqwest::Method::POST,
+            "/v1/user/login",
+            None,
+            Some(json!({"username": "tracy", "password": "password123"})),
+            None,
+        )
+        .await;
+    let trace = token_body.2.expect("x-trace-id");
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(30), |spans| {
+            in_trace(spans, &trace)
+                .iter()
+                .any(|s| s.service == "easy-note-user")
+        })
+        .await;
+    assert!(
+        in_trace(&spans, &trace)
+            .iter()
+            .any(|s| s.service == "easy-note-gateway"),
+        "spans flow again once the collector is back: got {} spans",
+        spans.len()
+    );
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_spans_arrive_at_graceful_shutdown() {
+    let receiver = OtlpReceiver::start(Transport::HttpProtobuf).await;
+    let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
+    // Batches would wait a minute: only the flush at shutdown can send them.
+    otel.push(("OTEL_BSP_SCHEDULE_DELAY", "60000".into()));
+    let suite = Suite::start(&otel).await;
+    let (status, _, trace) = suite
+        .call(
+            reqwest::Method::POST,
+            "/v1/user/register",
+            None,
+            Some(json!({"username": "last", "password": "password123"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let trace = trace.expect("x-trace-id");
+    suite.stop().await;
+    let spans = receiver.spans();
+    let services: Vec<&str> = in_trace(&spans, &trace)
+        .iter()
+        .map(|s| s.service.as_str())
+        .collect();
+    assert!(
+        services.contains(&"easy-note-gateway") && services.contains(&"easy-note-user"),
+        "spans flushed at shutdown: {services:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_sdk_disabled_nothing_is_traced() {
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
+    otel.push(("OTEL_SDK_DISABLED", "true".into()));
+    let suite = Suite::start(&otel).await;
+    let (status, _, trace) = suite
+        .call(
+            reqwest::Method::POST,
+            "/v1/user/register",
+            None,
+            Some(json!({"username": "quiet", "password": "password123"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(trace, None, "no trace id without the SDK");
+    suite.stop().await;
+    assert!(
+        receiver.spans().is_empty(),
+        "nothing is exported with OTEL_SDK_DISABLED=true"
+    );
+}
