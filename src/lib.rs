@@ -27,8 +27,8 @@ pub const PROBE: easynote_shared::app::Probe = api_gateway::PROBE;
 
 /// Builds and runs the suite until `shutdown`, announcing the gateway URL
 /// once both services answer their health checks.
-pub async fn run_all(env: &Env, shutdown: Shutdown) -> anyhow::Result<()> {
-    let suite = Suite::build(env).await?;
+pub async fn run_all(env: Env, shutdown: Shutdown) -> anyhow::Result<()> {
+    let suite = Suite::build(&env).await?;
     let (gateway, user, note) = (suite.gateway_addr(), suite.user_addr(), suite.note_addr());
     let running = tokio::spawn(suite.run(shutdown));
     wait_until_serving(user, Duration::from_secs(10)).await?;

@@ -23,44 +23,24 @@ fn main() -> ExitCode {
         _ => ("all", args.as_slice()),
     };
     match command {
-        "all" => app::main_with_args(
-            "easy-note",
-            easy_note::PROBE,
-            rest,
-            |env, shutdown| async move { easy_note::run_all(&env, shutdown).await },
-        ),
+        "all" => app::main_with_args("easy-note", easy_note::PROBE, rest, easy_note::run_all),
         "user-service" => app::main_with_args(
             user_service::SERVICE,
             user_service::PROBE,
             rest,
-            |env, shutdown| async move {
-                user_service::UserServer::build(user_service::Config::from_env(&env)?)
-                    .await?
-                    .run(shutdown)
-                    .await
-            },
+            user_service::serve,
         ),
         "note-service" => app::main_with_args(
             note_service::SERVICE,
             note_service::PROBE,
             rest,
-            |env, shutdown| async move {
-                note_service::NoteServer::build(note_service::Config::from_env(&env)?)
-                    .await?
-                    .run(shutdown)
-                    .await
-            },
+            note_service::serve,
         ),
         "api-gateway" => app::main_with_args(
             api_gateway::SERVICE,
             api_gateway::PROBE,
             rest,
-            |env, shutdown| async move {
-                api_gateway::Gateway::build(api_gateway::Config::from_env(&env)?)
-                    .await?
-                    .run(shutdown)
-                    .await
-            },
+            api_gateway::serve,
         ),
         _ => {
             eprintln!("{USAGE}");

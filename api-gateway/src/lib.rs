@@ -40,6 +40,15 @@ pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Http
     default_addr: config::DEFAULT_HTTP_ADDR,
 };
 
+/// Builds the api-gateway the environment describes and runs it until
+/// `shutdown`: the whole life of the `api-gateway` binary.
+pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
+    Gateway::build(Config::from_env(&env)?)
+        .await?
+        .run(shutdown)
+        .await
+}
+
 /// A gateway ready to serve: listener bound, downstreams subscribed.
 #[derive(Debug)]
 pub struct Gateway {

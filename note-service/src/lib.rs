@@ -42,6 +42,15 @@ pub fn migrations() -> Migrations {
     )
 }
 
+/// Builds the note-service the environment describes and runs it until
+/// `shutdown`: the whole life of the `note-service` binary.
+pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
+    NoteServer::build(Config::from_env(&env)?)
+        .await?
+        .run(shutdown)
+        .await
+}
+
 /// A note-service ready to serve: database migrated, listener bound.
 #[derive(Debug)]
 pub struct NoteServer {

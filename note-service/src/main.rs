@@ -6,10 +6,6 @@ fn main() -> ExitCode {
     easynote_shared::app::main(
         note_service::SERVICE,
         note_service::PROBE,
-        |env, shutdown| async move {
-            let server =
-                note_service::NoteServer::build(note_service::Config::from_env(&env)?).await?;
-            server.run(shutdown).await
-        },
+        note_service::serve,
     )
 }

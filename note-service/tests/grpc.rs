@@ -16,14 +16,11 @@ use easynote_shared::{
         user::v1::{CreateUserRequest, user_service_client::UserServiceClient},
     },
     shutdown::{self, ShutdownTrigger},
-    testing::TestDatabase,
+    testing::{TestDatabase, assert_grpc_serving},
 };
 use note_service::NoteServer;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use user_service::UserServer;
 
 /// Bound on a server's stop after its shutdown is triggered.
@@ -707,25 +704,6 @@ async fn a_stopped_user_service_is_unavailable_and_a_restarted_one_is_used_again
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_answer_serving() {
     let app = spawn_app().await;
-    let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .expect("a URI")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
-    for service in ["", "easynote.note.v1.NoteService"] {
-        let answer = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("health of {service:?}: {status:?}"))
-            .into_inner();
-        assert_eq!(
-            answer.status(),
-            ServingStatus::Serving,
-            "health of {service:?}"
-        );
-    }
+    assert_grpc_serving(app.addr, &["", "easynote.note.v1.NoteService"]).await;
     app.stop().await;
 }

@@ -475,46 +475,46 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
     })
 }
 
+/// Both signals' exporters take the same settings; only the builder type
+/// and the endpoint differ.
+macro_rules! otlp_exporter {
+    ($builder:expr, $endpoint:expr, $otlp:expr) => {
+        match $otlp.protocol {
+            OtlpProtocol::Grpc => $builder
+                .with_tonic()
+                .with_endpoint($endpoint)
+                .with_timeout($otlp.timeout)
+                .with_metadata(metadata(&$otlp.headers))
+                .build(),
+            OtlpProtocol::HttpProtobuf => $builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint($endpoint)
+                .with_timeout($otlp.timeout)
+                .with_headers($otlp.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build(),
+        }
+    };
+}
+
 fn span_exporter(
     otlp: &OtlpConfig,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match otlp.protocol {
-        OtlpProtocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(&otlp.traces_endpoint)
-            .with_timeout(otlp.timeout)
-            .with_metadata(metadata(&otlp.headers))
-            .build(),
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(&otlp.traces_endpoint)
-            .with_timeout(otlp.timeout)
-            .with_headers(otlp.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build(),
-    }
+    otlp_exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        &otlp.traces_endpoint,
+        otlp
+    )
 }
 
 fn metric_exporter(
     otlp: &OtlpConfig,
 ) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    match otlp.protocol {
-        OtlpProtocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(&otlp.metrics_endpoint)
-            .with_timeout(otlp.timeout)
-            .with_metadata(metadata(&otlp.headers))
-            .build(),
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(&otlp.metrics_endpoint)
-            .with_timeout(otlp.timeout)
-            .with_headers(otlp.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build(),
-    }
+    otlp_exporter!(
+        opentelemetry_otlp::MetricExporter::builder(),
+        &otlp.metrics_endpoint,
+        otlp
+    )
 }
 
 fn metadata(headers: &[(String, String)]) -> tonic::metadata::MetadataMap {

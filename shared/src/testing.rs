@@ -100,6 +100,34 @@ impl TestDatabase {
     }
 }
 
+/// Asserts that the gRPC server at `addr` answers SERVING to
+/// `grpc.health.v1.Health/Check` for each of `services` (`""` is the server).
+pub async fn assert_grpc_serving(addr: std::net::SocketAddr, services: &[&str]) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a URI")
+        .connect()
+        .await
+        .expect("connect to the gRPC server");
+    let mut health = HealthClient::new(channel);
+    for service in services {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: (*service).into(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("health of {service:?}: {status:?}"))
+            .into_inner();
+        assert_eq!(
+            answer.status(),
+            ServingStatus::Serving,
+            "health of {service:?}"
+        );
+    }
+}
+
 /// `mysql://u:p@h:1/old?x=y` with the database replaced: `mysql://u:p@h:1/new?x=y`.
 fn with_database(server_url: &str, name: &str) -> String {
     let (base, query) = match server_url.split_once('?') {

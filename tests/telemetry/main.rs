@@ -138,6 +138,22 @@ impl Suite {
         (status, body, trace_id)
     }
 
+    /// Registers `username`; answers the request's trace id, if any.
+    async fn register(&self, username: &str) -> Option<String> {
+        let body = json!({"username": username, "password": "password123"});
+        let (status, body, trace) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/user/register",
+                None,
+                Some(body),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
+        trace
+    }
+
     /// Register, log in, create a note and query: the trace id of each.
     async fn story(&self) -> BTreeMap<&'static str, String> {
         use reqwest::Method;
@@ -412,9 +428,15 @@ async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
     );
     let spans = receiver
         .wait_for_spans(WITHIN, |spans| {
-            in_trace(spans, caller_trace)
+            // Each process's server span ends last, so once both are here the trace is whole.
+            let trace = in_trace(spans, caller_trace);
+            ["easy-note-gateway", "easy-note-user"]
                 .iter()
-                .any(|s| s.service == "easy-note-user" && s.kind == SERVER)
+                .all(|service| {
+                    trace
+                        .iter()
+                        .any(|s| s.service == *service && s.kind == SERVER)
+                })
         })
         .await;
     assert_trace_shape(
@@ -545,16 +567,19 @@ async fn a_collector_that_is_down_fails_no_request_and_spans_flow_again_when_it_
     let trace = token_body.2.expect("x-trace-id");
     let spans = receiver
         .wait_for_spans(Duration::from_secs(30), |spans| {
-            in_trace(spans, &trace)
+            let trace = in_trace(spans, &trace);
+            ["easy-note-gateway", "easy-note-user"]
                 .iter()
-                .any(|s| s.service == "easy-note-user")
+                .all(|service| trace.iter().any(|s| s.service == *service))
         })
         .await;
+    let services: Vec<&str> = in_trace(&spans, &trace)
+        .iter()
+        .map(|s| s.service.as_str())
+        .collect();
     assert!(
-        in_trace(&spans, &trace)
-            .iter()
-            .any(|s| s.service == "easy-note-gateway"),
-        "spans flow again once the collector is back: got {} spans",
+        services.contains(&"easy-note-gateway") && services.contains(&"easy-note-user"),
+        "spans flow again once the collector is back: {services:?} of {} spans",
         spans.len()
     );
     suite.stop().await;
@@ -567,17 +592,7 @@ async fn the_last_spans_arrive_at_graceful_shutdown() {
     // Batches would wait a minute: only the flush at shutdown can send them.
     otel.push(("OTEL_BSP_SCHEDULE_DELAY", "60000".into()));
     let suite = Suite::start(&otel).await;
-    let (status, _, trace) = suite
-        .call(
-            reqwest::Method::POST,
-            "/v1/user/register",
-            None,
-            Some(json!({"username": "last", "password": "password123"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let trace = trace.expect("x-trace-id");
+    let trace = suite.register("last").await.expect("x-trace-id");
     suite.stop().await;
     let spans = receiver.spans();
     let services: Vec<&str> = in_trace(&spans, &trace)
@@ -596,16 +611,7 @@ async fn with_the_sdk_disabled_nothing_is_traced() {
     let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
     otel.push(("OTEL_SDK_DISABLED", "true".into()));
     let suite = Suite::start(&otel).await;
-    let (status, _, trace) = suite
-        .call(
-            reqwest::Method::POST,
-            "/v1/user/register",
-            None,
-            Some(json!({"username": "quiet", "password": "password123"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let trace = suite.register("quiet").await;
     assert_eq!(trace, None, "no trace id without the SDK");
     suite.stop().await;
     assert!(

@@ -43,6 +43,15 @@ pub fn migrations() -> Migrations {
     )
 }
 
+/// Builds the user-service the environment describes and runs it until
+/// `shutdown`: the whole life of the `user-service` binary.
+pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
+    UserServer::build(Config::from_env(&env)?)
+        .await?
+        .run(shutdown)
+        .await
+}
+
 /// A user-service ready to serve: database migrated, listener bound.
 #[derive(Debug)]
 pub struct UserServer {

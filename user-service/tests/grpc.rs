@@ -13,13 +13,10 @@ use easynote_shared::{
         user_service_client::UserServiceClient,
     },
     shutdown::{self, ShutdownTrigger},
-    testing::TestDatabase,
+    testing::{TestDatabase, assert_grpc_serving},
 };
 use tokio::task::JoinHandle;
 use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use user_service::{Config, UserServer};
 
 const PASSWORD: &str = "correct horse battery";
@@ -414,36 +411,7 @@ async fn passwords_are_stored_as_salted_argon2id_phc_strings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_answer_serving() {
     let app = spawn_sqlite_app().await;
-    let channel = Channel::from_shared(format!("http://{}", app.addr))
-        .expect("a URI")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
-    for service in ["", "easynote.user.v1.UserService"] {
-        let answer = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("health of {service:?}: {status:?}"))
-            .into_inner();
-        assert_eq!(
-            answer.status(),
-            ServingStatus::Serving,
-            "health of {service:?}"
-        );
-    }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "easynote.nothing.v1.Nothing".into(),
-        })
-        .await;
-    assert_eq!(
-        unknown.map_err(|s| s.code()).err(),
-        Some(Code::NotFound),
-        "unknown service"
-    );
+    assert_grpc_serving(app.addr, &["", "easynote.user.v1.UserService"]).await;
     app.stop().await;
 }
 
