@@ -16,7 +16,9 @@ mod state;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
+use axum::{
+    Router, extract::DefaultBodyLimit, middleware, response::IntoResponse, serve::ListenerExt as _,
+};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
@@ -105,7 +107,14 @@ impl Gateway {
         };
         let app = app(state);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app)
+        // TCP_NODELAY, or a response written in two segments waits for
+        // the client's delayed ACK (~40 ms on Linux).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set");
+            }
+        });
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
             })
