@@ -17,7 +17,7 @@ a process group of their own, stopped at the end. The environment may be
 adjusted by the caller (e.g. EASYNOTE_DATABASE_URL to keep data out of the
 checkout); the commands are never rewritten.
 
-usage: scripts/run-doc.py FILE [--timeout SECONDS] [--dry-run]
+usage: scripts/run-doc.py FILE [--timeout SECONDS] [--dry-run] [--skip-background]
 """
 
 import argparse
@@ -88,9 +88,16 @@ def main():
     parser.add_argument("file")
     parser.add_argument("--timeout", type=float, default=1800, help="bound on the whole document")
     parser.add_argument("--dry-run", action="store_true", help="list the steps only")
+    parser.add_argument(
+        "--skip-background",
+        action="store_true",
+        help="skip background and stop steps: run the rest against servers already running",
+    )
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     steps = parse(args.file)
+    if args.skip_background:
+        steps = [step for step in steps if step[0] == "run"]
     if not steps:
         sys.exit(f"{args.file}: no annotated blocks")
     if args.dry_run:
