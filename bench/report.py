@@ -1,0 +1,169 @@
+"""Turns a bench/run.py summary into the tables of docs/benchmarks.md and
+the chart docs/benchmarks.svg. Also usable alone, to regenerate the docs
+from a saved run:
+
+  python3 bench/report.py bench/results/<time>/summary.json
+"""
+
+import html
+import json
+import os
+import sys
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+SERVICES_TARGET_PEAK_MB, SERVICES_TARGET_IDLE_MB = 40, 15
+
+
+def run_of(summary, scenario, label):
+    for s in summary["scenarios"]:
+        if s["name"] == scenario:
+            for run in s["runs"]:
+                if run["label"] == f"{scenario}/{label}":
+                    return run
+    return None
+
+
+def fmt(value, digits=2):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def errors(run):
+    return ", ".join(f"{k}: {v}" for k, v in run["errors_by_kind"].items()) or "0"
+
+
+def targets(summary):
+    """(target, measured, met) rows for the issue's targets on this machine."""
+    rows = []
+    open_loop = run_of(summary, "all-in-one", "query-open")
+    if open_loop:
+        p99 = open_loop["latency_ms"]["p99"]
+        rows.append(("query p99 < 10 ms at 1,000 req/s open-loop, all-in-one SQLite",
+                     f"p99 {p99:.2f} ms at {open_loop['throughput_rps']:,.0f} req/s", p99 < 10))
+    base = run_of(summary, "baseline", "query")
+    for scenario in ("all-in-one", "three-processes"):
+        suite = run_of(summary, scenario, "query")
+        if base and suite:
+            ratio = suite["throughput_rps"] / base["throughput_rps"]
+            rows.append((f"query throughput >= 0.5x the no-RPC baseline ({scenario})", f"{ratio:.2f}x", ratio >= 0.5))
+    on, off = run_of(summary, "otlp-export", "query"), run_of(summary, "otel-off", "query")
+    if on and off:
+        cost = 1 - on["throughput_rps"] / off["throughput_rps"]
+        rows.append(("tracing (spans exported over OTLP) costs < 10% throughput vs OpenTelemetry off",
+                     f"{cost * 100:+.1f}%", cost < 0.10))
+    nacos, static = run_of(summary, "nacos", "query"), run_of(summary, "three-processes", "query")
+    if nacos and static:
+        cost = 1 - nacos["throughput_rps"] / static["throughput_rps"]
+        rows.append(("Nacos vs static discovery costs < 3% throughput", f"{cost * 100:+.1f}%", cost < 0.03))
+    services = [p for s in summary["scenarios"] if s["name"] != "baseline" for p in s["processes"]]
+    if services:
+        peak = max(p["peak_rss_mb"] for p in services)
+        idle = max(p["idle_rss_mb"] for p in services)
+        ready = max(p["ready_ms"] for p in services)
+        rows.append((f"each service < {SERVICES_TARGET_PEAK_MB} MB RSS at peak load", f"max {peak:.1f} MB",
+                     peak < SERVICES_TARGET_PEAK_MB))
+        rows.append((f"each service < {SERVICES_TARGET_IDLE_MB} MB RSS idle", f"max {idle:.1f} MB",
+                     idle < SERVICES_TARGET_IDLE_MB))
+        rows.append(("ready in < 1 s from start", f"max {ready:.0f} ms", ready < 1000))
+    return rows
+
+
+def markdown(summary):
+    out = [f"Run of {summary['date']}, commit `{summary['commit']}`, on {summary['machine']}.", ""]
+    out += ["**Where we stand against the targets** (single run; on 2 shared cores, differences of a few",
+            "percent between runs are noise, so read the 3% and 10% rows with that in mind):", "",
+            "| target | measured | met |", "|---|---|---|"]
+    out += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(summary)]
+
+    base = run_of(summary, "baseline", "query")
+    out += ["", "**Query path**, closed-loop (first page of 10 notes, with author names):", "",
+            "| scenario | concurrency | req/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary["scenarios"]:
+        run = run_of(summary, s["name"], "query")
+        if run:
+            l = run["latency_ms"]
+            ratio = f"{run['throughput_rps'] / base['throughput_rps']:.2f}x" if base else "–"
+            out.append(f"| {s['title']} | {run['concurrency']} | {run['throughput_rps']:,.0f} | {ratio} | {fmt(l['p50'])} | "
+                       f"{fmt(l['p90'])} | {fmt(l['p99'])} | {fmt(l['p999'])} | {fmt(l['max'])} | {errors(run)} |")
+
+    out += ["", "**Default mix** (80% query, 10% create, 5% update, 5% login), closed-loop:", "",
+            "| scenario | req/s | p50 ms | p99 ms | query p99 | create p99 | update p99 | login p99 | errors |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary["scenarios"]:
+        run = run_of(summary, s["name"], "mix")
+        if run:
+            per = {op: v["latency_ms"]["p99"] for op, v in run["per_op"].items()}
+            out.append(f"| {s['title']} | {run['throughput_rps']:,.0f} | {fmt(run['latency_ms']['p50'])} | "
+                       f"{fmt(run['latency_ms']['p99'])} | {fmt(per.get('query'))} | {fmt(per.get('create'))} | "
+                       f"{fmt(per.get('update'))} | {fmt(per.get('login'))} | {errors(run)} |")
+
+    open_loop = run_of(summary, "all-in-one", "query-open")
+    if open_loop:
+        l = open_loop["latency_ms"]
+        out += ["", f"**Open-loop**, all-in-one, query at {open_loop['rate']:,} req/s scheduled (latency from each "
+                "request's scheduled start, so queueing counts):", "",
+                "| achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | late starts | errors |",
+                "|---|---|---|---|---|---|---|---|",
+                f"| {open_loop['throughput_rps']:,.0f} | {fmt(l['p50'])} | {fmt(l['p90'])} | {fmt(l['p99'])} | "
+                f"{fmt(l['p999'])} | {fmt(l['max'])} | {open_loop['late_starts']} | {errors(open_loop)} |"]
+
+    out += ["", "**Processes** (ready: from spawn to answering its health check; idle: RSS a second later; "
+            "peak: VmHWM after all the scenario's runs; CPU: user + system seconds over the scenario):", "",
+            "| scenario | process | ready ms | idle RSS MB | peak RSS MB | CPU s |", "|---|---|---|---|---|---|"]
+    for s in summary["scenarios"]:
+        for p in s["processes"]:
+            out.append(f"| {s['title']} | {p['name']} | {p['ready_ms']:.0f} | {p['idle_rss_mb']:.1f} | "
+                       f"{p['peak_rss_mb']:.1f} | {p['cpu_s']:.1f} |")
+    out += ["", "![Query-path latency percentiles and throughput per scenario](benchmarks.svg)"]
+    return "\n".join(out)
+
+
+def svg(summary):
+    """Horizontal bars: p50/p90/p99 of the closed-loop query run per scenario, throughput beside."""
+    rows = [(s["title"], run_of(summary, s["name"], "query")) for s in summary["scenarios"]]
+    rows = [(title, run) for title, run in rows if run]
+    colors = {"p50": "#4c78a8", "p90": "#f58518", "p99": "#e45756"}
+    label_w, bar_w, row_h, top = 250, 420, 54, 56
+    width, height = label_w + bar_w + 200, top + row_h * len(rows) + 30
+    scale = max((run["latency_ms"]["p99"] for _, run in rows), default=1) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="10" y="20" font-size="14" font-weight="bold">Query path, closed-loop: latency (ms) '
+             f'and throughput — {html.escape(summary["date"])}, {html.escape(summary["commit"])}</text>']
+    for i, name in enumerate(colors):
+        parts.append(f'<rect x="{label_w + i * 70}" y="32" width="12" height="12" fill="{colors[name]}"/>'
+                     f'<text x="{label_w + i * 70 + 16}" y="42">{name}</text>')
+    parts.append(f'<text x="{label_w + bar_w + 20}" y="42" font-weight="bold">req/s</text>')
+    for i, (title, run) in enumerate(rows):
+        y = top + i * row_h
+        parts.append(f'<text x="10" y="{y + 26}">{html.escape(title)}</text>')
+        for j, name in enumerate(colors):
+            value = run["latency_ms"][name]
+            w = max(1, value / scale * bar_w)
+            parts.append(f'<rect x="{label_w}" y="{y + 6 + j * 14}" width="{w:.1f}" height="12" fill="{colors[name]}"/>'
+                         f'<text x="{label_w + w + 4:.1f}" y="{y + 16 + j * 14}" font-size="10">{value:.2f}</text>')
+        parts.append(f'<text x="{label_w + bar_w + 20}" y="{y + 26}">{run["throughput_rps"]:,.0f}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def publish(summary, docs_dir):
+    path = os.path.join(docs_dir, "benchmarks.md")
+    text = open(path, encoding="utf-8").read()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{path} lacks the {BEGIN} … {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{BEGIN}\n{markdown(summary)}\n{END}{tail}")
+    with open(os.path.join(docs_dir, "benchmarks.svg"), "w", encoding="utf-8") as f:
+        f.write(svg(summary))
+    print(f"updated {path} and benchmarks.svg")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    publish(json.load(open(sys.argv[1])), os.path.join(root, "docs"))
