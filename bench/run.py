@@ -18,6 +18,7 @@ Scenarios (the services are the ones users run; only the settings differ):
   three-processes    user-service, note-service, api-gateway on SQLite, static discovery
   mysql              the same on MySQL/MariaDB (EASYNOTE_BENCH_MYSQL_URL, default the local server)
   otlp-export        three processes exporting every span to an OTLP/gRPC receiver
+  otlp-sampled       the same with 10% of traces sampled (parentbased_traceidratio)
   otel-off           three processes with OTEL_SDK_DISABLED=true
   nacos              three processes finding each other through rnacos
 """
@@ -232,11 +233,11 @@ def scenarios(args, workdir):
         url = os.environ.get("EASYNOTE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
         three_processes(s, lambda name: mysql_database(url, f"easynote_bench_{name}"), {})
 
-    def otlp(s):
+    def otlp(s, sampling=None):
         s.helper("otlp-receiver", [RECEIVER, f"127.0.0.1:{OTLP}"], {"PATH": os.environ.get("PATH", "")},
                  lambda: "listening" in open(os.path.join(s.workdir, "otlp-receiver.log")).read())
         three_processes(s, sqlite(s), {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP}",
-                                       "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+                                       "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", **(sampling or {})})
 
     def nacos(s):
         rnacos = os.environ.get("RNACOS_BIN") or shutil.which("rnacos") or os.path.expanduser("~/.cargo/bin/rnacos")
@@ -255,6 +256,9 @@ def scenarios(args, workdir):
         ("three-processes", "3 processes, SQLite, static", lambda s: three_processes(s, sqlite(s), {}), full_loads),
         ("mysql", "3 processes, MySQL (MariaDB)", on_mysql, full_loads),
         ("otlp-export", "3 processes, OTLP export on", otlp, [("query", query + closed)]),
+        ("otlp-sampled", "3 processes, OTLP export, 10% sampled", lambda s: otlp(s, {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+         [("query", query + closed)]),
         ("otel-off", "3 processes, OTEL_SDK_DISABLED", lambda s: three_processes(s, sqlite(s), {"OTEL_SDK_DISABLED": "true"}),
          [("query", query + closed)]),
         ("nacos", "3 processes, Nacos (rnacos)", nacos, [("query", query + closed)]),
