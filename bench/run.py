@@ -267,8 +267,10 @@ def scenarios(args, workdir):
 
 def git_commit():
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    # What a run writes itself (results, the page and chart) does not count.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!bench/results", ":!docs/benchmarks.md", ":!docs/benchmarks.svg"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return (result.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
