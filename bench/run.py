@@ -9,7 +9,7 @@ bench/results/<UTC time>/ as one JSON file per load run plus summary.json;
 unless --smoke, the table and chart of docs/benchmarks.md are regenerated
 from them (docs/benchmarks.svg).
 
-  bench/run.sh            full run (about 8 minutes on 2 cores)
+  bench/run.sh            full run (about 10 minutes on 2 cores)
   bench/run.sh --smoke    every scenario for a second or two at low load (CI)
 
 Scenarios (the services are the ones users run; only the settings differ):
@@ -37,7 +37,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 SUITE = os.path.join(RELEASE, "easy-note")
 BENCH = os.path.join(RELEASE, "easy-note-bench")
 RECEIVER = os.path.join(RELEASE, "examples", "otlp-receiver")
