@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a Docker engine or a cluster:
 # - docker-compose.yml with `docker-compose config` (Debian's package);
-# - both Kubernetes overlays rendered with `kubectl kustomize`, and every
-#   object checked against the Kubernetes schemas (`kubernetes-validate`).
+# - both Kubernetes overlays (and the aliyun overlay's optional alb/ set)
+#   rendered with `kubectl kustomize`, and every object checked against the
+#   Kubernetes schemas (`kubernetes-validate`);
+# - the rules no schema knows, on the rendered overlays and the compose file
+#   (deploy/check-manifests.py: probes, start-up and shutdown budgets from
+#   the services' settings, the ALB Service type, optional vs required
+#   Secrets), after its self-test proves that each rule can fail;
+# - deploy/local-image.sh parses.
 # Installs what it needs from Debian and PyPI when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,14 +34,23 @@ fi
 echo "docker-compose.yml: docker-compose config"
 docker-compose -f docker-compose.yml config -q
 
-for overlay in local aliyun; do
+for overlay in local aliyun aliyun/alb; do
   rendered="$(mktemp)"
   kubectl kustomize "deploy/k8s/overlays/$overlay" > "$rendered"
   count="$(grep -c '^kind:' "$rendered")"
   echo "overlay $overlay: $count objects, validating against Kubernetes $K8S_VERSION"
+  # (alb/'s AlbConfig is a custom resource: no schema, only a warning.)
   "$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$rendered" | grep -v '^INFO' || true
   # --strict fails on unknown fields; grep above only quiets the per-object OK lines.
-  "$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" --quiet "$rendered"
+  "$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" --quiet --no-warn "$rendered"
   rm -f "$rendered"
 done
-echo "deploy: compose file and both overlays are valid"
+
+# The checker reads YAML with PyYAML, which kubernetes-validate brings.
+echo "deploy/check-manifests.py --self-test"
+"$venv/bin/python" deploy/check-manifests.py --self-test
+echo "deploy/check-manifests.py"
+"$venv/bin/python" deploy/check-manifests.py deploy/k8s/overlays/local deploy/k8s/overlays/aliyun
+
+bash -n deploy/local-image.sh
+echo "deploy: compose file and both overlays are valid and keep their rules"
