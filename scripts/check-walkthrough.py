@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Checks that every file and symbol docs/walkthrough.md links to still exists.
+
+Every relative Markdown link must point at an existing file or directory.
+When the link text holds code in backticks, each code span names what the
+linked file must contain:
+
+    [`fn query`](../api-gateway/src/routes/note.rs)       a `fn query`
+    [`struct AuthUser`](…)  [`enum ApiError`](…)           that item (also trait,
+    [`trait Registry`](…)   [`const EJECT_FOR`](…)          type, static, mod)
+    [`macro on_pool`](…)                                   `macro_rules! on_pool`
+    [`Upstream::call_idempotent`](…)                       the word `Upstream` and a
+                                                           `fn call_idempotent`
+    [`impl From<NoteError> for Status`](…)                 that exact text
+    [`QueryNote`](…), [`TCP_NODELAY`](…)                   that exact text
+
+A reference that no longer holds is reported with the line, the link and
+what is missing, so that after a move or a rename the fix is to point the
+link at the new place. Also checks every other document given.
+
+usage: scripts/check-walkthrough.py [DOC ...]     (default: docs/walkthrough.md)
+       scripts/check-walkthrough.py --self-test
+Standard library only.
+"""
+
+import os
+import re
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DOCS = ["docs/walkthrough.md"]
+
+LINK = re.compile(r"\[((?:[^\[\]]|`[^`]*`)+)\]\(([^)\s]+)\)")
+CODE = re.compile(r"`([^`]+)`")
+ITEM_KINDS = ("fn", "struct", "enum", "trait", "type", "const", "static", "mod")
+
+
+def strip_code_blocks(text):
+    """The document with fenced code blocks blanked (line numbers kept)."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            out.append("")
+        else:
+            out.append("" if fenced else line)
+    return out
+
+
+def symbol_problem(symbol, source):
+    """Why `symbol` is not in `source`, or None when it is."""
+    words = symbol.split()
+    if len(words) == 2 and words[0] in ITEM_KINDS:
+        kind, name = words
+        pattern = rf"\b{kind}\s+{re.escape(name)}\b"
+        if kind == "fn":
+            pattern = rf"\bfn\s+{re.escape(name)}\s*[<(]"
+        return None if re.search(pattern, source) else f"no `{kind} {name}`"
+    if len(words) == 2 and words[0] == "macro":
+        name = words[1]
+        found = re.search(rf"macro_rules!\s+{re.escape(name)}\b", source)
+        return None if found else f"no `macro_rules! {name}`"
+    path = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)::([a-z_][a-z0-9_]*)", symbol)
+    if path:
+        owner, method = path.groups()
+        missing = []
+        if not re.search(rf"\b{re.escape(owner)}\b", source):
+            missing.append(f"no `{owner}`")
+        if not re.search(rf"\bfn\s+{re.escape(method)}\s*[<(]", source):
+            missing.append(f"no `fn {method}`")
+        return " and ".join(missing) or None
+    return None if symbol in source else f"no `{symbol}`"
+
+
+def check(doc_path):
+    """Problems of one document: (line, message)."""
+    problems = []
+    doc_dir = os.path.dirname(os.path.join(ROOT, doc_path))
+    text = open(os.path.join(ROOT, doc_path), encoding="utf-8").read()
+    links = 0
+    for number, line in enumerate(strip_code_blocks(text), start=1):
+        for match in LINK.finditer(line):
+            label, target = match.groups()
+            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor in this page
+            links += 1
+            path = os.path.normpath(os.path.join(doc_dir, target.split("#", 1)[0]))
+            shown = os.path.relpath(path, ROOT)
+            if not os.path.exists(path):
+                problems.append((number, f"[{label}]({target}): {shown} does not exist"))
+                continue
+            symbols = CODE.findall(label)
+            if not symbols:
+                continue
+            if os.path.isdir(path):
+                problems.append((number, f"[{label}]({target}): names code but links to a "
+                                         f"directory; link the file that defines it"))
+                continue
+            source = open(path, encoding="utf-8", errors="replace").read()
+            for symbol in symbols:
+                why = symbol_problem(symbol, source)
+                if why:
+                    problems.append((number, f"[{label}]({target}): {why} in {shown}"))
+    if links == 0:
+        problems.append((0, "no relative links at all: is this the right document?"))
+    return problems
+
+
+def self_test():
+    """Each kind of reference passes when it holds and fails when it does not."""
+    source = (
+        "pub struct Upstream;\nimpl Upstream {\n    pub async fn call_idempotent<T>() {}\n}\n"
+        "const EJECT_FOR: u8 = 5;\nmacro_rules! on_pool { () => {} }\n"
+        "impl From<NoteError> for Status {}\nfn query(x: u8) {}\n"
+    )
+    holds = ["fn query", "struct Upstream", "const EJECT_FOR", "macro on_pool",
+             "Upstream::call_idempotent", "impl From<NoteError> for Status"]
+    breaks = ["fn query_all", "struct Downstream", "enum Upstream", "macro off_pool",
+              "Upstream::call", "Gateway::call_idempotent", "impl From<UserError> for Status"]
+    failures = [f"{s!r} should be found" for s in holds if symbol_problem(s, source)]
+    failures += [f"{s!r} should be missing" for s in breaks if not symbol_problem(s, source)]
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        code = os.path.join(tmp, "code.rs")
+        open(code, "w", encoding="utf-8").write(source)
+        doc = os.path.join(tmp, "doc.md")
+        open(doc, "w", encoding="utf-8").write(
+            "[`Upstream::call_idempotent`](code.rs) and [`fn query`](code.rs)\n"
+            "[gone](missing.rs) and [`fn gone`](code.rs) and [`fn query`](.)\n"
+            "```\n[`fn ignored`](nowhere.rs)\n```\n[web](https://example.com)\n")
+        found = check(os.path.relpath(doc, ROOT))
+        expected = ["missing.rs does not exist", "no `fn gone`", "links to a directory"]
+        for phrase in expected:
+            if not any(phrase in message for _, message in found):
+                failures.append(f"a document check should report {phrase!r}; got {found}")
+        if len(found) != len(expected):
+            failures.append(f"expected exactly {len(expected)} problems, got {found}")
+    if failures:
+        print("check-walkthrough self-test FAILED:", *failures, sep="\n  ", file=sys.stderr)
+        return 1
+    print("check-walkthrough self-test: every kind of reference is checked")
+    return 0
+
+
+def main(argv):
+    if argv == ["--self-test"]:
+        return self_test()
+    docs = argv or DEFAULT_DOCS
+    failed = False
+    for doc in docs:
+        problems = check(doc)
+        for number, message in problems:
+            print(f"{doc}:{number}: {message}", file=sys.stderr)
+        if problems:
+            failed = True
+        else:
+            print(f"{doc}: every linked file and symbol exists")
+    if failed:
+        print("Update the links above to where the code lives now (or the code, if it was "
+              "renamed by mistake).", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
