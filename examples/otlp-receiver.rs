@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use easynote_shared::testing::otlp::{OtlpReceiver, Transport};
+use easynote_testkit::otlp::{OtlpReceiver, Transport};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use api_gateway::Gateway;
 use easynote_shared::{
     config::Env,
+    default_addr,
     shutdown::{self, Shutdown},
 };
 use note_service::NoteServer;
@@ -30,6 +31,10 @@ pub const PROBE: easynote_shared::app::Probe = api_gateway::PROBE;
 pub async fn run_all(env: Env, shutdown: Shutdown) -> anyhow::Result<()> {
     let suite = Suite::build(&env).await?;
     let (gateway, user, note) = (suite.gateway_addr(), suite.user_addr(), suite.note_addr());
+    easynote_shared::app::report_addrs(
+        &env,
+        &[("http", gateway), ("user_grpc", user), ("note_grpc", note)],
+    )?;
     let running = tokio::spawn(suite.run(shutdown));
     wait_until_serving(user, Duration::from_secs(10)).await?;
     wait_until_serving(note, Duration::from_secs(10)).await?;
@@ -52,8 +57,8 @@ impl Suite {
     /// Builds the three servers from `env`: user-service first, then
     /// note-service pointed at it, then the gateway pointed at both.
     pub async fn build(env: &Env) -> anyhow::Result<Self> {
-        let user_grpc = env.string("EASYNOTE_USER_GRPC_ADDR", "127.0.0.1:8889");
-        let note_grpc = env.string("EASYNOTE_NOTE_GRPC_ADDR", "127.0.0.1:8888");
+        let user_grpc = env.string("EASYNOTE_USER_GRPC_ADDR", default_addr::USER_GRPC);
+        let note_grpc = env.string("EASYNOTE_NOTE_GRPC_ADDR", default_addr::NOTE_GRPC);
 
         let user_env = env.clone().with("EASYNOTE_GRPC_ADDR", user_grpc);
         let user = UserServer::build(user_service::Config::from_env(&user_env)?)

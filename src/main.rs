@@ -4,47 +4,97 @@
 
 use std::process::ExitCode;
 
-use easynote_shared::app;
+use clap::{Parser, Subcommand, ValueEnum};
+use easynote_shared::app::{self, ServiceCommand};
 
-const USAGE: &str =
-    "usage: easy-note [all | user-service | note-service | api-gateway] [healthcheck]
-  all (default)  the three services in one process, wired to each other
-  user-service   only user-service   (same as the user-service binary)
-  note-service   only note-service   (same as the note-service binary)
-  api-gateway    only the gateway    (same as the api-gateway binary)
-settings are read from the environment (see README)";
+/// Easy-Note: a note-taking backend of three services, in one process or one at a time.
+#[derive(Debug, Parser)]
+#[command(name = "easy-note", version, after_help = app::SETTINGS_HELP)]
+struct Cli {
+    /// What to run when no subcommand is given (containers set this, so
+    /// that the run and `easy-note healthcheck` agree on the role).
+    #[arg(long, value_enum, env = "EASYNOTE_SERVICE", default_value_t = Role::All)]
+    service: Role,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The three services in one process, wired to each other.
+    All {
+        #[command(subcommand)]
+        check: Option<ServiceCommand>,
+    },
+    /// Only user-service (same as the user-service binary).
+    UserService {
+        #[command(subcommand)]
+        check: Option<ServiceCommand>,
+    },
+    /// Only note-service (same as the note-service binary).
+    NoteService {
+        #[command(subcommand)]
+        check: Option<ServiceCommand>,
+    },
+    /// Only the gateway (same as the api-gateway binary).
+    ApiGateway {
+        #[command(subcommand)]
+        check: Option<ServiceCommand>,
+    },
+    /// Probe the server this environment configures on this host: exit 0
+    /// when it is healthy (for container health checks).
+    Healthcheck {
+        /// Which role to probe; by default `--service` / `EASYNOTE_SERVICE`.
+        #[arg(value_enum)]
+        role: Option<Role>,
+    },
+}
+
+/// The roles one `easy-note` process can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// The three services in one process.
+    All,
+    /// user-service.
+    UserService,
+    /// note-service.
+    NoteService,
+    /// api-gateway.
+    ApiGateway,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.split_first() {
-        Some((first, rest)) if !first.starts_with('-') && first != "healthcheck" => {
-            (first.as_str(), rest)
-        }
-        _ => ("all", args.as_slice()),
+    let cli = Cli::parse();
+    let (role, check) = match cli.command {
+        None => (cli.service, None),
+        Some(Command::All { check }) => (Role::All, check),
+        Some(Command::UserService { check }) => (Role::UserService, check),
+        Some(Command::NoteService { check }) => (Role::NoteService, check),
+        Some(Command::ApiGateway { check }) => (Role::ApiGateway, check),
+        Some(Command::Healthcheck { role }) => (
+            role.unwrap_or(cli.service),
+            Some(ServiceCommand::Healthcheck),
+        ),
     };
-    match command {
-        "all" => app::main_with_args("easy-note", easy_note::PROBE, rest, easy_note::run_all),
-        "user-service" => app::main_with_args(
+    match role {
+        Role::All => app::run("easy-note", easy_note::PROBE, check, easy_note::run_all),
+        Role::UserService => app::run(
             user_service::SERVICE,
             user_service::PROBE,
-            rest,
+            check,
             user_service::serve,
         ),
-        "note-service" => app::main_with_args(
+        Role::NoteService => app::run(
             note_service::SERVICE,
             note_service::PROBE,
-            rest,
+            check,
             note_service::serve,
         ),
-        "api-gateway" => app::main_with_args(
+        Role::ApiGateway => app::run(
             api_gateway::SERVICE,
             api_gateway::PROBE,
-            rest,
+            check,
             api_gateway::serve,
         ),
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
     }
 }

@@ -3,13 +3,14 @@
 use std::{net::SocketAddr, time::Duration};
 
 use easynote_shared::{
-    config::{ConfigError, DiscoveryConfig, Env, Environment, LifecycleConfig},
-    discovery::ChannelSettings,
+    config::{ConfigError, Env, Environment},
+    discovery::{ChannelSettings, DiscoveryConfig},
+    lifecycle::LifecycleConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The default HTTP listen address.
-pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
 
 /// The JWT key used when none is configured, in development only.
 pub const DEV_JWT_SECRET: &str = "easy-note-development-secret-change-me";

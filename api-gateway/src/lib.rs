@@ -22,7 +22,7 @@ use axum::{
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
-    grpc::ErrorChain,
+    lifecycle::{self, Lifecycle},
     service_name,
     shutdown::Shutdown,
 };
@@ -36,6 +36,9 @@ pub use state::AppState;
 /// Registry and telemetry name of the gateway.
 pub const SERVICE: &str = service_name::GATEWAY;
 
+/// What the binary is, for `--help`.
+pub const ABOUT: &str = "api-gateway: the public HTTP/JSON API of Easy-Note, with JWT auth.";
+
 /// How `api-gateway healthcheck` probes a running gateway.
 pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Http {
     addr_var: "EASYNOTE_HTTP_ADDR",
@@ -45,10 +48,9 @@ pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Http
 /// Builds the api-gateway the environment describes and runs it until
 /// `shutdown`: the whole life of the `api-gateway` binary.
 pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
-    Gateway::build(Config::from_env(&env)?)
-        .await?
-        .run(shutdown)
-        .await
+    let server = Gateway::build(Config::from_env(&env)?).await?;
+    easynote_shared::app::report_addrs(&env, &[("http", server.local_addr())])?;
+    server.run(shutdown).await
 }
 
 /// A gateway ready to serve: listener bound, downstreams subscribed.
@@ -106,7 +108,6 @@ impl Gateway {
             shutdown: shutdown.clone(),
         };
         let app = app(state);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // TCP_NODELAY, or a response written in two segments waits for
         // the client's delayed ACK (~40 ms on Linux).
         let listener = self.listener.tap_io(|tcp| {
@@ -114,67 +115,22 @@ impl Gateway {
                 tracing::debug!(error = %err, "TCP_NODELAY not set");
             }
         });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .into_future();
-        tokio::pin!(server);
-        let discovery = self.discovery;
-        let registration = Registration::new(SERVICE, addr, "http");
-
-        // Register while already serving; a shutdown during a slow
-        // registration stops without waiting for it.
-        let registered = tokio::select! {
-            result = &mut server => return result.context("serving HTTP"),
-            registered = discovery.register(&registration) => Some(registered),
-            () = shutdown.requested() => None,
-        };
-        let registered = match registered {
-            Some(result) => {
-                result.with_context(|| format!("registering {SERVICE} ({addr})"))?;
-                tracing::info!(%addr, "serving HTTP");
-                tokio::select! {
-                    result = &mut server => {
-                        discovery.deregister(&registration).await.ok();
-                        return result.context("serving HTTP");
-                    }
-                    () = shutdown.requested() => {}
-                }
-                true
-            }
-            None => false,
-        };
-
-        tracing::info!("shutting down: deregistering, then draining");
-        // Also when shutdown cut a registration short: it may have reached
-        // the registry all the same.
-        if let Err(err) = discovery.deregister(&registration).await {
-            tracing::warn!(error = %ErrorChain(&err), "deregistration failed; callers will notice on their own");
-        }
-        // Keep serving while callers learn that this instance is gone.
-        let grace = discovery.deregister_grace();
-        if registered && !grace.is_zero() {
-            tokio::select! {
-                result = &mut server => return result.context("serving HTTP"),
-                () = tokio::time::sleep(grace) => {}
-            }
-        }
-        let _ = stop_tx.send(());
-        let drain_timeout = self.config.lifecycle.shutdown_timeout;
-        match tokio::time::timeout(drain_timeout, &mut server).await {
-            Ok(result) => {
-                result.context("serving HTTP")?;
-                tracing::info!("HTTP server stopped");
-            }
-            Err(_) => {
-                tracing::warn!(
-                    ?drain_timeout,
-                    "drain timed out; abandoning requests still running"
-                );
-            }
-        }
-        Ok(())
+        lifecycle::serve(
+            |stop| {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .into_future()
+            },
+            Lifecycle {
+                discovery: self.discovery,
+                registration: Registration::new(SERVICE, addr, "http"),
+                drain_timeout: self.config.lifecycle.shutdown_timeout,
+            },
+            shutdown,
+            // `/readyz` already answers 503: it watches the same shutdown.
+            std::future::ready(()),
+        )
+        .await
     }
 }
 

@@ -3,5 +3,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    easynote_shared::app::main(api_gateway::SERVICE, api_gateway::PROBE, api_gateway::serve)
+    easynote_shared::app::main(
+        api_gateway::SERVICE,
+        api_gateway::ABOUT,
+        api_gateway::PROBE,
+        api_gateway::serve,
+    )
 }

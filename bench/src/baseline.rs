@@ -18,8 +18,8 @@ use axum::{
     serve::ListenerExt as _,
 };
 use easynote_shared::{
-    config::{DatabaseConfig, Env, Environment},
-    db::Database,
+    config::{Env, Environment},
+    db::{Database, DatabaseConfig},
 };
 use note_service::repo::{NoteChanges, NoteRecord, NoteRepo};
 use serde::Deserialize;

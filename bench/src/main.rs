@@ -1,11 +1,6 @@
 //! easy-note-bench: load generator and no-RPC baseline for Easy-Note.
 //!
-//! ```text
-//! easy-note-bench run      [--url URL] [--users N] [--notes M] [--mix query=80,create=10,update=5,login=5]
-//!                          [--concurrency C | --rate R] [--duration 20s] [--warmup 3s]
-//!                          [--timeout 10s] [--label NAME] [--out FILE.json] [--quiet]
-//! easy-note-bench baseline (EASYNOTE_HTTP_ADDR, EASYNOTE_DATABASE_URL, EASYNOTE_JWT_SECRET)
-//! ```
+//! `easy-note-bench --help` lists the options (clap).
 //!
 //! `run` prepares its own data through the public API (N fresh users with M
 //! notes each), then drives the mix closed-loop at a concurrency or
@@ -20,43 +15,85 @@ mod report;
 
 use std::{process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
     load::{LoadConfig, Pacing},
     mix::Mix,
 };
 
-const USAGE: &str = "\
-usage:
-  easy-note-bench run [--url URL] [--users N] [--notes M] [--mix SPEC]
-                      [--concurrency C | --rate R] [--duration D] [--warmup D]
-                      [--timeout D] [--label NAME] [--out FILE] [--quiet]
-  easy-note-bench baseline
+/// Load generator and no-RPC baseline for Easy-Note.
+#[derive(Debug, Parser)]
+#[command(name = "easy-note-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-run      drives a gateway (default http://127.0.0.1:8080); SPEC like
-         query=80,create=10,update=5,login=5 (kinds: query, search, get,
-         create, update, login); closed-loop at --concurrency (default 32)
-         unless --rate (requests/s, open-loop) is given; durations like 20s.
-baseline serves the same routes with no RPC: JWT check and the same SQL in
-         one process. Reads EASYNOTE_HTTP_ADDR (default 127.0.0.1:8090),
-         EASYNOTE_DATABASE_URL (default sqlite://data/baseline.db) and
-         EASYNOTE_JWT_SECRET.";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare data through the API, then drive a weighted mix closed-loop
+    /// (at a concurrency) or open-loop (at a rate); report percentiles.
+    Run(RunArgs),
+    /// Serve the same routes with no RPC: JWT check and the same SQL in one
+    /// process. Reads EASYNOTE_HTTP_ADDR (default 127.0.0.1:8090),
+    /// EASYNOTE_DATABASE_URL (default sqlite://data/baseline.db) and
+    /// EASYNOTE_JWT_SECRET.
+    Baseline,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The gateway (or baseline) to drive.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Fresh users to create.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    users: u32,
+    /// Notes per user.
+    #[arg(long = "notes", default_value_t = 20)]
+    notes_per_user: u32,
+    /// Weights per kind (query, search, get, create, update, login).
+    #[arg(long, default_value = "query=80,create=10,update=5,login=5")]
+    mix: Mix,
+    /// Closed loop: requests in flight at once (default 32).
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Option<u32>,
+    /// Open loop: requests started per second, whatever the answers do.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: Option<u32>,
+    /// How long to measure, e.g. 20s or 2m.
+    #[arg(long, default_value = "20s", value_parser = positive_duration)]
+    duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "3s", value_parser = any_duration)]
+    warmup: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    timeout: Duration,
+    /// A name for the run in reports.
+    #[arg(long, default_value = "run")]
+    label: String,
+    /// Where to write the result as JSON.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let outcome = match args.first().map(String::as_str) {
-        Some("run") => parse_run(&args[1..]).and_then(|config| runtime.block_on(load::run(config))),
-        Some("baseline") => runtime.block_on(baseline::serve()),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
+    let outcome = match cli.command {
+        Command::Run(args) => {
+            load_config(args).and_then(|config| runtime.block_on(load::run(config)))
         }
-        _ => Err(anyhow::anyhow!("expected a subcommand\n{USAGE}")),
+        Command::Baseline => runtime.block_on(baseline::serve()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,77 +104,92 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_run(args: &[String]) -> anyhow::Result<LoadConfig> {
-    let mut config = LoadConfig {
-        url: "http://127.0.0.1:8080".to_owned(),
-        users: 50,
-        notes_per_user: 20,
-        mix: Mix::default(),
-        pacing: Pacing::Closed { concurrency: 32 },
-        duration: Duration::from_secs(20),
-        warmup: Duration::from_secs(3),
-        timeout: Duration::from_secs(10),
-        label: "run".to_owned(),
-        out: None,
-        quiet: false,
+fn load_config(args: RunArgs) -> anyhow::Result<LoadConfig> {
+    let pacing = match (args.rate, args.concurrency) {
+        (Some(rate), _) => Pacing::Open { rate },
+        (None, concurrency) => Pacing::Closed {
+            concurrency: concurrency.unwrap_or(32),
+        },
     };
-    let mut rate = None;
-    let mut concurrency = None;
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        if flag == "--quiet" {
-            config.quiet = true;
-            continue;
-        }
-        let value = rest
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: {what}");
-        match flag.as_str() {
-            "--url" => config.url = value.trim_end_matches('/').to_owned(),
-            "--users" => config.users = positive(value).with_context(|| bad("a count > 0"))?,
-            "--notes" => config.notes_per_user = value.parse().with_context(|| bad("a count"))?,
-            "--mix" => config.mix = value.parse().with_context(|| bad("a mix"))?,
-            "--concurrency" => {
-                concurrency = Some(positive(value).with_context(|| bad("a count > 0"))?)
-            }
-            "--rate" => rate = Some(positive(value).with_context(|| bad("requests/s > 0"))?),
-            "--duration" => config.duration = duration(value).with_context(|| bad("a duration"))?,
-            "--warmup" => {
-                config.warmup =
-                    humantime::parse_duration(value).with_context(|| bad("a duration"))?
-            }
-            "--timeout" => config.timeout = duration(value).with_context(|| bad("a duration"))?,
-            "--label" => config.label.clone_from(value),
-            "--out" => config.out = Some(value.into()),
-            _ => bail!("unknown option {flag}\n{USAGE}"),
-        }
-    }
-    config.pacing = match (rate, concurrency) {
-        (Some(_), Some(_)) => {
-            bail!("--rate (open-loop) and --concurrency (closed-loop) exclude each other")
-        }
-        (Some(rate), None) => Pacing::Open { rate },
-        (None, Some(concurrency)) => Pacing::Closed { concurrency },
-        (None, None) => config.pacing,
-    };
-    if config.mix.needs_notes() && config.notes_per_user == 0 {
+    if args.mix.needs_notes() && args.notes_per_user == 0 {
         bail!("the mix updates or reads notes by id: --notes must be at least 1");
     }
-    Ok(config)
+    Ok(LoadConfig {
+        url: args.url.trim_end_matches('/').to_owned(),
+        users: args.users,
+        notes_per_user: args.notes_per_user,
+        mix: args.mix,
+        pacing,
+        duration: args.duration,
+        warmup: args.warmup,
+        timeout: args.timeout,
+        label: args.label,
+        out: args.out,
+        quiet: args.quiet,
+    })
 }
 
-fn positive(value: &str) -> anyhow::Result<u32> {
-    match value.parse::<u32>()? {
-        0 => bail!("must be > 0"),
-        n => Ok(n),
+fn any_duration(value: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(value)
+}
+
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(parsed) if parsed.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(parsed) => Ok(parsed),
+        Err(err) => Err(err.to_string()),
     }
 }
 
-fn duration(value: &str) -> anyhow::Result<Duration> {
-    let parsed = humantime::parse_duration(value)?;
-    if parsed.is_zero() {
-        bail!("must be > 0");
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<LoadConfig, String> {
+        let cli = Cli::try_parse_from(["easy-note-bench", "run"].iter().chain(args))
+            .map_err(|err| err.to_string())?;
+        let Command::Run(args) = cli.command else {
+            unreachable!("run was given")
+        };
+        load_config(args).map_err(|err| err.to_string())
     }
-    Ok(parsed)
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rate_and_concurrency_exclude_each_other() {
+        let err = parse(&["--rate", "100", "--concurrency", "8"]).expect_err("both");
+        assert!(err.contains("cannot be used with"), "{err}");
+        assert!(matches!(
+            parse(&["--rate", "100"]).unwrap().pacing,
+            Pacing::Open { rate: 100 }
+        ));
+        assert!(matches!(
+            parse(&[]).unwrap().pacing,
+            Pacing::Closed { concurrency: 32 }
+        ));
+    }
+
+    #[test]
+    fn durations_and_counts_are_checked() {
+        assert_eq!(
+            parse(&["--duration", "1m"]).unwrap().duration,
+            Duration::from_secs(60)
+        );
+        assert_eq!(parse(&["--warmup", "0s"]).unwrap().warmup, Duration::ZERO);
+        for bad in [
+            &["--duration", "0s"][..],
+            &["--duration", "soon"],
+            &["--users", "0"],
+            &["--mix", "query=80,nap=20"],
+            &["--notes", "0", "--mix", "get=1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 }

@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 
 use easynote_shared::{
-    config::{ConfigError, DatabaseConfig, DiscoveryConfig, Env, Environment, LifecycleConfig},
-    discovery::ChannelSettings,
+    config::{ConfigError, Env, Environment},
+    db::DatabaseConfig,
+    discovery::{ChannelSettings, DiscoveryConfig},
+    lifecycle::LifecycleConfig,
 };
 
 /// The embedded default database.
@@ -28,7 +30,7 @@ pub struct Config {
 }
 
 /// The default gRPC listen address.
-pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8888";
+pub(crate) const DEFAULT_GRPC_ADDR: &str = easynote_shared::default_addr::NOTE_GRPC;
 
 impl Config {
     /// Reads the settings, failing on the first unusable one.

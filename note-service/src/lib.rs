@@ -28,6 +28,9 @@ pub use error::NoteError;
 /// Registry and telemetry name of this service.
 pub const SERVICE: &str = service_name::NOTE;
 
+/// What the binary is, for `--help`.
+pub const ABOUT: &str = "note-service: notes over gRPC; asks user-service for authors' names.";
+
 /// How `note-service healthcheck` probes a running server.
 pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Grpc {
     addr_var: "EASYNOTE_GRPC_ADDR",
@@ -45,10 +48,9 @@ pub fn migrations() -> Migrations {
 /// Builds the note-service the environment describes and runs it until
 /// `shutdown`: the whole life of the `note-service` binary.
 pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
-    NoteServer::build(Config::from_env(&env)?)
-        .await?
-        .run(shutdown)
-        .await
+    let server = NoteServer::build(Config::from_env(&env)?).await?;
+    easynote_shared::app::report_addrs(&env, &[("note_grpc", server.local_addr())])?;
+    server.run(shutdown).await
 }
 
 /// A note-service ready to serve: database migrated, listener bound.

@@ -6,8 +6,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use easynote_shared::{
-    config::{DiscoveryConfig, Environment},
-    discovery::ChannelSettings,
+    config::Environment,
+    discovery::{ChannelSettings, DiscoveryConfig},
     proto::{
         note::v1::{
             CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
@@ -15,16 +15,11 @@ use easynote_shared::{
         },
         user::v1::{CreateUserRequest, user_service_client::UserServiceClient},
     },
-    shutdown::{self, ShutdownTrigger},
-    testing::{TestDatabase, assert_grpc_serving},
 };
+use easynote_testkit::{TestDatabase, assert_grpc_serving, eventually, server::RunningServer};
 use note_service::NoteServer;
-use tokio::task::JoinHandle;
 use tonic::{Code, Status, transport::Channel};
 use user_service::UserServer;
-
-/// Bound on a server's stop after its shutdown is triggered.
-const STOP_WITHIN: Duration = Duration::from_secs(15);
 
 /// Static discovery that is never dialled, except for user-service at `users`.
 fn discovery(users: SocketAddr) -> DiscoveryConfig {
@@ -36,11 +31,9 @@ fn discovery(users: SocketAddr) -> DiscoveryConfig {
 
 /// A running user-service.
 struct Users {
-    addr: SocketAddr,
     db: TestDatabase,
     client: UserServiceClient<Channel>,
-    trigger: ShutdownTrigger,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: RunningServer,
 }
 
 /// Starts a user-service over `db`, listening on `addr` (port 0 for any).
@@ -55,19 +48,11 @@ async fn start_users(db: TestDatabase, addr: SocketAddr) -> Users {
     let server = UserServer::build(config)
         .await
         .unwrap_or_else(|err| panic!("build user-service on {addr}: {err:?}"));
-    let addr = server.local_addr();
-    let (trigger, shutdown) = shutdown::channel();
-    let server = tokio::spawn(server.run(shutdown));
-    let client = UserServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to user-service");
-    Users {
-        addr,
-        db,
-        client,
-        trigger,
-        server,
-    }
+    let server = RunningServer::spawn("user-service", server.local_addr(), |shutdown| {
+        server.run(shutdown)
+    });
+    let client = UserServiceClient::new(server.channel().await);
+    Users { db, client, server }
 }
 
 impl Users {
@@ -75,19 +60,9 @@ impl Users {
     /// database and address for a restart.
     async fn stop(self) -> (TestDatabase, SocketAddr) {
         drop(self.client);
-        self.trigger.trigger();
-        await_clean_stop("user-service", self.server).await;
-        (self.db, self.addr)
-    }
-}
-
-async fn await_clean_stop(name: &str, server: JoinHandle<anyhow::Result<()>>) {
-    let stopped = tokio::time::timeout(STOP_WITHIN, server)
-        .await
-        .unwrap_or_else(|_| panic!("{name} must stop within {STOP_WITHIN:?} of shutdown"))
-        .unwrap_or_else(|err| panic!("{name}'s task failed: {err}"));
-    if let Err(err) = stopped {
-        panic!("{name}: run() must return Ok after shutdown: {err:?}");
+        let addr = self.server.addr;
+        self.server.stop().await;
+        (self.db, addr)
     }
 }
 
@@ -97,8 +72,7 @@ struct TestApp {
     notes: NoteServiceClient<Channel>,
     /// Kept so that the database outlives the server.
     _note_db: TestDatabase,
-    trigger: ShutdownTrigger,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: RunningServer,
     /// `None` only while a test has user-service stopped.
     users: Option<Users>,
 }
@@ -119,24 +93,21 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
         environment: Environment::Development,
         grpc_addr: "127.0.0.1:0".parse().expect("an address"),
         database: note_db.config(),
-        discovery: discovery(users.addr),
+        discovery: discovery(users.server.addr),
         rpc: ChannelSettings::default(),
         lifecycle: Default::default(),
     };
     let server = NoteServer::build(config)
         .await
         .unwrap_or_else(|err| panic!("{}: build note-service: {err:?}", note_db.backend));
-    let addr = server.local_addr();
-    let (trigger, shutdown) = shutdown::channel();
-    let server = tokio::spawn(server.run(shutdown));
-    let notes = NoteServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to note-service");
+    let server = RunningServer::spawn("note-service", server.local_addr(), |shutdown| {
+        server.run(shutdown)
+    });
+    let notes = NoteServiceClient::new(server.channel().await);
     TestApp {
-        addr,
+        addr: server.addr,
         notes,
         _note_db: note_db,
-        trigger,
         server,
         users: Some(users),
     }
@@ -233,8 +204,7 @@ impl TestApp {
     /// Stops both services and checks that each stopped cleanly.
     async fn stop(self) {
         drop(self.notes);
-        self.trigger.trigger();
-        await_clean_stop("note-service", self.server).await;
+        self.server.stop().await;
         if let Some(users) = self.users {
             users.stop().await;
         }
@@ -665,26 +635,23 @@ async fn a_stopped_user_service_is_unavailable_and_a_restarted_one_is_used_again
 
     app.users = Some(start_users(user_db, user_addr).await);
     assert_eq!(
-        app.users.as_ref().map(|u| u.addr),
+        app.users.as_ref().map(|u| u.server.addr),
         Some(user_addr),
         "restarted on the same address"
     );
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let page = loop {
-        match app.query(alice, None, 0, 10).await {
-            Ok(page) => break page,
-            Err(status) if tokio::time::Instant::now() < deadline => {
-                assert_eq!(
-                    status.code(),
-                    Code::Unavailable,
-                    "while recovering: {status:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let page = eventually(
+        Duration::from_secs(5),
+        "note-service answers with names again",
+        || async {
+            match app.query(alice, None, 0, 10).await {
+                Ok(page) => Ok(page),
+                Err(status) if status.code() == Code::Unavailable => Err(format!("{status:?}")),
+                Err(status) => panic!("while recovering: {status:?}"),
             }
-            Err(status) => panic!("note-service did not recover within 5 s: {status:?}"),
-        }
-    };
+        },
+    )
+    .await;
     let found: Vec<(&str, &str)> = page
         .notes
         .iter()

@@ -1,7 +1,8 @@
 //! `NoteRepo` against every available backend: SQLite always, MySQL/MariaDB
 //! when `EASYNOTE_TEST_MYSQL_URL` is set. Every test gets fresh databases.
 
-use easynote_shared::{db::Database, on_pool, testing::TestDatabase};
+use easynote_shared::{db::Database, on_pool};
+use easynote_testkit::TestDatabase;
 use note_service::repo::{NoteChanges, NoteRecord, NoteRepo};
 
 const OWNER: i64 = 7;

@@ -5,9 +5,11 @@
 //! Every binary also answers `<binary> healthcheck`: it probes the server
 //! configured by the same environment on this host and exits 0 when it is
 //! healthy, so container images need no shell or curl for health checks.
+//! `--help` and `--version` come from clap.
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
+use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -38,41 +40,57 @@ pub enum Probe {
     },
 }
 
-/// Runs `serve` on a multi-threaded runtime with the process environment and
-/// a shutdown fired by Ctrl-C or SIGTERM; `service` names the process in
-/// telemetry (`service.name`) and messages. `healthcheck` as the only
-/// argument runs `probe` instead.
-pub fn main<F, Fut>(service: &'static str, probe: Probe, serve: F) -> ExitCode
+/// The command line of a one-service binary: run it, or probe it.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct ServiceCli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<ServiceCommand>,
+}
+
+/// The subcommands every service binary has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Probe the server this environment configures on this host: exit 0
+    /// when it is healthy (for container health checks).
+    Healthcheck,
+}
+
+/// The whole `main` of a one-service binary (`user-service`, …): parses
+/// the command line (`--help`, `--version`, `healthcheck`) and [`run`]s.
+pub fn main<F, Fut>(service: &'static str, about: &'static str, probe: Probe, serve: F) -> ExitCode
 where
     F: FnOnce(Env, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    main_with_args(service, probe, &args, serve)
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let command = ServiceCli::command()
+        .name(binary_name())
+        .about(about)
+        .after_help(SETTINGS_HELP);
+    let cli = ServiceCli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
+    run(service, probe, cli.command, serve)
 }
 
-/// [`main`] with the arguments given (after the binary and any subcommand).
-pub fn main_with_args<F, Fut>(
+/// Shown under every binary's `--help`.
+pub const SETTINGS_HELP: &str =
+    "Settings are read from the environment (EASYNOTE_*, NACOS_*, OTEL_*): see the README.";
+
+/// Runs `serve` on a multi-threaded runtime with the process environment and
+/// a shutdown fired by Ctrl-C or SIGTERM; `service` names the process in
+/// telemetry (`service.name`) and messages. [`ServiceCommand::Healthcheck`]
+/// runs `probe` instead.
+pub fn run<F, Fut>(
     service: &'static str,
     probe: Probe,
-    args: &[String],
+    command: Option<ServiceCommand>,
     serve: F,
 ) -> ExitCode
 where
     F: FnOnce(Env, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let healthcheck = match args {
-        [] => false,
-        [arg] if arg == "healthcheck" => true,
-        _ => {
-            eprintln!(
-                "usage: {} [healthcheck]\nsettings are read from the environment (see README)",
-                binary_name()
-            );
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,7 +102,7 @@ where
         }
     };
     let env = Env::from_process();
-    if healthcheck {
+    if command == Some(ServiceCommand::Healthcheck) {
         return match runtime.block_on(run_probe(probe, &env)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -121,6 +139,26 @@ fn binary_name() -> String {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "easy-note".to_owned())
+}
+
+/// `EASYNOTE_ADDR_FILE`: where a process reports the addresses it bound,
+/// as one JSON object (`{"http": "127.0.0.1:41234"}`; keys `http`,
+/// `user_grpc`, `note_grpc`). Written once the listeners are bound, whole
+/// (a temporary file renamed into place), so that whoever started the
+/// process with port 0 learns the real ports without guessing. Nothing
+/// is written when the variable is unset.
+pub fn report_addrs(env: &Env, addrs: &[(&str, SocketAddr)]) -> anyhow::Result<()> {
+    let Some(path) = env.get("EASYNOTE_ADDR_FILE") else {
+        return Ok(());
+    };
+    let json: serde_json::Map<String, serde_json::Value> = addrs
+        .iter()
+        .map(|(key, addr)| ((*key).to_owned(), addr.to_string().into()))
+        .collect();
+    let partial = format!("{path}.partial");
+    std::fs::write(&partial, serde_json::Value::Object(json).to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("writing EASYNOTE_ADDR_FILE {path}"))
 }
 
 /// Probes the local server described by `probe` and `env`.
@@ -200,6 +238,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn address_files_hold_every_bound_address_as_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("addrs.json");
+        let env = Env::from_pairs([("EASYNOTE_ADDR_FILE", path.display().to_string())]);
+        let (http, grpc) = ("127.0.0.1:41234", "[::1]:5");
+        report_addrs(
+            &env,
+            &[
+                ("http", http.parse().expect("addr")),
+                ("user_grpc", grpc.parse().expect("addr")),
+            ],
+        )
+        .expect("written");
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("a file")).expect("JSON");
+        assert_eq!(
+            written,
+            serde_json::json!({"http": http, "user_grpc": grpc})
+        );
+        report_addrs(&Env::default(), &[("http", http.parse().expect("addr"))])
+            .expect("nothing to do without the variable");
+    }
+
+    #[test]
     fn unspecified_listen_addresses_are_probed_on_loopback() {
         assert_eq!(
             local_target("0.0.0.0:8080".parse().expect("addr")),
@@ -217,11 +279,11 @@ mod tests {
 
     #[tokio::test]
     async fn probes_fail_clearly_when_nothing_listens() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        drop(listener);
+        // Bound but not listening: connections are refused, and nobody
+        // else can take the port while the socket lives.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let addr = socket.local_addr().expect("addr").to_string();
         let env = Env::from_pairs([("ADDR", addr.as_str())]);
         for probe in [
             Probe::Http {

@@ -8,7 +8,7 @@
 
 use std::{str::FromStr, time::Duration};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
     migrate::Migrator,
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
@@ -18,7 +18,49 @@ use sqlx::{
 };
 use tracing::Instrument as _;
 
-use crate::config::DatabaseConfig;
+use crate::config::{ConfigError, Env};
+
+/// Storage settings of one service.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `EASYNOTE_DATABASE_URL`: `sqlite://…` or `mysql://…`; may hold a password.
+    pub url: SecretString,
+    /// `EASYNOTE_DB_MAX_CONNECTIONS` (default 10).
+    pub max_connections: u32,
+    /// `EASYNOTE_DB_CONNECT_TIMEOUT` (default 30s): how long start-up keeps
+    /// retrying a database that is not reachable yet.
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// Reads the database settings; `default_url` is the service's embedded SQLite file.
+    pub fn from_env(env: &Env, default_url: &str) -> Result<Self, ConfigError> {
+        let defaults = Self::new(default_url);
+        let url = env.secret("EASYNOTE_DATABASE_URL").unwrap_or(defaults.url);
+        let max_connections = env.parse("EASYNOTE_DB_MAX_CONNECTIONS", defaults.max_connections)?;
+        if max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "EASYNOTE_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url,
+            max_connections,
+            connect_timeout: env
+                .duration("EASYNOTE_DB_CONNECT_TIMEOUT", defaults.connect_timeout)?,
+        })
+    }
+
+    /// A config for `url` with the default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: SecretString::from(url.into()),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// A pool on one of the supported backends.
 #[derive(Debug, Clone)]

@@ -1,13 +1,9 @@
-//! The gRPC server lifecycle both services share, and the one place where
-//! unexpected errors become `Status::internal`.
-//!
-//! Lifecycle: serve; on shutdown mark health NOT_SERVING and deregister, keep
-//! serving for the registry's grace period so callers see the change, then
-//! stop accepting and drain in-flight calls within a bound.
+//! What both gRPC services share: serving a router through the one
+//! [`lifecycle`](crate::lifecycle) with health reporting, and the one place
+//! where unexpected errors become `Status::internal`.
 
 use std::{error::Error, fmt, time::Duration};
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::server::TcpIncoming;
@@ -15,6 +11,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     discovery::{Discovery, Registration},
+    lifecycle::{self, Lifecycle},
     shutdown::Shutdown,
     telemetry::grpc::TracedRouter,
 };
@@ -36,8 +33,8 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
 }
 
-/// Serves `router` until `shutdown`, registering once serving and
-/// deregistering before draining. Returns when the server has stopped.
+/// Serves `router` through the lifecycle until `shutdown`: health SERVING
+/// from the start, NOT_SERVING (server and services) once shutdown begins.
 pub async fn serve(
     router: TracedRouter,
     options: ServeOptions,
@@ -51,84 +48,35 @@ pub async fn serve(
         registration,
         drain_timeout,
     } = options;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // TCP_NODELAY: without it, small responses written in more than one
-    // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(server);
-
     for service in &health_services {
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
-    // Register while already serving, so that the first callers the
-    // registry sends are answered; a shutdown during a slow registration
-    // (Nacos still unreachable) stops without waiting for it.
-    let registered = tokio::select! {
-        result = &mut server => return result.map_err(Into::into),
-        registered = discovery.register(&registration) => Some(registered),
-        () = shutdown.requested() => None,
-    };
-    let registered = match registered {
-        Some(result) => {
-            result.with_context(|| {
-                format!(
-                    "registering {} ({})",
-                    registration.service, registration.addr
-                )
-            })?;
-            tracing::info!(service = %registration.service, addr = %registration.addr, "serving gRPC");
-            tokio::select! {
-                result = &mut server => {
-                    // The server only ends by itself on a fatal error.
-                    discovery.deregister(&registration).await.ok();
-                    return result.map_err(Into::into);
-                }
-                () = shutdown.requested() => {}
-            }
-            true
-        }
-        None => false,
-    };
-
-    tracing::info!(service = %registration.service, "shutting down: deregistering, then draining");
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    for service in &health_services {
+    // TCP_NODELAY: without it, small responses written in more than one
+    // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stopping = async {
         health
-            .set_service_status(service, ServingStatus::NotServing)
+            .set_service_status("", ServingStatus::NotServing)
             .await;
-    }
-    // Also when shutdown cut a registration short: it may have reached
-    // the registry all the same.
-    if let Err(err) = discovery.deregister(&registration).await {
-        tracing::warn!(error = %ErrorChain(&err), "deregistration failed; callers will notice on their own");
-    }
-    // Keep serving while callers learn that this instance is gone.
-    let grace = discovery.deregister_grace();
-    if registered && !grace.is_zero() {
-        tokio::select! {
-            result = &mut server => return result.map_err(Into::into),
-            () = tokio::time::sleep(grace) => {}
+        for service in &health_services {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
         }
-    }
-
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(drain_timeout, &mut server).await {
-        Ok(result) => {
-            tracing::info!(service = %registration.service, "gRPC server stopped");
-            result.map_err(Into::into)
-        }
-        Err(_) => {
-            tracing::warn!(service = %registration.service, ?drain_timeout, "drain timed out; abandoning calls still running");
-            Ok(())
-        }
-    }
+    };
+    lifecycle::serve(
+        |stop| router.serve_with_incoming_shutdown(incoming, stop),
+        Lifecycle {
+            discovery,
+            registration,
+            drain_timeout,
+        },
+        shutdown,
+        stopping,
+    )
+    .await
 }
 
 /// Logs an unexpected error with its whole cause chain, once, and answers the

@@ -8,8 +8,8 @@ use easynote_shared::{
     on_pool,
     shutdown::{self, ShutdownTrigger},
     telemetry::{self, TelemetryConfig},
-    testing::TestDatabase,
 };
+use easynote_testkit::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use easynote_shared::{config::Env, shutdown, testing::TestDatabase};
+use easynote_shared::{config::Env, shutdown};
+use easynote_testkit::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,6 +1,7 @@
 //! The whole story of a user, as the contract describes it.
 
-use easynote_shared::{on_pool, testing::TestDatabase};
+use easynote_shared::on_pool;
+use easynote_testkit::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

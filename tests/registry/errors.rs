@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use easynote_shared::{config::Env, shutdown, testing::TestDatabase};
+use easynote_shared::{config::Env, shutdown};
+use easynote_testkit::TestDatabase;
 use user_service::{Config, UserServer};
 
-use crate::harness::{Cluster, REGISTRY_WITHIN, Rnacos, USER, free_port};
+use crate::harness::{REGISTRY_WITHIN, Rnacos, USER, refusing_addr};
 
 fn nacos_env(pairs: &[(&str, &str)]) -> Env {
     Env::from_pairs(
@@ -72,9 +73,12 @@ fn malformed_or_half_given_registry_settings_name_the_variable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_registry_is_retried_with_backoff_then_reported() {
     let _serial = crate::one_at_a_time().await;
-    // Nothing listens on this port (nor on its gRPC port, + 1000).
-    let cluster = Cluster::new().await;
-    let dead = format!("127.0.0.1:{}", free_port());
+    // Connections to this port are refused while `_refusing` lives (and
+    // to its gRPC port, + 1000, unless something else happens to listen
+    // there: the test then still sees no Nacos answer its protocol).
+    let cluster = crate::harness::cluster().await;
+    let (_refusing, dead) = refusing_addr();
+    let dead = dead.to_string();
     let mut env = cluster.env();
     env.extend(
         [
@@ -90,7 +94,7 @@ async fn an_unreachable_registry_is_retried_with_backoff_then_reported() {
         .map(|(k, v)| (k.to_owned(), v)),
     );
     let started = Instant::now();
-    let mut proc = easynote_shared::testing::process::Proc::spawn(
+    let mut proc = easynote_testkit::process::Proc::spawn(
         "user-service-unreachable",
         &crate::harness::suite_bin(),
         &["user-service"],

@@ -27,7 +27,7 @@ async fn a_killed_note_service_instance_costs_few_requests_and_none_once_the_reg
     victim.proc.sigkill();
     let dropped_after = suite
         .cluster
-        .nacos
+        .nacos()
         .wait_listed(NOTE, &victim.addr, false)
         .await;
     let dropped_at = killed_at + dropped_after;
@@ -57,7 +57,7 @@ async fn a_killed_note_service_instance_costs_few_requests_and_none_once_the_reg
     );
     let survivor = &suite.notes[0];
     assert_eq!(
-        suite.cluster.nacos.addrs(NOTE).await,
+        suite.cluster.nacos().addrs(NOTE).await,
         vec![survivor.addr.clone()]
     );
 }
@@ -78,7 +78,7 @@ async fn a_rolling_restart_of_note_service_under_load_loses_no_request() {
         old.proc.sigterm();
         let status = old.proc.wait_exit(Duration::from_secs(15)).await;
         assert!(status.success(), "{} exited with {status}", old.proc.name);
-        assert!(!suite.cluster.nacos.addrs(NOTE).await.contains(&old.addr));
+        assert!(!suite.cluster.nacos().addrs(NOTE).await.contains(&old.addr));
         let new = suite.cluster.start_note().await;
         suite.notes.push(new);
         under_load_for(Duration::from_secs(1)).await;
@@ -106,9 +106,9 @@ async fn a_registry_outage_under_load_loses_no_request_and_registrations_come_ba
     let load = Load::start(&suite.base(), &token, id, WORKERS);
     under_load_for(Duration::from_secs(1)).await;
 
-    suite.cluster.nacos.stop();
+    suite.cluster.nacos_mut().stop();
     under_load_for(Duration::from_secs(5)).await;
-    suite.cluster.nacos.restart().await;
+    suite.cluster.nacos_mut().restart().await;
     let restarted = Instant::now();
 
     // The services register again by themselves; nobody restarts them.
@@ -124,7 +124,7 @@ async fn a_registry_outage_under_load_loses_no_request_and_registrations_come_ba
     let deadline = restarted + REGISTRY_WITHIN * 3;
     for (service, addrs) in &expected {
         loop {
-            let listed = suite.cluster.nacos.addrs(service).await;
+            let listed = suite.cluster.nacos().addrs(service).await;
             if &listed == addrs {
                 break;
             }

@@ -1,8 +1,9 @@
 //! Service discovery through a real Nacos-compatible registry (rnacos):
 //! the three services as separate processes register, find each other,
 //! balance, fail over, survive a registry outage, and refuse bad settings
-//! with clear errors. Every test starts its own rnacos on free loopback
-//! ports; see `harness` for how rnacos and the binaries are found.
+//! with clear errors. Every test starts its own rnacos; every service binds
+//! port 0 and reports its address; see `harness` for how rnacos and the
+//! binaries are found.
 
 mod errors;
 mod failover;
@@ -37,7 +38,7 @@ impl Suite {
     /// rnacos, one user-service, `notes` note-services and a gateway (ready
     /// when there is a note-service).
     async fn start(notes: usize) -> Self {
-        let mut cluster = Cluster::new().await;
+        let mut cluster = harness::cluster().await;
         let user = cluster.start_user().await;
         let mut started = Vec::new();
         for _ in 0..notes {

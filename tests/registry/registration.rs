@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -24,7 +24,7 @@ use crate::{
 async fn every_service_registers_its_address_and_metadata_and_leaves_on_graceful_stop() {
     let _serial = crate::one_at_a_time().await;
     let mut suite = Suite::start(1).await;
-    let nacos = &suite.cluster.nacos;
+    let nacos = suite.cluster.nacos();
     for (service, addr, protocol) in [
         (USER, &suite.user.addr, "grpc"),
         (NOTE, &suite.notes[0].addr, "grpc"),
@@ -73,7 +73,7 @@ async fn every_service_registers_its_address_and_metadata_and_leaves_on_graceful
         service.proc.sigterm();
         let gone_after = suite
             .cluster
-            .nacos
+            .nacos()
             .wait_listed(&service.service, &service.addr, false)
             .await;
         assert!(
@@ -95,15 +95,25 @@ async fn every_service_registers_its_address_and_metadata_and_leaves_on_graceful
 }
 
 /// A TCP relay that counts the bytes callers send through it.
-async fn counting_relay(target: String) -> (String, Arc<AtomicU64>) {
+async fn counting_relay() -> (String, Arc<AtomicU64>, Arc<OnceLock<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a relay");
     let addr = listener.local_addr().expect("relay address").to_string();
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
+    // The relay is advertised before the service behind it has bound its
+    // port 0: connections wait until the test sets where it is.
+    let target = Arc::new(OnceLock::<String>::new());
+    let behind = target.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let target = easynote_testkit::eventually(
+                Duration::from_secs(10),
+                "the relay knows its target",
+                || async { behind.get().cloned().ok_or("not set yet") },
+            )
+            .await;
             let Ok(server) = TcpStream::connect(&target).await else {
                 continue;
             };
@@ -113,7 +123,7 @@ async fn counting_relay(target: String) -> (String, Arc<AtomicU64>) {
             tokio::spawn(pump(server_read, client_write, None));
         }
     });
-    (addr, sent)
+    (addr, sent, target)
 }
 
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, counter: Option<Arc<AtomicU64>>) {
@@ -137,20 +147,17 @@ async fn both_note_service_instances_get_traffic_through_the_gateway() {
     let mut suite = Suite::start(0).await;
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let port = crate::harness::free_port();
-        let (relay, sent) = counting_relay(format!("127.0.0.1:{port}")).await;
+        let (relay, sent, target) = counting_relay().await;
         let note = suite
             .cluster
-            .start_note_with(&[
-                ("EASYNOTE_GRPC_ADDR", format!("127.0.0.1:{port}")),
-                ("EASYNOTE_ADVERTISE_ADDR", relay.clone()),
-            ])
+            .start_note_with(&[("EASYNOTE_ADVERTISE_ADDR", relay.clone())])
             .await;
         assert_eq!(note.addr, relay, "the advertised address is registered");
+        target.set(note.bound.clone()).expect("set once");
         relays.push(sent);
         suite.notes.push(note);
     }
-    let listed = suite.cluster.nacos.addrs(NOTE).await;
+    let listed = suite.cluster.nacos().addrs(NOTE).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     suite.cluster.wait_ready(&suite.gateway).await;
 
@@ -166,7 +173,7 @@ async fn both_note_service_instances_get_traffic_through_the_gateway() {
         .any(|(r, s)| r.load(Ordering::Relaxed) == *s)
     {
         assert!(
-            warm.elapsed() < crate::harness::REGISTRY_WITHIN,
+            warm.elapsed() < easynote_testkit::rnacos::REGISTRY_WITHIN,
             "one note-service instance never gets traffic"
         );
         let (status, body) = suite.get("/v1/note/query", &token).await;
@@ -199,8 +206,8 @@ async fn two_instances_of_one_service_in_one_process_are_both_registered() {
     // Nacos 2.x keeps one instance of a service per client connection: each
     // registration has a connection of its own.
     let _serial = crate::one_at_a_time().await;
-    let nacos = crate::harness::Rnacos::start().await;
-    let db = easynote_shared::testing::TestDatabase::sqlite();
+    let nacos = easynote_testkit::rnacos::Rnacos::start().await;
+    let db = easynote_testkit::TestDatabase::sqlite();
     let cache = tempfile::tempdir().expect("a cache directory");
     let env = easynote_shared::config::Env::from_pairs([
         ("EASYNOTE_REGISTRY", "nacos".to_owned()),

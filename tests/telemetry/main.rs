@@ -4,107 +4,56 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use easynote_shared::testing::{
+use easynote_testkit::{
     otlp::{OtlpReceiver, ReceivedSpan, Transport},
-    process::{Proc, free_port},
+    process::{ProcessSuite, Service},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 const JWT_SECRET: &str = "telemetry-test-secret-0123456789abcdef";
 const WITHIN: Duration = Duration::from_secs(20);
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 
-/// The three services as processes, exporting to `OTEL_*` settings given.
+/// The three services as processes on static discovery, exporting to the
+/// `OTEL_*` settings given.
 struct Suite {
-    _dir: TempDir,
-    user: Proc,
-    note: Proc,
-    gateway: Proc,
+    /// Holds the children's directory (databases, logs) while they run.
+    _processes: ProcessSuite,
+    user: Service,
+    note: Service,
+    gateway: Service,
     base: String,
     http: reqwest::Client,
 }
 
 impl Suite {
     async fn start(otel: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (user_port, note_port, http_port) = (free_port(), free_port(), free_port());
-        let mut common: Vec<(String, String)> = vec![
-            ("RUST_LOG".into(), "info".into()),
-            (
-                "EASYNOTE_DATABASE_URL".into(),
-                format!("sqlite://{}", dir.path().join("suite.db").display()),
-            ),
-            ("EASYNOTE_JWT_SECRET".into(), JWT_SECRET.into()),
-            ("EASYNOTE_SHUTDOWN_TIMEOUT".into(), "5s".into()),
-            (
-                "EASYNOTE_USER_ADDRS".into(),
-                format!("127.0.0.1:{user_port}"),
-            ),
-            (
-                "EASYNOTE_NOTE_ADDRS".into(),
-                format!("127.0.0.1:{note_port}"),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "300".into()),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "1000".into()),
-        ];
-        common.extend(otel.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let with = |pairs: &[(&str, String)]| {
-            let mut env = common.clone();
-            env.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-            env
-        };
-        let program = Path::new(env!("CARGO_BIN_EXE_easy-note"));
-        let user = Proc::spawn(
-            "user-service",
-            program,
-            &["user-service"],
-            dir.path(),
-            &with(&[("EASYNOTE_GRPC_ADDR", format!("127.0.0.1:{user_port}"))]),
-        );
-        let note = Proc::spawn(
-            "note-service",
-            program,
-            &["note-service"],
-            dir.path(),
-            &with(&[("EASYNOTE_GRPC_ADDR", format!("127.0.0.1:{note_port}"))]),
-        );
-        let gateway = Proc::spawn(
-            "api-gateway",
-            program,
-            &["api-gateway"],
-            dir.path(),
-            &with(&[("EASYNOTE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))]),
-        );
-        let suite = Self {
-            _dir: dir,
+        let mut processes =
+            ProcessSuite::with_static_lists(Path::new(env!("CARGO_BIN_EXE_easy-note")));
+        processes
+            .set(&[
+                ("RUST_LOG", "info".to_owned()),
+                ("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned()),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
+            ])
+            .set(otel);
+        // One database file for the three: the services' tables differ.
+        let same_db = [("EASYNOTE_DATABASE_URL", processes.database("suite.db"))];
+        let user = processes.start_user_with(&same_db).await;
+        let note = processes.start_note_with(&same_db).await;
+        let gateway = processes.start_gateway().await;
+        processes.wait_ready(&gateway).await;
+        Self {
+            base: format!("http://{}", gateway.addr),
+            _processes: processes,
             user,
             note,
             gateway,
-            base: format!("http://127.0.0.1:{http_port}"),
             http: reqwest::Client::new(),
-        };
-        suite.wait_until_ready().await;
-        suite
-    }
-
-    async fn wait_until_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WITHIN;
-        loop {
-            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await
-                && response.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "suite not ready; gateway output:\n{}",
-                self.gateway.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -191,7 +140,11 @@ impl Suite {
     }
 
     async fn stop(mut self) {
-        for proc in [&mut self.gateway, &mut self.note, &mut self.user] {
+        for proc in [
+            &mut self.gateway.proc,
+            &mut self.note.proc,
+            &mut self.user.proc,
+        ] {
             proc.sigterm();
             let status = proc.wait_exit(WITHIN).await;
             assert!(
@@ -387,7 +340,7 @@ async fn one_trace_per_request(transport: Transport) {
     );
 
     // Logs inside a request carry its trace id.
-    let logs = suite.gateway.output();
+    let logs = suite.gateway.proc.output();
     assert!(
         logs.contains(&format!("trace_id={}", traces["query"])),
         "the gateway's request log lines carry the trace id:\n{logs}"

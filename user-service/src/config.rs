@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 
-use easynote_shared::config::{
-    ConfigError, DatabaseConfig, DiscoveryConfig, Env, Environment, LifecycleConfig,
+use easynote_shared::{
+    config::{ConfigError, Env, Environment},
+    db::DatabaseConfig,
+    discovery::DiscoveryConfig,
+    lifecycle::LifecycleConfig,
 };
 
 /// Everything user-service reads from the environment.
@@ -25,7 +28,7 @@ pub struct Config {
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/user.db";
 
 /// The default gRPC listen address.
-pub(crate) const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8889";
+pub(crate) const DEFAULT_GRPC_ADDR: &str = easynote_shared::default_addr::USER_GRPC;
 
 impl Config {
     /// Reads the settings, failing on the first unusable one.

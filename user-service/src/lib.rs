@@ -29,6 +29,9 @@ pub use error::UserError;
 /// Registry and telemetry name of this service.
 pub const SERVICE: &str = service_name::USER;
 
+/// What the binary is, for `--help`.
+pub const ABOUT: &str = "user-service: accounts and the password check behind login, over gRPC.";
+
 /// How `user-service healthcheck` probes a running server.
 pub const PROBE: easynote_shared::app::Probe = easynote_shared::app::Probe::Grpc {
     addr_var: "EASYNOTE_GRPC_ADDR",
@@ -46,10 +49,9 @@ pub fn migrations() -> Migrations {
 /// Builds the user-service the environment describes and runs it until
 /// `shutdown`: the whole life of the `user-service` binary.
 pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> anyhow::Result<()> {
-    UserServer::build(Config::from_env(&env)?)
-        .await?
-        .run(shutdown)
-        .await
+    let server = UserServer::build(Config::from_env(&env)?).await?;
+    easynote_shared::app::report_addrs(&env, &[("user_grpc", server.local_addr())])?;
+    server.run(shutdown).await
 }
 
 /// A user-service ready to serve: database migrated, listener bound.

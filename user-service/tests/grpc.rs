@@ -2,20 +2,19 @@
 //! database: SQLite for every test, plus MySQL/MariaDB for the smoke test of
 //! the create/check flow when `EASYNOTE_TEST_MYSQL_URL` is set.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use easynote_shared::{
-    config::{DiscoveryConfig, Environment},
+    config::Environment,
     db::Database,
+    discovery::DiscoveryConfig,
     on_pool,
     proto::user::v1::{
         CheckUserRequest, CreateUserRequest, MGetUserRequest, User,
         user_service_client::UserServiceClient,
     },
-    shutdown::{self, ShutdownTrigger},
-    testing::{TestDatabase, assert_grpc_serving},
 };
-use tokio::task::JoinHandle;
+use easynote_testkit::{TestDatabase, assert_grpc_serving, server::RunningServer};
 use tonic::{Code, Status, transport::Channel};
 use user_service::{Config, UserServer};
 
@@ -26,8 +25,7 @@ struct TestApp {
     addr: SocketAddr,
     client: UserServiceClient<Channel>,
     db: TestDatabase,
-    trigger: ShutdownTrigger,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: RunningServer,
 }
 
 /// Builds and starts a user-service over `db`, on a port of its own.
@@ -46,17 +44,14 @@ async fn spawn_app(db: TestDatabase) -> TestApp {
     let server = UserServer::build(config)
         .await
         .unwrap_or_else(|err| panic!("{}: build user-service: {err:?}", db.backend));
-    let addr = server.local_addr();
-    let (trigger, shutdown) = shutdown::channel();
-    let server = tokio::spawn(server.run(shutdown));
-    let client = UserServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to user-service");
+    let server = RunningServer::spawn("user-service", server.local_addr(), |shutdown| {
+        server.run(shutdown)
+    });
+    let client = UserServiceClient::new(server.channel().await);
     TestApp {
-        addr,
+        addr: server.addr,
         client,
         db,
-        trigger,
         server,
     }
 }
@@ -126,21 +121,8 @@ impl TestApp {
 
     /// Triggers shutdown and checks that the server stops cleanly, in time.
     async fn stop(self) {
-        let Self {
-            client,
-            trigger,
-            server,
-            ..
-        } = self;
-        drop(client);
-        trigger.trigger();
-        let stopped = tokio::time::timeout(Duration::from_secs(15), server)
-            .await
-            .expect("user-service must stop within 15 s of shutdown")
-            .expect("the server task must not panic");
-        if let Err(err) = stopped {
-            panic!("run() must return Ok after shutdown: {err:?}");
-        }
+        drop(self.client);
+        self.server.stop().await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! `UserRepo` against every available backend: SQLite always, MySQL/MariaDB
 //! when `EASYNOTE_TEST_MYSQL_URL` is set. Every test gets fresh databases.
 
-use easynote_shared::{db::Database, on_pool, testing::TestDatabase};
+use easynote_shared::{db::Database, on_pool};
+use easynote_testkit::TestDatabase;
 use user_service::repo::{CreateError, UserRepo};
 
 /// Not a real hash: the repository stores whatever it is given.

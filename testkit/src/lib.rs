@@ -1,19 +1,34 @@
-//! Test support: a fresh database per test, on every backend available.
+//! The Easy-Note test kit, a dev-dependency of every crate's tests: real
+//! things, started per test and stopped on drop.
 //!
+//! - [`TestDatabase`]: a fresh database per test, on every backend available;
+//! - [`server`]: a server of this workspace in-process on port 0;
+//! - [`process`]: service binaries as child processes that bind port 0 and
+//!   report the address they bound ([`process::Suite`] starts all three);
+//! - [`rnacos`]: a real Nacos-compatible registry;
+//! - [`otlp`]: a real OTLP receiver;
+//! - [`eventually`]: the one way tests wait, failing with what they saw.
+//!
+//! Databases:
 //! SQLite always (a file in a temporary directory); MySQL/MariaDB when
 //! `EASYNOTE_TEST_MYSQL_URL` names a server where the user may create
 //! databases (each test gets `CREATE DATABASE easynote_t_…`, dropped
 //! afterwards). Under CI (`CI` set) a missing MySQL URL is an error rather
 //! than a silent skip.
 
+mod eventually;
 pub mod otlp;
 pub mod process;
+pub mod rnacos;
+pub mod server;
+
+pub use eventually::eventually;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{Connection, mysql::MySqlConnection};
 
-use crate::config::DatabaseConfig;
+use easynote_shared::db::DatabaseConfig;
 
 /// The variable naming the MySQL server for tests.
 pub const MYSQL_URL_VAR: &str = "EASYNOTE_TEST_MYSQL_URL";

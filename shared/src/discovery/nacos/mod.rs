@@ -6,7 +6,7 @@
 //! - **One client for subscriptions**, made by [`NacosDiscovery::connect`]:
 //!   each subscribed service gets one listener that turns the SDK's change
 //!   events (server pushes, plus the SDK's own slow refresh) into a
-//!   [`watch`] channel that [`super::Upstream`] follows. Nothing asks the
+//!   [`watch`] channel that [`crate::discovery::Upstream`] follows. Nothing asks the
 //!   registry per request.
 //! - **One client per registered instance**: Nacos 2.x keeps at most one
 //!   instance of a service per client connection, so two instances in one
@@ -30,7 +30,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -41,14 +41,22 @@ use nacos_sdk::api::{
         NamingChangeEvent, NamingEventListener, NamingService, NamingServiceBuilder,
         ServiceInstance,
     },
-    plugin::{AuthContext, AuthPlugin, LoginIdentityContext, RequestResource},
     props::ClientProps,
 };
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
 
-use super::{DiscoveryError, Instance, Registration, advertised_addr, host_port, outbound_ip};
-use crate::config::{NACOS_GRPC_PORT_OFFSET, NacosAuth, NacosConfig};
+mod config;
+mod login;
+
+pub use config::{NACOS_DEFAULT_PORT, NACOS_GRPC_PORT_OFFSET, NacosAuth, NacosConfig};
+
+use self::login::{LoginOutcome, PasswordLogin};
+use super::{
+    BoxFuture, DiscoveryError, Instance, Registration, Registry,
+    advertise::{advertised_addr, outbound_ip},
+};
+use crate::addr::HostPort;
 
 /// Bound on one attempt to open a client (connect, health check, login).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +246,7 @@ impl NacosDiscovery {
         let config = &self.inner.config;
         let (host, port) =
             advertised_addr(config.advertise.as_ref(), registration.addr, outbound_ip)?;
-        let addr = host_port(&host, port);
+        let addr = HostPort::new(host.clone(), port).to_string();
         let instance = ServiceInstance {
             ip: host,
             port: i32::from(port),
@@ -292,10 +300,11 @@ impl NacosDiscovery {
         else {
             return Ok(());
         };
-        let addr = host_port(
-            &instance.ip,
+        let addr = HostPort::new(
+            instance.ip.clone(),
             u16::try_from(instance.port).unwrap_or_default(),
-        );
+        )
+        .to_string();
         let call = client.deregister_instance(
             registration.service.clone(),
             Some(self.inner.config.group.clone()),
@@ -361,7 +370,7 @@ fn instances_of(hosts: &[ServiceInstance]) -> Arc<[Instance]> {
         .filter_map(|h| {
             let port = u16::try_from(h.port).ok().filter(|p| *p > 0)?;
             Some(Instance {
-                addr: host_port(&h.ip, port),
+                addr: HostPort::new(h.ip.clone(), port).to_string(),
                 weight: h.weight,
             })
         })
@@ -454,16 +463,14 @@ enum Attempt {
 async fn probe_grpc_ports(config: &NacosConfig) -> Result<(), String> {
     let mut failures = Vec::new();
     for server in &config.server_addrs {
-        let Some((host, port)) = server
-            .rsplit_once(':')
-            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-        else {
+        let Ok(server) = server.parse::<HostPort>() else {
             continue;
         };
-        let grpc = format!("{host}:{}", port.saturating_add(NACOS_GRPC_PORT_OFFSET));
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let connect =
-            tokio::net::TcpStream::connect((host, port.saturating_add(NACOS_GRPC_PORT_OFFSET)));
+        let grpc = HostPort::new(
+            server.host,
+            server.port.saturating_add(NACOS_GRPC_PORT_OFFSET),
+        );
+        let connect = tokio::net::TcpStream::connect((grpc.host.as_str(), grpc.port));
         match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(err)) => failures.push(format!("{grpc}: {err}")),
@@ -530,164 +537,30 @@ async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt>
     Ok(client)
 }
 
-/// Username/password login against `/nacos/v1/auth/login`, with the
-/// password in the form body and never in a log line.
-struct PasswordLogin {
-    username: String,
-    password: SecretString,
-    http: reqwest::Client,
-    state: Mutex<LoginState>,
-}
-
-#[derive(Default)]
-struct LoginState {
-    token: Option<String>,
-    refresh_after: Option<Instant>,
-    outcome: LoginOutcome,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-enum LoginOutcome {
-    #[default]
-    NotTried,
-    LoggedIn,
-    Refused {
-        server: String,
-        status: u16,
-    },
-    Failed(String),
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LoginReply {
-    access_token: String,
-    #[serde(default)]
-    token_ttl: u64,
-}
-
-impl PasswordLogin {
-    fn new(username: String, password: SecretString) -> Self {
-        Self {
-            username,
-            password,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-            state: Mutex::default(),
-        }
+impl Registry for NacosDiscovery {
+    fn subscribe<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<watch::Receiver<Arc<[Instance]>>, DiscoveryError>> {
+        Box::pin(async move { Ok(NacosDiscovery::subscribe(self, service).await) })
     }
 
-    fn outcome(&self) -> LoginOutcome {
-        self.lock().outcome.clone()
+    fn register<'a>(
+        &'a self,
+        registration: &'a Registration,
+    ) -> BoxFuture<'a, Result<(), DiscoveryError>> {
+        Box::pin(NacosDiscovery::register(self, registration))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LoginState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn deregister<'a>(
+        &'a self,
+        registration: &'a Registration,
+    ) -> BoxFuture<'a, Result<(), DiscoveryError>> {
+        Box::pin(NacosDiscovery::deregister(self, registration))
     }
 
-    async fn login_at(&self, server: &str) -> Result<(String, u64), LoginOutcome> {
-        let url = format!("http://{server}/nacos/v1/auth/login");
-        let form = [
-            ("username", self.username.as_str()),
-            ("password", self.password.expose_secret()),
-        ];
-        let response = self
-            .http
-            .post(url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| LoginOutcome::Failed(format!("{server}: {}", without_url(&err))))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::FORBIDDEN || status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(LoginOutcome::Refused {
-                server: server.to_owned(),
-                status: status.as_u16(),
-            });
-        }
-        if !status.is_success() {
-            return Err(LoginOutcome::Failed(format!("{server}: HTTP {status}")));
-        }
-        let reply: LoginReply = response.json().await.map_err(|err| {
-            LoginOutcome::Failed(format!(
-                "{server}: unexpected login reply: {}",
-                without_url(&err)
-            ))
-        })?;
-        Ok((reply.access_token, reply.token_ttl))
-    }
-}
-
-/// A reqwest error without the URL (which could one day carry credentials).
-fn without_url(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = match err.source() {
-        Some(cause) => cause.to_string(),
-        None => "request failed".to_owned(),
-    };
-    if err.is_timeout() {
-        text = "timed out".to_owned();
-    }
-    text
-}
-
-#[tonic::async_trait]
-impl AuthPlugin for PasswordLogin {
-    async fn login(&self, server_list: Arc<Vec<String>>, _: Arc<AuthContext>) {
-        // The SDK calls this at start and every 30 s; the token is renewed
-        // once half its lifetime has passed.
-        if self
-            .lock()
-            .refresh_after
-            .is_some_and(|at| Instant::now() < at)
-        {
-            return;
-        }
-        let mut outcome = LoginOutcome::Failed("no Nacos server to log in to".to_owned());
-        for server in server_list.iter() {
-            match self.login_at(server).await {
-                Ok((token, ttl)) => {
-                    let renew_in = Duration::from_secs(ttl / 2).max(Duration::from_secs(5));
-                    let mut state = self.lock();
-                    state.token = Some(token);
-                    state.refresh_after = Some(Instant::now() + renew_in);
-                    state.outcome = LoginOutcome::LoggedIn;
-                    return;
-                }
-                Err(err @ LoginOutcome::Refused { .. }) => {
-                    outcome = err;
-                    break;
-                }
-                Err(err) => outcome = err,
-            }
-        }
-        let mut state = self.lock();
-        if state.outcome != outcome {
-            match &outcome {
-                LoginOutcome::Refused { server, status } => tracing::error!(
-                    %server, username = %self.username, status,
-                    "Nacos refused the login: check NACOS_USERNAME and NACOS_PASSWORD"
-                ),
-                LoginOutcome::Failed(reason) => {
-                    tracing::warn!(username = %self.username, %reason, "cannot log in to Nacos");
-                }
-                LoginOutcome::LoggedIn | LoginOutcome::NotTried => {}
-            }
-        }
-        state.outcome = outcome;
-    }
-
-    fn get_login_identity(&self, _: RequestResource) -> LoginIdentityContext {
-        match &self.lock().token {
-            Some(token) => {
-                LoginIdentityContext::default().add_context("accessToken", token.clone())
-            }
-            None => LoginIdentityContext::default(),
-        }
+    fn deregister_grace(&self) -> Duration {
+        NacosDiscovery::deregister_grace(self)
     }
 }
 

@@ -1,0 +1,271 @@
+//! Logs, traces and metrics, set up once per process.
+//!
+//! - Logs: `RUST_LOG` filtering, text or JSON lines (`EASYNOTE_LOG_FORMAT`);
+//!   every line logged inside a request carries its `trace_id` and `span_id`.
+//! - Traces: `tracing` spans become OpenTelemetry spans (W3C trace context
+//!   propagation). They are exported over OTLP (gRPC or HTTP/protobuf) when
+//!   an endpoint is configured with the standard `OTEL_*` variables; without
+//!   one, spans still get ids (for logs and propagation) and nothing is sent.
+//!   `OTEL_SDK_DISABLED=true` turns the OpenTelemetry layer off entirely.
+//! - Metrics: the RED instruments of [`metrics`], exported over OTLP too.
+//!
+//! Export runs in the background with bounded queues: a collector that is
+//! down or slow drops telemetry, never requests. [`Telemetry::shutdown`]
+//! flushes what is queued.
+
+mod config;
+pub mod grpc;
+mod log;
+pub mod metrics;
+pub mod propagation;
+
+pub(crate) use config::percent_decode;
+pub use config::{LogFormat, OtlpConfig, OtlpProtocol, SamplerConfig, TelemetryConfig};
+use log::WithTraceIds;
+pub use log::current_ids;
+
+use std::{collections::HashMap, io::IsTerminal as _};
+
+use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::{SdkMeterProvider, periodic_reader_with_async_runtime::PeriodicReader},
+    propagation::TraceContextPropagator,
+    runtime,
+    trace::{
+        BatchConfigBuilder, SdkTracerProvider,
+        span_processor_with_async_runtime::BatchSpanProcessor,
+    },
+};
+use tracing_subscriber::{EnvFilter, Layer as _, filter::filter_fn, fmt as log_fmt, prelude::*};
+
+use crate::config::ConfigError;
+
+/// Crates whose spans are exported (library internals are not).
+const OUR_TARGETS: [&str; 5] = [
+    "api_gateway",
+    "user_service",
+    "note_service",
+    "easynote_shared",
+    "easy_note",
+];
+
+/// Telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The OTLP exporter refused its settings.
+    #[error("building the OTLP exporter failed")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// The installed providers; flush them with [`Telemetry::shutdown`] before exit.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+}
+
+impl Telemetry {
+    /// Flushes queued spans and metrics (bounded by the export timeout).
+    pub async fn shutdown(self) {
+        // The SDK's shutdown blocks on its background tasks; keep it off the
+        // async workers that run those tasks.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(tracer) = self.tracer
+                && let Err(err) = tracer.shutdown()
+            {
+                eprintln!("flushing traces failed: {err}");
+            }
+            if let Some(meter) = self.meter
+                && let Err(err) = meter.shutdown()
+            {
+                eprintln!("flushing metrics failed: {err}");
+            }
+        })
+        .await;
+    }
+}
+
+/// Installs logging and OpenTelemetry for the process, as `service_name`.
+/// A second call in one process (tests) installs nothing and returns an
+/// empty [`Telemetry`].
+pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, TelemetryError> {
+    let log_filter = EnvFilter::try_new(&config.filter)
+        .map_err(|err| ConfigError::invalid("RUST_LOG", err.to_string()))?;
+    let fmt_layer = match config.format {
+        LogFormat::Text => log_fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .event_format(WithTraceIds {
+                inner: log_fmt::format(),
+                json: false,
+            })
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Json => log_fmt::layer()
+            .event_format(WithTraceIds {
+                inner: log_fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+                json: true,
+            })
+            .fmt_fields(log_fmt::format::JsonFields::new())
+            .with_filter(log_filter)
+            .boxed(),
+    };
+    if config.sdk_disabled {
+        let _ = tracing_subscriber::registry().with(fmt_layer).try_init();
+        return Ok(Telemetry::default());
+    }
+
+    let resource = Resource::builder()
+        .with_service_name(
+            config
+                .service_name
+                .clone()
+                .unwrap_or_else(|| service_name.to_owned()),
+        )
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("deployment.environment", config.environment.clone()),
+            KeyValue::new("host.name", host_name()),
+        ])
+        .build();
+    let mut tracer_builder = SdkTracerProvider::builder()
+        .with_sampler(config.sampler.sampler())
+        .with_resource(resource.clone());
+    let mut meter = None;
+    if let Some(otlp) = &config.otlp {
+        if !otlp.traces_endpoint.is_empty() {
+            let processor = BatchSpanProcessor::builder(span_exporter(otlp)?, runtime::Tokio)
+                // A collector that is down fills the queue; what does not fit is dropped.
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(4096)
+                        .build(),
+                )
+                .build();
+            tracer_builder = tracer_builder.with_span_processor(processor);
+        }
+        if !otlp.metrics_endpoint.is_empty() {
+            let reader = PeriodicReader::builder(metric_exporter(otlp)?, runtime::Tokio)
+                .with_interval(otlp.metrics_interval)
+                .with_timeout(otlp.timeout)
+                .build();
+            let provider = SdkMeterProvider::builder()
+                .with_reader(reader)
+                .with_resource(resource)
+                .build();
+            meter = Some(provider);
+        }
+    }
+    let tracer_provider = tracer_builder.build();
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer("easy-note"))
+        .with_filter(filter_fn(|meta| {
+            let ours = OUR_TARGETS.iter().any(|t| meta.target().starts_with(t));
+            if meta.is_span() {
+                ours && *meta.level() <= tracing::Level::INFO
+            } else {
+                // Warnings and errors become span events of the span they happen in.
+                *meta.level() <= tracing::Level::WARN
+            }
+        }));
+    if tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .is_err()
+    {
+        // Already initialised in this process: keep the first set-up.
+        let _ = tracer_provider.shutdown();
+        if let Some(meter) = meter {
+            let _ = meter.shutdown();
+        }
+        return Ok(Telemetry::default());
+    }
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    global::set_tracer_provider(tracer_provider.clone());
+    if let Some(meter) = &meter {
+        global::set_meter_provider(meter.clone());
+    }
+    if let Some(otlp) = &config.otlp {
+        tracing::info!(?otlp, "exporting telemetry over OTLP");
+    }
+    Ok(Telemetry {
+        tracer: Some(tracer_provider),
+        meter,
+    })
+}
+
+/// Both signals' exporters take the same settings; only the builder type
+/// and the endpoint differ.
+macro_rules! otlp_exporter {
+    ($builder:expr, $endpoint:expr, $otlp:expr) => {
+        match $otlp.protocol {
+            OtlpProtocol::Grpc => $builder
+                .with_tonic()
+                .with_endpoint($endpoint)
+                .with_timeout($otlp.timeout)
+                .with_metadata(metadata(&$otlp.headers))
+                .build(),
+            OtlpProtocol::HttpProtobuf => $builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint($endpoint)
+                .with_timeout($otlp.timeout)
+                .with_headers($otlp.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build(),
+        }
+    };
+}
+
+fn span_exporter(
+    otlp: &OtlpConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    otlp_exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        &otlp.traces_endpoint,
+        otlp
+    )
+}
+
+fn metric_exporter(
+    otlp: &OtlpConfig,
+) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
+    otlp_exporter!(
+        opentelemetry_otlp::MetricExporter::builder(),
+        &otlp.metrics_endpoint,
+        otlp
+    )
+}
+
+fn metadata(headers: &[(String, String)]) -> tonic::metadata::MetadataMap {
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (name, value) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes());
+        let value = tonic::metadata::MetadataValue::try_from(value.as_str());
+        match (key, value) {
+            (Ok(key), Ok(value)) => {
+                map.insert(key, value);
+            }
+            _ => {
+                tracing::warn!(header = %name, "ignoring an OTLP header that is not valid gRPC metadata")
+            }
+        }
+    }
+    map
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,329 @@
+//! A real rnacos server (a Nacos-compatible registry) per test, on its own
+//! loopback ports and data directory, killed on drop.
+//!
+//! rnacos is found at `RNACOS_BIN` or on `PATH` (`cargo install --locked
+//! rnacos`; `scripts/test.sh` installs it). A test that cannot find it
+//! fails, naming what is missing: it never passes by skipping.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::process::{Proc, tail};
+
+/// Bound on anything the registry should do "soon": appear, disappear, push.
+pub const REGISTRY_WITHIN: Duration = Duration::from_secs(20);
+
+/// The rnacos binary: `RNACOS_BIN`, else `rnacos` on `PATH`.
+fn rnacos_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("RNACOS_BIN").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "RNACOS_BIN={} is not a file; install rnacos with `cargo install --locked rnacos`",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("rnacos"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "these tests need a real rnacos server, and none was found: set RNACOS_BIN or put \
+                 rnacos on PATH (`cargo install --locked rnacos`; ./scripts/test.sh does this)"
+            )
+        })
+}
+
+/// A port `p` with `p` and `p + 1000` both free right now (rnacos HTTP and
+/// gRPC: Nacos clients always find gRPC at HTTP + 1000, so rnacos cannot
+/// bind port 0 and report back). Both lie below Linux's ephemeral range
+/// (32768 and up), so no port-0 bind elsewhere can take them meanwhile;
+/// a start that fails all the same is retried on another pair.
+fn free_port_pair() -> u16 {
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let mut x = SEED.fetch_add(1, Ordering::Relaxed)
+        ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos().into())
+            .unwrap_or(7);
+    for _ in 0..500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 11_000) as u16;
+        let both = TcpListener::bind(("127.0.0.1", port))
+            .and_then(|a| TcpListener::bind(("127.0.0.1", port + 1000)).map(|b| (a, b)));
+        if both.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of ports p, p+1000 on 127.0.0.1");
+}
+
+/// A registered instance as rnacos's open API lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub addr: String,
+    pub weight: f64,
+    pub healthy: bool,
+    pub enabled: bool,
+    pub ephemeral: bool,
+    pub metadata: HashMap<String, String>,
+}
+
+/// An rnacos server on free loopback ports with its own data directory.
+#[derive(Debug)]
+pub struct Rnacos {
+    pub http_port: u16,
+    dir: TempDir,
+    /// `(username, password)` when open-API auth is on.
+    auth: Option<(String, String)>,
+    proc: Option<Proc>,
+    http: reqwest::Client,
+    runs: u32,
+}
+
+impl Rnacos {
+    /// rnacos without auth, as a developer runs it.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// rnacos with open-API auth on and one admin user.
+    pub async fn start_with_auth(username: &str, password: &str) -> Self {
+        Self::start_with(Some((username.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_with(auth: Option<(String, String)>) -> Self {
+        let mut nacos = Self {
+            http_port: free_port_pair(),
+            dir: tempfile::tempdir().expect("a directory for rnacos"),
+            auth,
+            proc: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
+            runs: 0,
+        };
+        nacos.restart().await;
+        nacos
+    }
+
+    /// `host:port` to give as `NACOS_SERVER_ADDR`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// Kills the server (its data directory stays).
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.sigkill();
+        }
+    }
+
+    /// Starts the server (again) on the same ports and data, and waits
+    /// until it answers. rnacos 0.8 now and then panics in one of its actors
+    /// while it starts (`Option::unwrap()` on `None`, more often under
+    /// load): such a start is retried, on a fresh data directory when it is
+    /// the first, at most four times.
+    pub async fn restart(&mut self) {
+        const ATTEMPTS: u32 = 5;
+        let first_start = self.runs == 0;
+        for attempt in 1..=ATTEMPTS {
+            match self.start_once().await {
+                Ok(()) => return,
+                Err(output) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "rnacos start {attempt} failed; retrying:\n{}",
+                        tail(&output, 20)
+                    );
+                    self.stop();
+                    if first_start {
+                        // Nobody knows these ports yet: a port taken
+                        // meanwhile costs a new pair, not a failed test.
+                        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+                        self.http_port = free_port_pair();
+                    }
+                }
+                Err(output) => panic!(
+                    "rnacos did not come up on {} in {ATTEMPTS} attempts:\n{output}",
+                    self.addr()
+                ),
+            }
+        }
+    }
+
+    /// One start; the server's output when it does not come up.
+    async fn start_once(&mut self) -> Result<(), String> {
+        self.stop();
+        self.runs += 1;
+        let mut env = vec![
+            ("RNACOS_HTTP_PORT", self.http_port.to_string()),
+            ("RNACOS_GRPC_PORT", (self.http_port + 1000).to_string()),
+            // 0 turns the separate console server off.
+            ("RNACOS_HTTP_CONSOLE_PORT", "0".to_owned()),
+            ("RNACOS_SDK_HOST", "127.0.0.1".to_owned()),
+            ("RNACOS_CONSOLE_HOST", "127.0.0.1".to_owned()),
+            (
+                "RNACOS_DATA_DIR",
+                self.dir.path().join("data").display().to_string(),
+            ),
+            ("RNACOS_HTTP_WORKERS", "2".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        if let Some((username, password)) = &self.auth {
+            env.push(("RNACOS_ENABLE_OPEN_API_AUTH", "true".to_owned()));
+            env.push(("RNACOS_INIT_ADMIN_USERNAME", username.clone()));
+            env.push(("RNACOS_INIT_ADMIN_PASSWORD", password.clone()));
+        }
+        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.proc = Some(Proc::spawn(
+            &format!("rnacos-{}", self.runs),
+            &rnacos_bin(),
+            &[],
+            self.dir.path(),
+            &env,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let grpc: SocketAddr = ([127, 0, 0, 1], self.http_port + 1000).into();
+        loop {
+            let http_up = self
+                .http
+                .get(format!(
+                    "http://{}/nacos/v1/ns/instance/list?serviceName=probe",
+                    self.addr()
+                ))
+                .send()
+                .await
+                .is_ok();
+            let up = http_up
+                && TcpStream::connect_timeout(&grpc, Duration::from_millis(200)).is_ok()
+                && self.admin_can_log_in().await;
+            let proc = self.proc.as_mut().expect("started");
+            let output = proc.output();
+            // The known start-up failure: a panic in one of its actors.
+            if output.contains("panicked") || output.contains("unwrap()") {
+                return Err(output);
+            }
+            if up {
+                return Ok(());
+            }
+            if !proc.is_running() || Instant::now() >= deadline {
+                return Err(output);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether the initial admin exists yet (rnacos creates it shortly
+    /// after it starts); true when auth is off.
+    async fn admin_can_log_in(&self) -> bool {
+        let Some((username, password)) = &self.auth else {
+            return true;
+        };
+        self.http
+            .post(format!("http://{}/nacos/v1/auth/login", self.addr()))
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// The instances of `service` in the default namespace and group.
+    pub async fn instances(&self, service: &str) -> Vec<Listed> {
+        let mut url = format!(
+            "http://{}/nacos/v1/ns/instance/list?serviceName={service}&groupName=DEFAULT_GROUP",
+            self.addr()
+        );
+        if let Some((username, password)) = &self.auth {
+            let reply: Value = self
+                .http
+                .post(format!("http://{}/nacos/v1/auth/login", self.addr()))
+                .form(&[("username", username), ("password", password)])
+                .send()
+                .await
+                .expect("log in to rnacos")
+                .json()
+                .await
+                .expect("a login reply");
+            let token = reply["accessToken"].as_str().expect("an access token");
+            url.push_str(&format!("&accessToken={token}"));
+        }
+        let reply: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("rnacos answers")
+            .json()
+            .await
+            .expect("an instance list");
+        reply["hosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|host| Listed {
+                addr: format!(
+                    "{}:{}",
+                    host["ip"].as_str().unwrap_or_default(),
+                    host["port"].as_u64().unwrap_or_default()
+                ),
+                weight: host["weight"].as_f64().unwrap_or_default(),
+                healthy: host["healthy"].as_bool().unwrap_or_default(),
+                enabled: host["enabled"].as_bool().unwrap_or_default(),
+                ephemeral: host["ephemeral"].as_bool().unwrap_or_default(),
+                metadata: host["metadata"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Addresses of `service`'s instances.
+    pub async fn addrs(&self, service: &str) -> Vec<String> {
+        let mut addrs: Vec<String> = self
+            .instances(service)
+            .await
+            .into_iter()
+            .map(|i| i.addr)
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// Waits until `service`'s instance at `addr` is listed (or not).
+    pub async fn wait_listed(&self, service: &str, addr: &str, listed: bool) -> Duration {
+        let started = Instant::now();
+        loop {
+            let addrs = self.addrs(service).await;
+            if addrs.iter().any(|a| a == addr) == listed {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < REGISTRY_WITHIN,
+                "{service} {addr} still {} after {REGISTRY_WITHIN:?}; listed: {addrs:?}",
+                if listed { "missing" } else { "listed" }
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
