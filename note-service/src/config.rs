@@ -1,12 +1,10 @@
-//! note-service settings.
-
-use std::net::SocketAddr;
+//! note-service settings: those every gRPC service reads, and the
+//! deadlines of its calls to user-service.
 
 use easynote_shared::{
-    config::{ConfigError, Env, Environment},
-    db::DatabaseConfig,
-    discovery::{ChannelSettings, DiscoveryConfig},
-    lifecycle::LifecycleConfig,
+    config::{ConfigError, Env},
+    discovery::ChannelSettings,
+    grpc::ServiceConfig,
 };
 
 /// The embedded default database.
@@ -15,18 +13,11 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://data/note.db";
 /// Everything note-service reads from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `EASYNOTE_ENV`.
-    pub environment: Environment,
-    /// `EASYNOTE_GRPC_ADDR` (default `127.0.0.1:8888`).
-    pub grpc_addr: SocketAddr,
-    /// `EASYNOTE_DATABASE_URL` and pool settings (default `sqlite://data/note.db`).
-    pub database: DatabaseConfig,
-    /// Where to register, and where user-service is.
-    pub discovery: DiscoveryConfig,
+    /// Listen address, database (default `sqlite://data/note.db`),
+    /// registry (also where user-service is) and shutdown bounds.
+    pub service: ServiceConfig,
     /// Deadlines of calls to user-service.
     pub rpc: ChannelSettings,
-    /// Shutdown bounds.
-    pub lifecycle: LifecycleConfig,
 }
 
 /// The default gRPC listen address.
@@ -36,12 +27,8 @@ impl Config {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            environment: Environment::from_env(env)?,
-            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", DEFAULT_GRPC_ADDR)?,
-            database: DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?,
-            discovery: DiscoveryConfig::from_env(env)?,
+            service: ServiceConfig::from_env(env, DEFAULT_GRPC_ADDR, DEFAULT_DATABASE_URL)?,
             rpc: ChannelSettings::from_env(env)?,
-            lifecycle: LifecycleConfig::from_env(env)?,
         })
     }
 }

@@ -12,15 +12,13 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use easynote_shared::{
-    db::{Database, Migrations},
-    discovery::{Discovery, Registration, Upstream},
-    grpc::{self, ServeOptions},
+    db::Migrations,
+    discovery::Upstream,
+    grpc::GrpcService,
     proto::note::v1::note_service_server::{NoteServiceServer, SERVICE_NAME},
     service_name,
     shutdown::Shutdown,
-    telemetry,
 };
-use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::NoteError;
@@ -53,65 +51,38 @@ pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> any
     server.run(shutdown).await
 }
 
-/// A note-service ready to serve: database migrated, listener bound.
+/// A note-service ready to serve: database migrated, listener bound,
+/// user-service subscribed.
 #[derive(Debug)]
 pub struct NoteServer {
-    config: Config,
-    db: Database,
-    listener: TcpListener,
-    discovery: Discovery,
+    service: GrpcService,
     users: Upstream,
 }
 
 impl NoteServer {
     /// Connects storage, binds `config.grpc_addr` and subscribes to user-service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Database::connect(&config.database, &migrations())
-            .await
-            .context("connecting the note database")?;
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
-        let discovery = Discovery::from_config(&config.discovery)
-            .await
-            .context("connecting to the service registry")?;
-        let users = Upstream::connect(&discovery, service_name::USER, config.rpc)
+        let service = GrpcService::build(SERVICE, &config.service, &migrations()).await?;
+        let users = Upstream::connect(service.discovery(), service_name::USER, config.rpc)
             .await
             .context("subscribing to user-service")?;
-        Ok(Self {
-            config,
-            db,
-            listener,
-            discovery,
-            users,
-        })
+        Ok(Self { service, users })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has a local address")
+        self.service.local_addr()
     }
 
     /// Serves until `shutdown`, then deregisters, drains and closes the pool.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let api = service::NoteApi::new(repo::NoteRepo::new(self.db.clone()), self.users);
-        let router = telemetry::grpc::server()
-            .add_service(health_service)
-            .add_service(NoteServiceServer::new(api));
-        let options = ServeOptions {
-            listener: self.listener,
-            health,
-            health_services: vec![SERVICE_NAME],
-            discovery: self.discovery,
-            registration: Registration::new(service_name::NOTE, addr, "grpc"),
-            drain_timeout: self.config.lifecycle.shutdown_timeout,
-        };
-        let served = grpc::serve(router, options, shutdown).await;
-        self.db.close().await;
-        served
+        let api = service::NoteApi::new(repo::NoteRepo::new(self.service.db().clone()), self.users);
+        self.service
+            .serve(
+                SERVICE_NAME,
+                |router| router.add_service(NoteServiceServer::new(api)),
+                shutdown,
+            )
+            .await
     }
 }

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use easynote_shared::{
     config::Environment,
     discovery::{ChannelSettings, DiscoveryConfig},
+    grpc::ServiceConfig,
     proto::{
         note::v1::{
             CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
@@ -16,7 +17,9 @@ use easynote_shared::{
         user::v1::{CreateUserRequest, user_service_client::UserServiceClient},
     },
 };
-use easynote_testkit::{TestDatabase, assert_grpc_serving, eventually, server::RunningServer};
+use easynote_testkit::{
+    TestDatabase, assert_grpc_serving, assert_status, eventually, server::RunningServer,
+};
 use note_service::NoteServer;
 use tonic::{Code, Status, transport::Channel};
 use user_service::UserServer;
@@ -39,11 +42,13 @@ struct Users {
 /// Starts a user-service over `db`, listening on `addr` (port 0 for any).
 async fn start_users(db: TestDatabase, addr: SocketAddr) -> Users {
     let config = user_service::Config {
-        environment: Environment::Development,
-        grpc_addr: addr,
-        database: db.config(),
-        discovery: discovery("127.0.0.1:1".parse().expect("an address")),
-        lifecycle: Default::default(),
+        service: ServiceConfig {
+            environment: Environment::Development,
+            grpc_addr: addr,
+            database: db.config(),
+            discovery: discovery("127.0.0.1:1".parse().expect("an address")),
+            lifecycle: Default::default(),
+        },
     };
     let server = UserServer::build(config)
         .await
@@ -90,12 +95,14 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
     )
     .await;
     let config = note_service::Config {
-        environment: Environment::Development,
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        database: note_db.config(),
-        discovery: discovery(users.server.addr),
+        service: ServiceConfig {
+            environment: Environment::Development,
+            grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+            database: note_db.config(),
+            discovery: discovery(users.server.addr),
+            lifecycle: Default::default(),
+        },
         rpc: ChannelSettings::default(),
-        lifecycle: Default::default(),
     };
     let server = NoteServer::build(config)
         .await
@@ -208,24 +215,6 @@ impl TestApp {
         if let Some(users) = self.users {
             users.stop().await;
         }
-    }
-}
-
-/// Asserts that `result` failed with `code` and exactly `message`.
-#[track_caller]
-fn assert_status<T: std::fmt::Debug>(
-    result: Result<T, Status>,
-    code: Code,
-    message: &str,
-    case: &str,
-) {
-    match result {
-        Err(status) => assert_eq!(
-            (status.code(), status.message()),
-            (code, message),
-            "{case}: status"
-        ),
-        Ok(value) => panic!("{case}: expected {code:?} {message:?}, got Ok({value:?})"),
     }
 }
 

@@ -1,20 +1,136 @@
-//! What both gRPC services share: serving a router through the one
-//! [`lifecycle`](crate::lifecycle) with health reporting, and the one place
-//! where unexpected errors become `Status::internal`.
+//! What both gRPC services share: their common settings and start-up
+//! ([`GrpcService`]: storage, listener, registry), serving a router through
+//! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
+//! one place where unexpected errors become `Status::internal`.
 
-use std::{error::Error, fmt, time::Duration};
+use std::{error::Error, fmt, net::SocketAddr, time::Duration};
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    discovery::{Discovery, Registration},
-    lifecycle::{self, Lifecycle},
+    config::{ConfigError, Env, Environment},
+    db::{Database, DatabaseConfig, Migrations},
+    discovery::{Discovery, DiscoveryConfig, Registration},
+    lifecycle::{self, Lifecycle, LifecycleConfig},
     shutdown::Shutdown,
-    telemetry::grpc::TracedRouter,
+    telemetry::{self, grpc::TracedRouter},
 };
+
+/// The settings every gRPC service of the suite reads.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// `EASYNOTE_ENV`.
+    pub environment: Environment,
+    /// `EASYNOTE_GRPC_ADDR` (the service's default port on loopback).
+    pub grpc_addr: SocketAddr,
+    /// `EASYNOTE_DATABASE_URL` and pool settings (an embedded SQLite file by default).
+    pub database: DatabaseConfig,
+    /// Where to register, and how to find other services.
+    pub discovery: DiscoveryConfig,
+    /// Shutdown bounds.
+    pub lifecycle: LifecycleConfig,
+}
+
+impl ServiceConfig {
+    /// Reads the settings, failing on the first unusable one.
+    pub fn from_env(
+        env: &Env,
+        default_grpc_addr: &str,
+        default_database_url: &str,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            environment: Environment::from_env(env)?,
+            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", default_grpc_addr)?,
+            database: DatabaseConfig::from_env(env, default_database_url)?,
+            discovery: DiscoveryConfig::from_env(env)?,
+            lifecycle: LifecycleConfig::from_env(env)?,
+        })
+    }
+}
+
+/// A gRPC service ready to serve: its database connected and migrated, its
+/// listener bound (port 0 works), its registry connected.
+#[derive(Debug)]
+pub struct GrpcService {
+    name: &'static str,
+    db: Database,
+    listener: TcpListener,
+    discovery: Discovery,
+    lifecycle: LifecycleConfig,
+}
+
+impl GrpcService {
+    /// Connects storage (applying `migrations`), binds `config.grpc_addr`
+    /// and connects to the registry; `name` is the registry name.
+    pub async fn build(
+        name: &'static str,
+        config: &ServiceConfig,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database, migrations)
+            .await
+            .with_context(|| format!("connecting the database of {name}"))?;
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
+        let discovery = Discovery::from_config(&config.discovery)
+            .await
+            .context("connecting to the service registry")?;
+        Ok(Self {
+            name,
+            db,
+            listener,
+            discovery,
+            lifecycle: config.lifecycle.clone(),
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The service's database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The registry, to subscribe to other services.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// Serves the router `routes` builds on top of the traced server and
+    /// its health service until `shutdown` (see [`serve`]), then closes the
+    /// database pool. `api` is the gRPC service name reported in health.
+    pub async fn serve(
+        self,
+        api: &'static str,
+        routes: impl FnOnce(TracedRouter) -> TracedRouter,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let router = routes(telemetry::grpc::server().add_service(health_service));
+        let options = ServeOptions {
+            listener: self.listener,
+            health,
+            health_services: vec![api],
+            discovery: self.discovery,
+            registration: Registration::new(self.name, addr, "grpc"),
+            drain_timeout: self.lifecycle.shutdown_timeout,
+        };
+        let served = serve(router, options, shutdown).await;
+        self.db.close().await;
+        served
+    }
+}
 
 /// Everything [`serve`] needs besides the router.
 #[derive(Debug)]

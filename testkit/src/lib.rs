@@ -143,6 +143,25 @@ pub async fn assert_grpc_serving(addr: std::net::SocketAddr, services: &[&str]) 
     }
 }
 
+/// Asserts that a gRPC call failed with `code` and exactly `message`;
+/// `case` names the call in the failure message.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    message: &str,
+    case: &str,
+) {
+    match result {
+        Err(status) => assert_eq!(
+            (status.code(), status.message()),
+            (code, message),
+            "{case}: status"
+        ),
+        Ok(value) => panic!("{case}: expected {code:?} {message:?}, got Ok({value:?})"),
+    }
+}
+
 /// `mysql://u:p@h:1/old?x=y` with the database replaced: `mysql://u:p@h:1/new?x=y`.
 fn with_database(server_url: &str, name: &str) -> String {
     let (base, query) = match server_url.split_once('?') {

@@ -1,27 +1,16 @@
-//! user-service settings.
-
-use std::net::SocketAddr;
+//! user-service settings: exactly those every gRPC service reads.
 
 use easynote_shared::{
-    config::{ConfigError, Env, Environment},
-    db::DatabaseConfig,
-    discovery::DiscoveryConfig,
-    lifecycle::LifecycleConfig,
+    config::{ConfigError, Env},
+    grpc::ServiceConfig,
 };
 
 /// Everything user-service reads from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `EASYNOTE_ENV`.
-    pub environment: Environment,
-    /// `EASYNOTE_GRPC_ADDR` (default `127.0.0.1:8889`).
-    pub grpc_addr: SocketAddr,
-    /// `EASYNOTE_DATABASE_URL` and pool settings (default `sqlite://data/user.db`).
-    pub database: DatabaseConfig,
-    /// Where to register.
-    pub discovery: DiscoveryConfig,
-    /// Shutdown bounds.
-    pub lifecycle: LifecycleConfig,
+    /// Listen address, database (default `sqlite://data/user.db`),
+    /// registry and shutdown bounds.
+    pub service: ServiceConfig,
 }
 
 /// The embedded default database.
@@ -34,11 +23,7 @@ impl Config {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            environment: Environment::from_env(env)?,
-            grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", DEFAULT_GRPC_ADDR)?,
-            database: DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?,
-            discovery: DiscoveryConfig::from_env(env)?,
-            lifecycle: LifecycleConfig::from_env(env)?,
+            service: ServiceConfig::from_env(env, DEFAULT_GRPC_ADDR, DEFAULT_DATABASE_URL)?,
         })
     }
 }

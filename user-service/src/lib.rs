@@ -11,17 +11,13 @@ mod service;
 
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 use easynote_shared::{
-    db::{Database, Migrations},
-    discovery::{Discovery, Registration},
-    grpc::{self, ServeOptions},
+    db::Migrations,
+    grpc::GrpcService,
     proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer},
     service_name,
     shutdown::Shutdown,
-    telemetry,
 };
-use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::UserError;
@@ -57,57 +53,31 @@ pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> any
 /// A user-service ready to serve: database migrated, listener bound.
 #[derive(Debug)]
 pub struct UserServer {
-    config: Config,
-    db: Database,
-    listener: TcpListener,
-    discovery: Discovery,
+    service: GrpcService,
 }
 
 impl UserServer {
     /// Connects storage and binds `config.grpc_addr`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Database::connect(&config.database, &migrations())
-            .await
-            .context("connecting the user database")?;
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
-        let discovery = Discovery::from_config(&config.discovery)
-            .await
-            .context("connecting to the service registry")?;
         Ok(Self {
-            config,
-            db,
-            listener,
-            discovery,
+            service: GrpcService::build(SERVICE, &config.service, &migrations()).await?,
         })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has a local address")
+        self.service.local_addr()
     }
 
     /// Serves until `shutdown`, then deregisters, drains and closes the pool.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let api = service::UserApi::new(repo::UserRepo::new(self.db.clone()));
-        let router = telemetry::grpc::server()
-            .add_service(health_service)
-            .add_service(UserServiceServer::new(api));
-        let options = ServeOptions {
-            listener: self.listener,
-            health,
-            health_services: vec![SERVICE_NAME],
-            discovery: self.discovery,
-            registration: Registration::new(service_name::USER, addr, "grpc"),
-            drain_timeout: self.config.lifecycle.shutdown_timeout,
-        };
-        let served = grpc::serve(router, options, shutdown).await;
-        self.db.close().await;
-        served
+        let api = service::UserApi::new(repo::UserRepo::new(self.service.db().clone()));
+        self.service
+            .serve(
+                SERVICE_NAME,
+                |router| router.add_service(UserServiceServer::new(api)),
+                shutdown,
+            )
+            .await
     }
 }

@@ -8,13 +8,14 @@ use easynote_shared::{
     config::Environment,
     db::Database,
     discovery::DiscoveryConfig,
+    grpc::ServiceConfig,
     on_pool,
     proto::user::v1::{
         CheckUserRequest, CreateUserRequest, MGetUserRequest, User,
         user_service_client::UserServiceClient,
     },
 };
-use easynote_testkit::{TestDatabase, assert_grpc_serving, server::RunningServer};
+use easynote_testkit::{TestDatabase, assert_grpc_serving, assert_status, server::RunningServer};
 use tonic::{Code, Status, transport::Channel};
 use user_service::{Config, UserServer};
 
@@ -31,15 +32,17 @@ struct TestApp {
 /// Builds and starts a user-service over `db`, on a port of its own.
 async fn spawn_app(db: TestDatabase) -> TestApp {
     let config = Config {
-        environment: Environment::Development,
-        grpc_addr: "127.0.0.1:0".parse().expect("an address"),
-        database: db.config(),
-        // Static discovery registers nothing; the addresses are never dialled.
-        discovery: DiscoveryConfig::Static {
-            user_addrs: vec!["127.0.0.1:1".into()],
-            note_addrs: vec!["127.0.0.1:1".into()],
+        service: ServiceConfig {
+            environment: Environment::Development,
+            grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+            database: db.config(),
+            // Static discovery registers nothing; the addresses are never dialled.
+            discovery: DiscoveryConfig::Static {
+                user_addrs: vec!["127.0.0.1:1".into()],
+                note_addrs: vec!["127.0.0.1:1".into()],
+            },
+            lifecycle: Default::default(),
         },
-        lifecycle: Default::default(),
     };
     let server = UserServer::build(config)
         .await
@@ -123,24 +126,6 @@ impl TestApp {
     async fn stop(self) {
         drop(self.client);
         self.server.stop().await;
-    }
-}
-
-/// Asserts that `result` failed with `code` and exactly `message`.
-#[track_caller]
-fn assert_status<T: std::fmt::Debug>(
-    result: Result<T, Status>,
-    code: Code,
-    message: &str,
-    case: &str,
-) {
-    match result {
-        Err(status) => assert_eq!(
-            (status.code(), status.message()),
-            (code, message),
-            "{case}: status"
-        ),
-        Ok(value) => panic!("{case}: expected {code:?} {message:?}, got Ok({value:?})"),
     }
 }
 
