@@ -310,20 +310,23 @@ impl Rnacos {
         addrs
     }
 
-    /// Waits until `service`'s instance at `addr` is listed (or not).
+    /// Waits until `service`'s instance at `addr` is listed (or not);
+    /// answers how long that took.
     pub async fn wait_listed(&self, service: &str, addr: &str, listed: bool) -> Duration {
         let started = Instant::now();
-        loop {
+        let what = format!(
+            "{service} {addr} {}",
+            if listed { "is listed" } else { "is gone" }
+        );
+        crate::eventually(REGISTRY_WITHIN, &what, || async {
             let addrs = self.addrs(service).await;
             if addrs.iter().any(|a| a == addr) == listed {
-                return started.elapsed();
+                Ok(())
+            } else {
+                Err(format!("listed: {addrs:?}"))
             }
-            assert!(
-                started.elapsed() < REGISTRY_WITHIN,
-                "{service} {addr} still {} after {REGISTRY_WITHIN:?}; listed: {addrs:?}",
-                if listed { "missing" } else { "listed" }
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await;
+        started.elapsed()
     }
 }

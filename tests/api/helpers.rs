@@ -116,18 +116,13 @@ impl TestApp {
 
     /// Polls `/readyz` until both services answer, failing after 10 s.
     pub async fn wait_until_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = self.get("/readyz", None).await;
-            if status == StatusCode::OK {
-                return;
+        easynote_testkit::eventually(Duration::from_secs(10), "the suite is ready", || async {
+            match self.get("/readyz", None).await {
+                (StatusCode::OK, _) => Ok(()),
+                (status, body) => Err(format!("{status}: {body}")),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "suite not ready: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     /// Starts a new user-service on the address the old one had.
