@@ -48,17 +48,39 @@ pub struct OtlpConfig {
     pub metrics_interval: Duration,
 }
 
+/// Prints endpoints as scheme and authority only (ARMS's HTTP endpoint
+/// carries its token in the path) and header names without their values.
 impl fmt::Debug for OtlpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("OtlpConfig")
             .field("protocol", &self.protocol)
-            .field("traces_endpoint", &self.traces_endpoint)
-            .field("metrics_endpoint", &self.metrics_endpoint)
+            .field("traces_endpoint", &redact_endpoint(&self.traces_endpoint))
+            .field("metrics_endpoint", &redact_endpoint(&self.metrics_endpoint))
             .field("header_names", &header_names)
             .field("timeout", &self.timeout)
             .field("metrics_interval", &self.metrics_interval)
             .finish()
+    }
+}
+
+/// `scheme://host:port/…`: the URL without its path, query and user info,
+/// any of which may hold a token.
+fn redact_endpoint(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let hidden = if rest.len() > authority.len() {
+        "/…"
+    } else {
+        ""
+    };
+    if scheme.is_empty() {
+        format!("{host}{hidden}")
+    } else {
+        format!("{scheme}://{host}{hidden}")
     }
 }
 
@@ -77,7 +99,7 @@ pub struct TelemetryConfig {
     pub service_name: Option<String>,
     /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`).
     pub sampler: SamplerConfig,
-    /// `EASYNOTE_ENV`, reported as `deployment.environment`.
+    /// `EASYNOTE_ENV`, reported as `deployment.environment.name`.
     pub environment: String,
 }
 
@@ -214,9 +236,10 @@ fn otlp_from_env(env: &Env) -> Result<Option<OtlpConfig>, ConfigError> {
         if let Some(url) = endpoint
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
+            // The value is not echoed: its path may hold a token.
             return Err(ConfigError::invalid(
                 var,
-                format!("{url:?} must start with http:// or https://"),
+                "must start with http:// or https://",
             ));
         }
     }
@@ -333,6 +356,35 @@ mod tests {
             arms.metrics_endpoint, "",
             "no metrics endpoint: metrics are not exported"
         );
+    }
+
+    #[test]
+    fn endpoints_are_shown_without_their_path() {
+        let arms = otlp(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://tracing-analysis-dc-hz.aliyuncs.com/adapt_s3cr3t@abc_123/api/otlp/traces",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "https://user:pa55@collector:4318/adapt_s3cr3t/api/otlp/metrics?token=s3cr3t",
+            ),
+        ])
+        .expect("otlp");
+        let shown = format!("{arms:?}");
+        assert!(!shown.contains("s3cr3t"), "a token leaked: {shown}");
+        assert!(!shown.contains("pa55"), "a password leaked: {shown}");
+        assert!(
+            shown.contains("http://tracing-analysis-dc-hz.aliyuncs.com/…")
+                && shown.contains("https://collector:4318/…"),
+            "where telemetry goes is still shown: {shown}"
+        );
+        let bad = TelemetryConfig::from_env(&Env::from_pairs([(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "collector/adapt_s3cr3t/api/otlp/traces",
+        )]))
+        .expect_err("no scheme");
+        assert!(!bad.to_string().contains("s3cr3t"), "{bad}");
     }
 
     #[test]
