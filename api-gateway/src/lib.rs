@@ -117,9 +117,13 @@ impl Gateway {
         });
         lifecycle::serve(
             |stop| {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .into_future()
+                // The peer's address is the span's `client.address` (observe.rs).
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop)
+                .into_future()
             },
             Lifecycle {
                 discovery: self.discovery,

@@ -1,15 +1,15 @@
 //! One server span, one log line and one metric point per HTTP request.
 //!
 //! The span continues the caller's `traceparent` when there is one, is named
-//! after the route template (`GET /v1/note/{note_id}`), and its trace id is
-//! returned to the caller in `x-trace-id`, so a user's report can be matched
-//! to the trace.
+//! after the route template (`GET /v1/note/{note_id}`), or after the method
+//! alone when no route matched, and its trace id is returned to the caller
+//! in `x-trace-id`, so a user's report can be matched to the trace.
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::HeaderValue,
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::Response,
 };
@@ -26,6 +26,32 @@ fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/ping")
 }
 
+/// `url.scheme`: what the client used. The gateway itself speaks plain
+/// HTTP; behind a TLS-terminating load balancer (the ALB) the original
+/// scheme arrives in `X-Forwarded-Proto`.
+fn scheme(headers: &HeaderMap) -> &'static str {
+    match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
+}
+
+/// `client.address`: the original client, first in `X-Forwarded-For` when
+/// a proxy put it there, else the peer of the connection.
+fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .or_else(|| peer.map(|peer| peer.ip().to_string()))
+}
+
 /// The middleware; install with `axum::middleware::from_fn_with_state`.
 pub async fn observe(
     State(metrics): State<HttpServerMetrics>,
@@ -35,27 +61,44 @@ pub async fn observe(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // Unmatched requests are grouped under one route so that scanners cannot
-    // blow up the metrics' cardinality.
+    let scheme = scheme(request.headers());
+    // Unmatched requests have no route: the span is named by the method
+    // alone and carries no `http.route`, so scanners cannot blow up the
+    // metrics' cardinality.
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
     let span = if is_probe(&path) {
         tracing::Span::none()
     } else {
-        info_span!(
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let span = info_span!(
             "HTTP request",
-            otel.name = %format!("{method} {route}"),
+            otel.name = %match &route {
+                Some(route) => format!("{method} {route}"),
+                None => method.to_string(),
+            },
             otel.kind = "server",
             http.request.method = %method,
-            http.route = %route,
+            http.route = route.as_deref(),
             url.path = %path,
+            url.scheme = scheme,
+            client.address = client_address(request.headers(), peer).as_deref(),
+            user_agent.original = user_agent,
             http.response.status_code = Empty,
             otel.status_code = Empty,
-        )
+        );
+        propagation::set_remote_parent(&span, request.headers());
+        span
     };
-    let _ = span.set_parent(propagation::extract(request.headers()));
     let trace_id = span.context().span().span_context().trace_id();
 
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -65,8 +108,9 @@ pub async fn observe(
     metrics.record(
         elapsed.as_secs_f64(),
         method.as_str(),
-        &route,
+        route.as_deref(),
         status.as_u16(),
+        scheme,
     );
     if !span.is_disabled() {
         span.record("http.response.status_code", status.as_u16());
@@ -87,4 +131,31 @@ pub async fn observe(
         });
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_and_scheme_come_from_the_proxy_when_there_is_one() {
+        let peer: SocketAddr = "10.0.0.9:51000".parse().expect("addr");
+        let mut headers = HeaderMap::new();
+        assert_eq!(scheme(&headers), "http");
+        assert_eq!(
+            client_address(&headers, Some(peer)).as_deref(),
+            Some("10.0.0.9")
+        );
+        assert_eq!(client_address(&headers, None), None);
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.5, 10.0.0.2"),
+        );
+        assert_eq!(scheme(&headers), "https");
+        assert_eq!(
+            client_address(&headers, Some(peer)).as_deref(),
+            Some("203.0.113.5")
+        );
+    }
 }

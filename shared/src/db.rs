@@ -210,7 +210,7 @@ impl Database {
         Ok(())
     }
 
-    /// The backend's name, as OpenTelemetry's `db.system` spells it.
+    /// The backend's name, as OpenTelemetry's `db.system.name` spells it.
     pub fn system(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
@@ -232,7 +232,7 @@ impl Database {
             "database statement",
             otel.name = %format_args!("{operation} {table}"),
             otel.kind = "client",
-            db.system = self.system(),
+            db.system.name = self.system(),
             db.operation.name = operation,
             db.collection.name = table,
             otel.status_code = tracing::field::Empty,

@@ -34,6 +34,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct ReceivedSpan {
     /// `service.name` of the resource that sent it.
     pub service: String,
+    /// The attributes of the resource that sent it, values as text.
+    pub resource: BTreeMap<String, String>,
     /// Span name.
     pub name: String,
     /// Hex trace id.
@@ -64,6 +66,8 @@ impl ReceivedSpan {
 pub struct ReceivedPoint {
     /// `service.name` of the resource that sent it.
     pub service: String,
+    /// The attributes of the resource that sent it, values as text.
+    pub resource: BTreeMap<String, String>,
     /// Instrument name.
     pub metric: String,
     /// Point attributes.
@@ -96,11 +100,15 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn service_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
-    resource
+/// The resource's attributes, and its `service.name` among them.
+fn resource_of(
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> (String, BTreeMap<String, String>) {
+    let attributes = resource
         .map(|r| attributes(&r.attributes))
-        .and_then(|a| a.get("service.name").cloned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let service = attributes.get("service.name").cloned().unwrap_or_default();
+    (service, attributes)
 }
 
 fn store_traces(
@@ -111,12 +119,13 @@ fn store_traces(
     let mut store = store.lock().expect("receiver store");
     store.headers.push(headers);
     for resource_spans in &request.resource_spans {
-        let service = service_of(resource_spans.resource.as_ref());
+        let (service, resource) = resource_of(resource_spans.resource.as_ref());
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
                 let status = span.status.clone().unwrap_or_default();
                 store.spans.push(ReceivedSpan {
                     service: service.clone(),
+                    resource: resource.clone(),
                     name: span.name.clone(),
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
@@ -139,7 +148,7 @@ fn store_metrics(
     let mut store = store.lock().expect("receiver store");
     store.headers.push(headers);
     for resource_metrics in &request.resource_metrics {
-        let service = service_of(resource_metrics.resource.as_ref());
+        let (service, resource) = resource_of(resource_metrics.resource.as_ref());
         for scope in &resource_metrics.scope_metrics {
             for metric in &scope.metrics {
                 let point_attributes: Vec<BTreeMap<String, String>> = match &metric.data {
@@ -163,6 +172,7 @@ fn store_metrics(
                 for attributes in point_attributes {
                     store.points.push(ReceivedPoint {
                         service: service.clone(),
+                        resource: resource.clone(),
                         metric: metric.name.clone(),
                         attributes,
                     });

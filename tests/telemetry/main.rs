@@ -1,6 +1,10 @@
 //! OpenTelemetry end to end: the three services as real processes (each
 //! with its own `service.name`), exporting to a real OTLP receiver built on
-//! the official protos, over gRPC and over HTTP/protobuf.
+//! the official protos, over gRPC and over HTTP/protobuf; and the gRPC
+//! instrumentation in process, around a real tonic server, for the statuses
+//! a process-level story cannot provoke.
+
+mod grpc_status;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -15,6 +19,7 @@ const JWT_SECRET: &str = "telemetry-test-secret-0123456789abcdef";
 const WITHIN: Duration = Duration::from_secs(20);
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
+const USER_AGENT: &str = "easy-note-telemetry-tests/1";
 
 /// The three services as processes on static discovery, exporting to the
 /// `OTEL_*` settings given.
@@ -53,7 +58,10 @@ impl Suite {
             user,
             note,
             gateway,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .build()
+                .expect("HTTP client"),
         }
     }
 
@@ -237,10 +245,15 @@ fn assert_trace_shape(
                     "{case}: client and server name the same method"
                 );
                 assert_eq!(
-                    span.attr("rpc.system"),
+                    span.attr("rpc.system.name"),
                     Some("grpc"),
                     "{case}: {}",
                     span.name
+                );
+                assert_eq!(
+                    span.attr("rpc.method"),
+                    Some(span.name.as_str()),
+                    "{case}: rpc.method is the full method name"
                 );
             }
             // Everything else runs inside the service that made it.
@@ -252,7 +265,12 @@ fn assert_trace_shape(
                 dump()
             ),
         }
-        if span.attr("db.system").is_some() {
+        assert_eq!(
+            span.attr("db.system"),
+            None,
+            "{case}: the deprecated db.system is gone"
+        );
+        if span.attr("db.system.name").is_some() {
             assert_eq!(span.kind, CLIENT, "{case}: database spans are client spans");
             assert!(
                 span.service == "easy-note-user" || span.service == "easy-note-note",
@@ -278,7 +296,7 @@ fn complete(
             trace
                 .iter()
                 .any(|s| s.service == *service && s.kind == SERVER)
-        }) && trace.iter().any(|s| s.attr("db.system").is_some())
+        }) && trace.iter().any(|s| s.attr("db.system.name").is_some())
     })
 }
 
@@ -316,12 +334,60 @@ async fn one_trace_per_request(transport: Transport) {
     assert_eq!(root.attr("http.route"), Some("/v1/note/query"));
     assert_eq!(root.attr("http.request.method"), Some("GET"));
     assert_eq!(root.attr("http.response.status_code"), Some("200"));
+    assert_eq!(root.attr("url.scheme"), Some("http"));
+    assert_eq!(root.attr("client.address"), Some("127.0.0.1"));
+    assert_eq!(root.attr("user_agent.original"), Some(USER_AGENT));
     let mget = query
         .iter()
         .find(|s| s.kind == SERVER && s.service == "easy-note-user")
         .expect("user-service span in the query trace");
     assert_eq!(mget.name, "easynote.user.v1.UserService/MGetUser");
-    assert_eq!(mget.attr("rpc.grpc.status_code"), Some("0"));
+    assert_eq!(mget.attr("rpc.response.status_code"), Some("OK"));
+    assert_eq!(
+        mget.attr("rpc.grpc.status_code"),
+        None,
+        "the deprecated numeric status is gone"
+    );
+    // The client span names the instance called, address and port apart.
+    let mget_client = query
+        .iter()
+        .find(|s| s.kind == CLIENT && s.name == mget.name)
+        .expect("client span of MGetUser");
+    let user_addr = suite.user.addr.to_string();
+    assert_eq!(
+        (
+            mget_client.attr("server.address"),
+            mget_client.attr("server.port")
+        ),
+        (Some("127.0.0.1"), user_addr.rsplit(':').next()),
+        "server.address and server.port of {user_addr}"
+    );
+
+    // Resources: one instance id per process, the current environment key.
+    let mut instances = BTreeMap::new();
+    for span in &spans {
+        let id = span
+            .resource
+            .get("service.instance.id")
+            .unwrap_or_else(|| panic!("{} has no service.instance.id", span.service));
+        let first = instances.entry(span.service.as_str()).or_insert(id);
+        assert_eq!(*first, id, "one instance id per process");
+        assert_eq!(
+            span.resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+            Some("development"),
+            "{}",
+            span.service
+        );
+        assert!(!span.resource.contains_key("deployment.environment"));
+    }
+    let distinct: std::collections::BTreeSet<_> = instances.values().collect();
+    assert_eq!(
+        (instances.len(), distinct.len()),
+        (3, 3),
+        "three processes, three instance ids: {instances:?}"
+    );
     assert!(
         query.iter().any(|s| s.name.starts_with("pick ")),
         "the discovery pick is a span"
@@ -405,10 +471,10 @@ async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
         .cloned()
         .expect("client span of CheckUser");
     assert_eq!(
-        client.attr("rpc.grpc.status_code"),
-        Some("16"),
-        "UNAUTHENTICATED"
+        client.attr("rpc.response.status_code"),
+        Some("UNAUTHENTICATED")
     );
+    assert_eq!(client.attr("error.type"), Some("UNAUTHENTICATED"));
     assert_eq!(
         client.status_code, 2,
         "a failed call marks the client span as an error"
@@ -422,12 +488,25 @@ async fn red_metrics_arrive_with_their_attributes() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
     let suite = Suite::start(&receiver.exporter_env()).await;
     suite.story().await;
+    // A path no route matches: named by its method, with no http.route.
+    let (status, _, unmatched_trace) = suite
+        .call(reqwest::Method::GET, "/no/such/route", None, None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unmatched_trace = unmatched_trace.expect("x-trace-id on a 404");
+    let unmatched = |p: &&easynote_testkit::otlp::ReceivedPoint| {
+        p.metric == "http.server.request.duration"
+            && p.attributes
+                .get("http.response.status_code")
+                .map(String::as_str)
+                == Some("404")
+    };
     let wanted = [
         ("easy-note-gateway", "http.server.request.duration"),
-        ("easy-note-gateway", "rpc.client.duration"),
-        ("easy-note-note", "rpc.server.duration"),
-        ("easy-note-note", "rpc.client.duration"),
-        ("easy-note-user", "rpc.server.duration"),
+        ("easy-note-gateway", "rpc.client.call.duration"),
+        ("easy-note-note", "rpc.server.call.duration"),
+        ("easy-note-note", "rpc.client.call.duration"),
+        ("easy-note-user", "rpc.server.call.duration"),
     ];
     let deadline = tokio::time::Instant::now() + WITHIN;
     let points = loop {
@@ -437,6 +516,7 @@ async fn red_metrics_arrive_with_their_attributes() {
                 .iter()
                 .any(|p| p.service == *service && p.metric == *metric)
         });
+        let all = all && points.iter().any(|p| unmatched(&p));
         if all || tokio::time::Instant::now() >= deadline {
             break points;
         }
@@ -464,19 +544,65 @@ async fn red_metrics_arrive_with_their_attributes() {
         &[
             ("http.route", "/v1/note/query"),
             ("http.request.method", "GET"),
-            ("http.response.status_code", "200")
+            ("http.response.status_code", "200"),
+            ("url.scheme", "http")
         ]
     ));
     assert!(has(
-        "rpc.server.duration",
+        "rpc.server.call.duration",
         &[
-            ("rpc.system", "grpc"),
-            ("rpc.service", "easynote.note.v1.NoteService"),
-            ("rpc.method", "QueryNote"),
-            ("rpc.grpc.status_code", "0")
+            ("rpc.system.name", "grpc"),
+            ("rpc.method", "easynote.note.v1.NoteService/QueryNote"),
+            ("rpc.response.status_code", "OK")
         ]
     ));
-    assert!(has("rpc.client.duration", &[("rpc.method", "MGetUser")]));
+    assert!(has(
+        "rpc.client.call.duration",
+        &[
+            ("rpc.method", "easynote.user.v1.UserService/MGetUser"),
+            ("server.address", "127.0.0.1"),
+        ]
+    ));
+    assert!(
+        points.iter().all(|p| !p.metric.starts_with("rpc.")
+            || (p.attributes.contains_key("rpc.response.status_code")
+                && !p.attributes.contains_key("rpc.grpc.status_code"))),
+        "every RPC point has the current status attribute only"
+    );
+    let unmatched_points: Vec<_> = points.iter().filter(unmatched).collect();
+    assert!(
+        !unmatched_points.is_empty()
+            && unmatched_points
+                .iter()
+                .all(|p| !p.attributes.contains_key("http.route")),
+        "an unmatched request is measured without http.route: {unmatched_points:?}"
+    );
+    let spans = receiver
+        .wait_for_spans(WITHIN, |spans| {
+            !in_trace(spans, &unmatched_trace).is_empty()
+        })
+        .await;
+    let span = in_trace(&spans, &unmatched_trace)
+        .into_iter()
+        .find(|s| s.kind == SERVER)
+        .cloned()
+        .expect("the 404's server span");
+    assert_eq!(span.name, "GET", "named by the method alone");
+    assert_eq!(span.attr("http.route"), None);
+    assert_eq!(span.attr("http.response.status_code"), Some("404"));
+
+    // Two processes' streams of one instrument stay apart by instance.
+    let instance_of = |service: &str| {
+        points
+            .iter()
+            .find(|p| p.service == service)
+            .and_then(|p| p.resource.get("service.instance.id").cloned())
+    };
+    let (note, user) = (instance_of("easy-note-note"), instance_of("easy-note-user"));
+    assert!(
+        note.is_some() && user.is_some() && note != user,
+        "metrics carry each process's instance id: {note:?} {user:?}"
+    );
     suite.stop().await;
 }
 

@@ -11,7 +11,13 @@
 //!
 //! Export runs in the background with bounded queues: a collector that is
 //! down or slow drops telemetry, never requests. [`Telemetry::shutdown`]
-//! flushes what is queued.
+//! flushes what is queued, traces and metrics at once, within one
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` in all: the termination grace period must
+//! cover the drain plus that timeout.
+//!
+//! Every process reports a `service.instance.id` of its own (random, drawn
+//! at start), so replicas are distinct in traces and their metric streams
+//! do not collide; `OTEL_RESOURCE_ATTRIBUTES` may set it instead.
 
 mod config;
 pub mod grpc;
@@ -24,9 +30,9 @@ pub use config::{LogFormat, OtlpConfig, OtlpProtocol, SamplerConfig, TelemetryCo
 use log::WithTraceIds;
 pub use log::current_ids;
 
-use std::{collections::HashMap, io::IsTerminal as _};
+use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
 
-use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
+use opentelemetry::{Key, KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
@@ -34,7 +40,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     runtime,
     trace::{
-        BatchConfigBuilder, SdkTracerProvider,
+        BatchConfigBuilder, IdGenerator as _, RandomIdGenerator, SdkTracerProvider,
         span_processor_with_async_runtime::BatchSpanProcessor,
     },
 };
@@ -67,27 +73,78 @@ pub enum TelemetryError {
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
+    /// Bound on the whole flush at shutdown (the OTLP export timeout).
+    flush_timeout: Duration,
 }
 
 impl Telemetry {
-    /// Flushes queued spans and metrics (bounded by the export timeout).
+    /// Flushes queued spans and metrics, both at once, for at most the
+    /// OTLP export timeout in all: what is not sent by then is dropped, so
+    /// the process exits within its termination grace period.
     pub async fn shutdown(self) {
-        // The SDK's shutdown blocks on its background tasks; keep it off the
-        // async workers that run those tasks.
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(tracer) = self.tracer
-                && let Err(err) = tracer.shutdown()
-            {
-                eprintln!("flushing traces failed: {err}");
+        // The SDK's shutdown blocks on its background tasks, and ignores its
+        // timeout argument (0.33): each flush runs on a thread of its own,
+        // off the async workers that run those tasks, and a flush still
+        // stuck at the deadline is left behind for the process exit to end.
+        fn flush(
+            signal: &'static str,
+            shutdown: impl FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send + 'static,
+        ) -> tokio::sync::oneshot::Receiver<()> {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("flush-{signal}"))
+                .spawn(move || {
+                    if let Err(err) = shutdown() {
+                        eprintln!("flushing {signal} failed: {err}");
+                    }
+                    let _ = done.send(());
+                });
+            if let Err(err) = spawned {
+                eprintln!("flushing {signal} failed: no thread: {err}");
             }
-            if let Some(meter) = self.meter
-                && let Err(err) = meter.shutdown()
-            {
-                eprintln!("flushing metrics failed: {err}");
+            finished
+        }
+        let traces = self
+            .tracer
+            .map(|tracer| flush("traces", move || tracer.shutdown()));
+        let metrics = self
+            .meter
+            .map(|meter| flush("metrics", move || meter.shutdown()));
+        let both = async {
+            // A dropped sender (a failed spawn) counts as done.
+            if let Some(traces) = traces {
+                let _ = traces.await;
             }
-        })
-        .await;
+            if let Some(metrics) = metrics {
+                let _ = metrics.await;
+            }
+        };
+        if tokio::time::timeout(self.flush_timeout, both)
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "flushing telemetry took longer than {:?}: the rest is dropped",
+                self.flush_timeout
+            );
+        }
     }
+}
+
+/// A fresh `service.instance.id`: 128 random bits from the SDK's id
+/// generator, written as a version 4 UUID (the conventions' advice).
+fn new_instance_id() -> String {
+    let bits = u128::from_be_bytes(RandomIdGenerator::default().new_trace_id().to_bytes());
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Installs logging and OpenTelemetry for the process, as `service_name`.
@@ -122,6 +179,13 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         return Ok(Telemetry::default());
     }
 
+    // `OTEL_RESOURCE_ATTRIBUTES` (read by the SDK's default detectors) may
+    // name the instance; otherwise each process draws its own id.
+    let instance_key = Key::from_static_str("service.instance.id");
+    let instance_id = Resource::builder()
+        .build()
+        .get(&instance_key)
+        .map_or_else(new_instance_id, |id| id.to_string());
     let resource = Resource::builder()
         .with_service_name(
             config
@@ -131,7 +195,8 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         )
         .with_attributes([
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("deployment.environment", config.environment.clone()),
+            KeyValue::new(instance_key, instance_id),
+            KeyValue::new("deployment.environment.name", config.environment.clone()),
             KeyValue::new("host.name", host_name()),
         ])
         .build();
@@ -199,6 +264,10 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
     Ok(Telemetry {
         tracer: Some(tracer_provider),
         meter,
+        flush_timeout: config
+            .otlp
+            .as_ref()
+            .map_or(Duration::from_secs(1), |otlp| otlp.timeout),
     })
 }
 
@@ -268,4 +337,28 @@ fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_fresh_version_4_uuids() {
+        let (a, b) = (new_instance_id(), new_instance_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+                "RFC 4122 variant: {id}"
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@ use opentelemetry::{
     propagation::{Extractor, Injector},
 };
 use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
+use tracing_opentelemetry::{OpenTelemetrySpanExt as _, SetParentError};
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
@@ -39,4 +40,24 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(context, &mut HeaderInjector(headers))
     });
+}
+
+/// Makes `span`, just created, the child of the remote parent carried by
+/// `headers` (a new root when there is none). Call it before the span is
+/// entered or its context read: after that its parent is fixed.
+pub fn set_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
+    match span.set_parent(extract(headers)) {
+        Ok(()) => {}
+        // No OpenTelemetry layer (`OTEL_SDK_DISABLED=true`): there is no
+        // trace to continue, and nothing is wrong.
+        Err(SetParentError::LayerNotFound | SetParentError::SpanDisabled) => {}
+        // A bug of ours: the span was started before its parent was known,
+        // so the trace breaks here.
+        Err(err @ SetParentError::AlreadyStarted) => {
+            tracing::warn!(error = %err, "the caller's trace context was not continued");
+        }
+    }
 }
