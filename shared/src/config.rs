@@ -192,7 +192,7 @@ impl Environment {
         }
     }
 
-    /// The name used in logs and as `deployment.environment`.
+    /// The name used in logs and as `deployment.environment.name`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Development => "development",

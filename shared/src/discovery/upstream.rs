@@ -218,12 +218,17 @@ impl Upstream {
         let backends = self.inner.backends.borrow();
         let n = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
         let picked = pick(&backends, n, avoid, now_millis()).cloned();
+        let (host, port) = picked
+            .as_ref()
+            .and_then(|b| crate::addr::split(&b.instance.addr).ok())
+            .map_or(("none", 0), |(host, port)| (host, port.unwrap_or(0)));
         // A span of its own, so a trace shows which instance served each call.
         let _pick = tracing::info_span!(
             "pick instance",
             otel.name = %format_args!("pick {}", self.inner.service),
             peer.service = %self.inner.service,
-            server.address = picked.as_ref().map_or("none", |b| b.instance.addr.as_str()),
+            server.address = host,
+            server.port = port,
             instances = backends.len(),
         )
         .entered();
