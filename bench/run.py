@@ -27,88 +27,36 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
-SUITE = os.path.join(RELEASE, "easy-note")
-BENCH = os.path.join(RELEASE, "easy-note-bench")
-RECEIVER = os.path.join(RELEASE, "examples", "otlp-receiver")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import suite  # noqa: E402  scripts/suite.py
+
+ROOT = suite.ROOT
+SUITE = suite.EASY_NOTE
+BENCH = os.path.join(suite.RELEASE, "easy-note-bench")
+RECEIVER = suite.OTLP_RECEIVER
 TICKS = os.sysconf("SC_CLK_TCK")
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
 
-# Ports of their own, so a suite running on the defaults is left alone.
-HTTP, USER, NOTE, NACOS, OTLP = 18080, 18889, 18888, 18848, 14317
+
+def status_mb(child, field):
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM), in MB."""
+    with open(f"/proc/{child.pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
-class Process:
-    """A started process, with its /proc readings."""
-
-    def __init__(self, name, argv, env, workdir):
-        self.name = name
-        self.log = os.path.join(workdir, f"{name}.log")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.ready_ms = None
-        self.idle_rss_mb = None
-
-    def status_mb(self, field):
-        with open(f"/proc/{self.proc.pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-        return None
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                return "killed"
-        return self.proc.returncode
-
-    def tail(self):
-        return open(self.log, errors="replace").read()[-3000:]
-
-
-def wait_until(what, check, proc=None, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.tail()}")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"{what}: not within {timeout}s")
-
-
-def http_ok(url):
-    with urllib.request.urlopen(url, timeout=1) as response:
-        return response.status == 200
-
-
-def grpc_ready(service, env):
-    """The binaries' own probe: `easy-note <service> healthcheck`."""
-    return subprocess.run([SUITE, service, "healthcheck"], env=env, capture_output=True).returncode == 0
+def cpu_seconds(child):
+    with open(f"/proc/{child.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 class Scenario:
@@ -116,10 +64,12 @@ class Scenario:
 
     def __init__(self, name, title, workdir):
         self.name, self.title = name, title
-        self.workdir = os.path.join(workdir, name)
+        self.group = suite.Group(os.path.join(workdir, name))
+        self.workdir = self.group.workdir
         os.makedirs(self.workdir)
-        self.services = []  # Processes we measure
-        self.helpers = []   # rnacos, the OTLP receiver: not measured
+        self.services = []  # children we measure; rnacos and the OTLP receiver are not
+        self.idle_rss_mb = {}
+        self.url = None  # the gateway's (or baseline's) base URL
         self.runs = []
 
     def base_env(self, **extra):
@@ -128,28 +78,23 @@ class Scenario:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def start(self, name, argv, env, ready):
-        process = Process(name, argv, env, self.workdir)
-        self.services.append(process)
-        wait_until(f"{name} ready", ready, process)
-        process.ready_ms = (time.monotonic() - process.started) * 1000
-        return process
-
-    def helper(self, name, argv, env, ready):
-        process = Process(name, argv, env, self.workdir)
-        self.helpers.append(process)
-        wait_until(f"{name} ready", ready, process)
+    def service(self, name, role, env):
+        """An Easy-Note process on port 0, measured; its bound addresses."""
+        child, addrs = suite.start_service(self.group, name, role, env, binary=SUITE)
+        self.services.append(child)
+        if "http" in addrs:
+            self.url = f"http://{addrs['http']}"
+        return addrs
 
     def settle(self):
         """Idle memory, a second after everything is ready."""
         time.sleep(1)
-        for process in self.services:
-            process.idle_rss_mb = process.status_mb("VmRSS")
+        for child in self.services:
+            self.idle_rss_mb[child.name] = status_mb(child, "VmRSS")
 
     def load(self, label, args, out_dir, smoke):
         out = os.path.join(out_dir, f"{self.name}.{label}.json")
-        argv = [BENCH, "run", "--url", f"http://127.0.0.1:{HTTP}", "--label", f"{self.name}/{label}",
-                "--out", out, *args]
+        argv = [BENCH, "run", "--url", self.url, "--label", f"{self.name}/{label}", "--out", out, *args]
         if smoke:
             argv += ["--users", "4", "--notes", "4", "--duration", "2s", "--warmup", "1s"]
         print(f"\n--- {self.title}: {label}", flush=True)
@@ -159,55 +104,33 @@ class Scenario:
 
     def finish(self):
         processes = []
-        for process in self.services:
+        for child in self.services:
             processes.append({
-                "name": process.name,
-                "ready_ms": round(process.ready_ms, 1),
-                "idle_rss_mb": round(process.idle_rss_mb, 1),
-                "peak_rss_mb": round(process.status_mb("VmHWM"), 1),
-                "cpu_s": round(process.cpu_seconds(), 2),
+                "name": child.name,
+                "ready_ms": round((child.ready_at - child.started) * 1000, 1),
+                "idle_rss_mb": round(self.idle_rss_mb[child.name], 1),
+                "peak_rss_mb": round(status_mb(child, "VmHWM"), 1),
+                "cpu_s": round(cpu_seconds(child), 2),
             })
-        failures = []
-        for process in reversed(self.services):
-            code = process.stop()
-            if code != 0:
-                failures.append(f"{process.name} exited {code} on SIGTERM:\n{process.tail()}")
-        for process in self.helpers:
-            process.stop()
+        failures = [f"{child.name} exited {code} on SIGTERM:\n{child.tail()}"
+                    for child, code in self.group.stop_all() if child in self.services and code != 0]
         if failures:
             raise RuntimeError("\n".join(failures))
         return {"name": self.name, "title": self.title, "processes": processes, "runs": self.runs}
 
     def abort(self):
-        for process in self.services + self.helpers:
-            process.stop()
+        self.group.stop_all()
 
 
 def three_processes(scenario, database, extra):
-    """user-service, note-service and api-gateway, in dependency order."""
-    user_env = scenario.base_env(EASYNOTE_GRPC_ADDR=f"127.0.0.1:{USER}", EASYNOTE_DATABASE_URL=database("user"), **extra)
-    scenario.start("user-service", [SUITE, "user-service"], user_env, lambda: grpc_ready("user-service", user_env))
-    note_env = scenario.base_env(EASYNOTE_GRPC_ADDR=f"127.0.0.1:{NOTE}", EASYNOTE_DATABASE_URL=database("note"),
-                                 EASYNOTE_USER_ADDRS=f"127.0.0.1:{USER}", **extra)
-    scenario.start("note-service", [SUITE, "note-service"], note_env, lambda: grpc_ready("note-service", note_env))
-    gateway_env = scenario.base_env(EASYNOTE_HTTP_ADDR=f"127.0.0.1:{HTTP}", EASYNOTE_USER_ADDRS=f"127.0.0.1:{USER}",
-                                    EASYNOTE_NOTE_ADDRS=f"127.0.0.1:{NOTE}", **extra)
-    scenario.start("api-gateway", [SUITE, "api-gateway"], gateway_env,
-                   lambda: http_ok(f"http://127.0.0.1:{HTTP}/readyz"))
-
-
-def mysql_database(url, name):
-    """A fresh database on the MySQL server of `url` (whose user may create databases)."""
-    match = re.match(r"mysql://([^:@/]+)(?::([^@/]*))?@([^:/]+)(?::(\d+))?/", url)
-    if not match:
-        raise RuntimeError(f"EASYNOTE_BENCH_MYSQL_URL {url!r} is not mysql://user[:password]@host[:port]/db")
-    user, password, host, port = match.groups()
-    argv = ["mariadb" if shutil.which("mariadb") else "mysql", "--protocol=tcp", f"-h{host}", f"-P{port or 3306}",
-            f"-u{user}", "-e", f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`;"]
-    if password:
-        argv.insert(-2, f"-p{password}")
-    subprocess.run(argv, check=True)
-    return re.sub(r"/[^/?]*(\?.*)?$", f"/{name}", url)
+    """user-service, note-service and api-gateway, in dependency order, each
+    given the addresses the ones before it bound."""
+    user = scenario.service("user-service", "user-service",
+                            scenario.base_env(EASYNOTE_DATABASE_URL=database("user"), **extra))["user_grpc"]
+    note = scenario.service("note-service", "note-service", scenario.base_env(
+        EASYNOTE_DATABASE_URL=database("note"), EASYNOTE_USER_ADDRS=user, **extra))["note_grpc"]
+    scenario.service("api-gateway", "api-gateway",
+                     scenario.base_env(EASYNOTE_USER_ADDRS=user, EASYNOTE_NOTE_ADDRS=note, **extra))
 
 
 def scenarios(args, workdir):
@@ -219,34 +142,31 @@ def scenarios(args, workdir):
     full_loads = [("query", query + closed), ("mix", closed)]
 
     def baseline(s):
-        s.start("baseline", [BENCH, "baseline"],
-                s.base_env(EASYNOTE_HTTP_ADDR=f"127.0.0.1:{HTTP}", EASYNOTE_DATABASE_URL=sqlite(s)("baseline")),
-                lambda: http_ok(f"http://127.0.0.1:{HTTP}/readyz"))
+        # easy-note-bench baseline prints the address it bound instead of
+        # writing EASYNOTE_ADDR_FILE.
+        child = s.group.spawn("baseline", [BENCH, "baseline"], s.base_env(
+            EASYNOTE_HTTP_ADDR="127.0.0.1:0", EASYNOTE_DATABASE_URL=sqlite(s)("baseline")))
+        s.services.append(child)
+        s.url = "http://" + suite.printed_addr(s.group, child, r"listening on http://(\S+)")
+        s.group.wait_for("baseline ready", lambda: suite.http_ok(f"{s.url}/readyz", timeout=1), interval=0.01)
+        child.ready_at = time.monotonic()
 
     def all_in_one(s):
-        s.start("easy-note", [SUITE], s.base_env(
-            EASYNOTE_HTTP_ADDR=f"127.0.0.1:{HTTP}", EASYNOTE_USER_GRPC_ADDR=f"127.0.0.1:{USER}",
-            EASYNOTE_NOTE_GRPC_ADDR=f"127.0.0.1:{NOTE}", EASYNOTE_DATABASE_URL=sqlite(s)("easy-note")),
-            lambda: http_ok(f"http://127.0.0.1:{HTTP}/readyz"))
+        s.service("easy-note", "all", s.base_env(EASYNOTE_DATABASE_URL=sqlite(s)("easy-note")))
 
     def on_mysql(s):
         url = os.environ.get("EASYNOTE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-        three_processes(s, lambda name: mysql_database(url, f"easynote_bench_{name}"), {})
+        three_processes(s, lambda name: suite.recreate_database(url, f"easynote_bench_{name}"), {})
 
     def otlp(s, sampling=None):
-        s.helper("otlp-receiver", [RECEIVER, f"127.0.0.1:{OTLP}"], {"PATH": os.environ.get("PATH", "")},
-                 lambda: "listening" in open(os.path.join(s.workdir, "otlp-receiver.log")).read())
-        three_processes(s, sqlite(s), {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP}",
+        receiver = s.group.spawn("otlp-receiver", [RECEIVER, "127.0.0.1:0"], {"PATH": os.environ.get("PATH", "")})
+        addr = suite.printed_addr(s.group, receiver, r"listening on (\S+)")
+        three_processes(s, sqlite(s), {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{addr}",
                                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", **(sampling or {})})
 
     def nacos(s):
-        rnacos = os.environ.get("RNACOS_BIN") or shutil.which("rnacos") or os.path.expanduser("~/.cargo/bin/rnacos")
-        s.helper("rnacos", [rnacos], {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn",
-                                      "RNACOS_DATA_DIR": os.path.join(s.workdir, "rnacos"),
-                                      "RNACOS_HTTP_PORT": str(NACOS), "RNACOS_GRPC_PORT": str(NACOS + 1000),
-                                      "RNACOS_HTTP_CONSOLE_PORT": "0"},
-                 lambda: http_ok(f"http://127.0.0.1:{NACOS}/nacos/v1/ns/instance/list?serviceName=probe"))
-        three_processes(s, sqlite(s), {"EASYNOTE_REGISTRY": "nacos", "NACOS_SERVER_ADDR": f"127.0.0.1:{NACOS}",
+        _, port = suite.start_rnacos(s.group)
+        three_processes(s, sqlite(s), {"EASYNOTE_REGISTRY": "nacos", "NACOS_SERVER_ADDR": f"127.0.0.1:{port}",
                                        "NACOS_CACHE_DIR": os.path.join(s.workdir, "nacos-cache"),
                                        "EASYNOTE_DEREGISTER_GRACE": "0s"})
 
@@ -320,8 +240,8 @@ def main():
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nresults: {out_dir}")
     if not args.smoke:
-        import report  # bench/report.py, beside this file
-        report.publish(summary, os.path.join(ROOT, "docs"))
+        import render_docs  # bench/render_docs.py, beside this file
+        render_docs.publish(summary, os.path.join(ROOT, "docs"))
     print(f"bench: {sum(len(s['runs']) for s in results)} runs in {len(results)} scenarios, 0 failed")
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reruns every benchmark scenario and regenerates docs/benchmarks.md's
-# tables and docs/benchmarks.svg:   bench/run.sh
+# Reruns every benchmark scenario (bench/run.py) and regenerates
+# docs/benchmarks.md's tables and docs/benchmarks.svg
+# (bench/render_docs.py):           bench/run.sh
 # CI's smoke (every scenario briefly, at low load, docs untouched):
 #                                   bench/run.sh --smoke
 # Builds what it runs the way the images are built (release, --locked).

@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402  scripts/suite.py
 
 ANNOTATION = re.compile(r"<!--\s*run(?::\s*(?P<args>.*?))?\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
@@ -69,20 +71,6 @@ def parse(path):
     return steps
 
 
-def wait_ready(url, deadline, background):
-    while time.time() < deadline:
-        if background.poll() is not None:
-            return f"the background step exited with {background.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return None
-        except Exception:  # not up yet
-            pass
-        time.sleep(0.5)
-    return f"{url} not ready in time"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
@@ -109,63 +97,50 @@ def main():
     workdir = tempfile.mkdtemp(prefix="run-doc-")
     state = os.path.join(workdir, "state.sh")
     open(state, "w").close()
-    backgrounds = []  # (process, log path, line)
-    names = {}  # name -> index in backgrounds
+    backgrounds = suite.Group(workdir)  # one child per background step, named after its line
+    names = {}  # name -> Child
 
     def stop_all():
-        for process, _, _ in backgrounds:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process, _, _ in backgrounds:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        suite.stop_all([child for child in backgrounds.children if not child.stopped], timeout=20)
 
     def fail(line, message, output=""):
         stop_all()
-        for process, log, bg_line in backgrounds:
-            print(f"----- background step at line {bg_line} -----", file=sys.stderr)
-            print(open(log, encoding="utf-8", errors="replace").read()[-4000:], file=sys.stderr)
+        print(backgrounds.logs(chars=4000), file=sys.stderr)
         if output:
             print(output[-6000:], file=sys.stderr)
         sys.exit(f"FAILED {args.file}:{line}: {message}")
 
     try:
-        for number, (kind, options, code, line) in enumerate(steps, 1):
+        for kind, options, code, line in steps:
             print(f"==> {args.file}:{line} ({kind})", flush=True)
             if kind == "stop":
-                if not backgrounds:
+                if not backgrounds.children:
                     fail(line, "nothing to stop")
                 name = options.get("name")
                 if name and name not in names:
                     fail(line, f"no background step named {name!r}")
-                process, log, _ = backgrounds[names[name]] if name else backgrounds[-1]
-                os.killpg(process.pid, signal.SIGINT)
-                try:
-                    status = process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
+                child = names[name] if name else backgrounds.children[-1]
+                status = child.stop(timeout=60, sig=signal.SIGINT)
+                if child.killed:
                     fail(line, "did not stop within 60 s of Ctrl-C")
                 if status != 0:
                     fail(line, f"stopped with exit status {status}")
                 continue
             if kind == "background":
-                log = os.path.join(workdir, f"background-{number}.log")
-                process = subprocess.Popen(
+                child = backgrounds.spawn(
+                    f"background-line{line}",
                     ["bash", "-c", f"set -euo pipefail\nsource {shlex.quote(state)}\n{code}"],
                     cwd=root,
-                    stdout=open(log, "w"),
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
                 )
-                backgrounds.append((process, log, line))
                 if options.get("name"):
-                    names[options["name"]] = len(backgrounds) - 1
+                    names[options["name"]] = child
                 ready = options.get("ready")
                 if ready:
-                    error = wait_ready(ready, deadline, process)
-                    if error:
-                        fail(line, error)
+                    try:
+                        backgrounds.wait_for(f"{ready} answering 200", lambda: suite.http_ok(ready),
+                                             timeout=max(1, deadline - time.time()), interval=0.5)
+                    except suite.Failure as failure:
+                        fail(line, failure.summary)
                 continue
             # A foreground step: run it with the variables of the steps before,
             # then keep the variables it set for the steps after.
