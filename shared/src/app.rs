@@ -43,10 +43,10 @@ pub enum Probe {
 /// The command line of a one-service binary: run it, or probe it.
 #[derive(Debug, clap::Parser)]
 #[command(version)]
-pub struct ServiceCli {
+pub(crate) struct ServiceCli {
     /// What to do; serving is the default.
     #[command(subcommand)]
-    pub command: Option<ServiceCommand>,
+    pub(crate) command: Option<ServiceCommand>,
 }
 
 /// The subcommands every service binary has.
@@ -162,7 +162,7 @@ pub fn report_addrs(env: &Env, addrs: &[(&str, SocketAddr)]) -> anyhow::Result<(
 }
 
 /// Probes the local server described by `probe` and `env`.
-pub async fn run_probe(probe: Probe, env: &Env) -> anyhow::Result<()> {
+pub(crate) async fn run_probe(probe: Probe, env: &Env) -> anyhow::Result<()> {
     let (var, default, grpc) = match probe {
         Probe::Grpc {
             addr_var,

@@ -135,7 +135,7 @@ impl Env {
     }
 
     /// A comma-separated list of `host:port` addresses.
-    pub fn addr_list(&self, var: &str, default: &str) -> Result<Vec<String>, ConfigError> {
+    pub(crate) fn addr_list(&self, var: &str, default: &str) -> Result<Vec<String>, ConfigError> {
         let raw = self.get(var).unwrap_or(default);
         let addrs: Vec<String> = raw
             .split(',')

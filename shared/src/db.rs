@@ -326,7 +326,7 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 /// The escape character used by [`like_contains`] patterns: `ESCAPE '!'`.
 /// (A backslash would mean different things to MySQL and SQLite string literals.)
-pub const LIKE_ESCAPE: char = '!';
+pub(crate) const LIKE_ESCAPE: char = '!';
 
 /// A `LIKE … ESCAPE '!'` pattern matching `needle` as a plain substring, with
 /// the user's `%` and `_` taken literally.

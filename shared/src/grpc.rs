@@ -134,7 +134,7 @@ impl GrpcService {
 
 /// Everything [`serve`] needs besides the router.
 #[derive(Debug)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     /// Already bound (port 0 works; ask the listener for the real port first).
     pub listener: TcpListener,
     /// The health service registered in the router.
@@ -151,7 +151,7 @@ pub struct ServeOptions {
 
 /// Serves `router` through the lifecycle until `shutdown`: health SERVING
 /// from the start, NOT_SERVING (server and services) once shutdown begins.
-pub async fn serve(
+pub(crate) async fn serve(
     router: TracedRouter,
     options: ServeOptions,
     shutdown: Shutdown,
@@ -204,7 +204,7 @@ pub fn internal(context: &str, err: &(dyn Error + 'static)) -> Status {
 
 /// Displays an error followed by its causes: `outer: inner: root`.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

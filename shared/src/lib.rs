@@ -5,7 +5,7 @@
 //! Service crates stay thin: they own their domain logic, schema and
 //! migrations, and take everything cross-cutting from here.
 
-pub mod addr;
+pub(crate) mod addr;
 pub mod app;
 pub mod config;
 pub mod db;

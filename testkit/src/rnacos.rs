@@ -45,6 +45,24 @@ fn rnacos_bin() -> PathBuf {
         })
 }
 
+/// A Nacos address where nothing answers, neither its HTTP port `p` nor
+/// its gRPC port `p + 1000`: both are held bound (never listening) by the
+/// returned sockets, so connections are refused and no other process can
+/// take either port while they live.
+pub fn unreachable_nacos() -> (Vec<tokio::net::TcpSocket>, String) {
+    for _ in 0..100 {
+        let (http, addr) = crate::process::refusing_addr();
+        let Some(grpc_port) = addr.port().checked_add(1000) else {
+            continue;
+        };
+        let grpc = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        if grpc.bind(([127, 0, 0, 1], grpc_port).into()).is_ok() {
+            return (vec![http, grpc], addr.to_string());
+        }
+    }
+    panic!("no pair of free ports p, p+1000 on 127.0.0.1 after 100 tries");
+}
+
 /// A port `p` with `p` and `p + 1000` both free right now (rnacos HTTP and
 /// gRPC: Nacos clients always find gRPC at HTTP + 1000, so rnacos cannot
 /// bind port 0 and report back). Both lie below Linux's ephemeral range

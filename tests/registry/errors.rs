@@ -7,7 +7,7 @@ use easynote_shared::{config::Env, shutdown};
 use easynote_testkit::TestDatabase;
 use user_service::{Config, UserServer};
 
-use crate::harness::{REGISTRY_WITHIN, Rnacos, USER, refusing_addr};
+use crate::harness::{REGISTRY_WITHIN, Rnacos, USER, unreachable_nacos};
 
 fn nacos_env(pairs: &[(&str, &str)]) -> Env {
     Env::from_pairs(
@@ -73,12 +73,10 @@ fn malformed_or_half_given_registry_settings_name_the_variable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_registry_is_retried_with_backoff_then_reported() {
     let _serial = crate::one_at_a_time().await;
-    // Connections to this port are refused while `_refusing` lives (and
-    // to its gRPC port, + 1000, unless something else happens to listen
-    // there: the test then still sees no Nacos answer its protocol).
+    // Connections to this port and to its gRPC port (+ 1000) are refused
+    // while `_refusing` lives, and nothing else can listen there meanwhile.
     let cluster = crate::harness::cluster().await;
-    let (_refusing, dead) = refusing_addr();
-    let dead = dead.to_string();
+    let (_refusing, dead) = unreachable_nacos();
     let mut env = cluster.env();
     env.extend(
         [

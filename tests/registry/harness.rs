@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 pub use easynote_testkit::{
-    process::{GATEWAY, NOTE, ProcessSuite as Cluster, Service, USER, refusing_addr},
-    rnacos::{REGISTRY_WITHIN, Rnacos},
+    process::{GATEWAY, NOTE, ProcessSuite as Cluster, Service, USER},
+    rnacos::{REGISTRY_WITHIN, Rnacos, unreachable_nacos},
 };
 
 /// The JWT key the gateways use.

@@ -34,7 +34,7 @@ impl FromStr for AdvertiseAddr {
 /// configured advertise address (its port defaulting to the bound one), or
 /// the bound address with an unspecified IP (`0.0.0.0`, `::`) replaced by
 /// `outbound_ip()`.
-pub fn advertised_addr(
+pub(crate) fn advertised_addr(
     configured: Option<&AdvertiseAddr>,
     bound: SocketAddr,
     outbound_ip: impl FnOnce(&IpAddr) -> std::io::Result<IpAddr>,
@@ -58,7 +58,7 @@ pub fn advertised_addr(
 
 /// The IP this host uses to reach other hosts: the source address of a UDP
 /// socket "connected" to a public address (no packet is sent).
-pub fn outbound_ip(family: &IpAddr) -> std::io::Result<IpAddr> {
+pub(crate) fn outbound_ip(family: &IpAddr) -> std::io::Result<IpAddr> {
     let (local, remote) = match family {
         IpAddr::V4(_) => ("0.0.0.0:0", "192.0.2.1:9"),
         IpAddr::V6(_) => ("[::]:0", "[2001:db8::1]:9"),

@@ -450,13 +450,20 @@ mod tests {
 
     #[tokio::test]
     async fn idempotent_calls_move_to_another_instance_when_one_is_down() {
-        // Two addresses where nothing listens: the first attempt fails to
-        // connect, the retry goes to the other one, and both get ejected.
-        let dead: Vec<String> = (0..2)
+        // Two addresses where connections are refused: bound, never
+        // listening, and held so that no other process can take them. The
+        // first attempt fails to connect, the retry goes to the other one,
+        // and both get ejected.
+        let refusing: Vec<tokio::net::TcpSocket> = (0..2)
             .map(|_| {
-                let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-                socket.local_addr().expect("addr").to_string()
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+                socket
             })
+            .collect();
+        let dead: Vec<String> = refusing
+            .iter()
+            .map(|s| s.local_addr().expect("addr").to_string())
             .collect();
         let discovery = Discovery::new(StaticDiscovery::new([("svc", dead.clone())]));
         let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default())

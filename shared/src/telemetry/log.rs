@@ -11,7 +11,7 @@ use tracing_subscriber::{
 };
 
 /// The trace and span id of the current span, if it has a valid context.
-pub fn current_ids() -> Option<(String, String)> {
+pub(crate) fn current_ids() -> Option<(String, String)> {
     let context = tracing::Span::current().context();
     let span = opentelemetry::trace::TraceContextExt::span(&context);
     let ids = span.span_context();

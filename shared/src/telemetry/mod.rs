@@ -28,7 +28,6 @@ pub mod propagation;
 pub(crate) use config::percent_decode;
 pub use config::{LogFormat, OtlpConfig, OtlpProtocol, SamplerConfig, TelemetryConfig};
 use log::WithTraceIds;
-pub use log::current_ids;
 
 use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
 

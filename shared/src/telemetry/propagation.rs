@@ -36,7 +36,7 @@ pub fn extract(headers: &HeaderMap) -> Context {
 }
 
 /// Writes `context` into `headers` for the next hop.
-pub fn inject(context: &Context, headers: &mut HeaderMap) {
+pub(crate) fn inject(context: &Context, headers: &mut HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(context, &mut HeaderInjector(headers))
     });

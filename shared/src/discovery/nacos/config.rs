@@ -12,9 +12,9 @@ use crate::{
 };
 
 /// The Nacos port used when `NACOS_SERVER_ADDR` names a host without one.
-pub const NACOS_DEFAULT_PORT: u16 = 8848;
+pub(crate) const NACOS_DEFAULT_PORT: u16 = 8848;
 /// How far the Nacos gRPC port is above its HTTP port (fixed by Nacos 2.x).
-pub const NACOS_GRPC_PORT_OFFSET: u16 = 1000;
+pub(crate) const NACOS_GRPC_PORT_OFFSET: u16 = 1000;
 
 /// Settings of the Nacos registry. `Debug` never shows the secrets.
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ impl NacosConfig {
     }
 
     /// The servers as one `host:port,host:port` string, as the SDK takes them.
-    pub fn server_list(&self) -> String {
+    pub(crate) fn server_list(&self) -> String {
         self.server_addrs.join(",")
     }
 }

@@ -49,7 +49,8 @@ use tokio::sync::watch;
 mod config;
 mod login;
 
-pub use config::{NACOS_DEFAULT_PORT, NACOS_GRPC_PORT_OFFSET, NacosAuth, NacosConfig};
+pub(crate) use config::NACOS_GRPC_PORT_OFFSET;
+pub use config::{NacosAuth, NacosConfig};
 
 use self::login::{LoginOutcome, PasswordLogin};
 use super::{
