@@ -9,6 +9,7 @@ mod grpc_status;
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use easynote_testkit::{
+    TestDatabase,
     otlp::{OtlpReceiver, ReceivedSpan, Transport},
     process::{ProcessSuite, Service},
 };
@@ -35,6 +36,12 @@ struct Suite {
 
 impl Suite {
     async fn start(otel: &[(&str, String)]) -> Self {
+        Self::start_on(otel, None).await
+    }
+
+    /// The suite on `database` (one URL for the three), or on one SQLite
+    /// file of its own.
+    async fn start_on(otel: &[(&str, String)], database: Option<&str>) -> Self {
         let mut processes =
             ProcessSuite::with_static_lists(Path::new(env!("CARGO_BIN_EXE_easy-note")));
         processes
@@ -46,8 +53,9 @@ impl Suite {
                 ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
             ])
             .set(otel);
-        // One database file for the three: the services' tables differ.
-        let same_db = [("EASYNOTE_DATABASE_URL", processes.database("suite.db"))];
+        // One database for the three: the services' tables differ.
+        let database = database.map_or_else(|| processes.database("suite.db"), str::to_owned);
+        let same_db = [("EASYNOTE_DATABASE_URL", database)];
         let user = processes.start_user_with(&same_db).await;
         let note = processes.start_note_with(&same_db).await;
         let gateway = processes.start_gateway().await;
@@ -145,6 +153,22 @@ impl Suite {
         assert_eq!(status, StatusCode::OK, "{body}");
         traces.insert("query", trace.expect("x-trace-id on query"));
         traces
+    }
+
+    /// Logs in again as the user `story` registered; answers the token.
+    async fn login_token(&self) -> String {
+        let creds = json!({"username": "tracy", "password": "password123"});
+        let (status, body, _) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/user/login",
+                None,
+                Some(creds),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().expect("token").to_owned()
     }
 
     async fn stop(mut self) {
@@ -422,6 +446,81 @@ async fn one_request_is_one_trace_across_every_service_over_grpc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_request_is_one_trace_across_every_service_over_http_protobuf() {
     one_trace_per_request(Transport::HttpProtobuf).await;
+}
+
+/// Every span of a request stays in its trace, on every backend. On MySQL
+/// it once did not: sqlx's query logger (`log_enabled!` after every
+/// statement, through tracing-log) left a stale per-layer filter verdict on
+/// the tokio worker, and the next span there (a gRPC server span, a pick,
+/// a SQL span) was dropped, its children starting traces of their own
+/// (tokio-rs/tracing#2519).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_span_of_a_request_stays_in_its_trace_on_every_backend() {
+    for db in TestDatabase::all().await {
+        let receiver = OtlpReceiver::start(Transport::Grpc).await;
+        let suite = Suite::start_on(&receiver.exporter_env(), Some(&db.url)).await;
+        let traces = suite.story().await;
+        // More calls, more statements on the same workers.
+        let token = suite.login_token().await;
+        let mut queries = Vec::new();
+        for _ in 0..5 {
+            let (status, body, trace) = suite
+                .call(
+                    reqwest::Method::GET,
+                    "/v1/note/query",
+                    Some(&token),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", db.backend);
+            queries.push(trace.expect("x-trace-id"));
+        }
+        receiver
+            .wait_for_spans(WITHIN, |spans| {
+                complete(spans, &traces, STORY)
+                    && queries.iter().all(|trace| {
+                        let members = in_trace(spans, trace);
+                        ["easy-note-gateway", "easy-note-note", "easy-note-user"]
+                            .iter()
+                            .all(|service| {
+                                members
+                                    .iter()
+                                    .any(|s| s.service == *service && s.kind == SERVER)
+                            })
+                    })
+            })
+            .await;
+        // A graceful stop flushes whatever is still queued: judge all of it.
+        suite.stop().await;
+        let spans = receiver.spans();
+        let roots: Vec<String> = spans
+            .iter()
+            .filter(|s| s.service != "easy-note-gateway" && s.parent_span_id.is_empty())
+            .filter(|s| !s.name.starts_with("grpc.health.v1.Health/"))
+            .map(|s| format!("{} {:?}", s.service, s.name))
+            .collect();
+        assert!(
+            roots.is_empty(),
+            "{}: spans of note- and user-service that start a trace of their own: {roots:?}",
+            db.backend
+        );
+        for (case, services) in STORY {
+            assert_trace_shape(&spans, case, &traces[case], services, None);
+        }
+        for trace in &queries {
+            let members = in_trace(&spans, trace);
+            for service in ["easy-note-gateway", "easy-note-note", "easy-note-user"] {
+                assert!(
+                    members
+                        .iter()
+                        .any(|s| s.service == service && s.kind == SERVER),
+                    "{}: the query trace {trace} has no server span of {service}",
+                    db.backend
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -43,7 +43,10 @@ use opentelemetry_sdk::{
         span_processor_with_async_runtime::BatchSpanProcessor,
     },
 };
-use tracing_subscriber::{EnvFilter, Layer as _, filter::filter_fn, fmt as log_fmt, prelude::*};
+use tracing::{Metadata, subscriber::Interest};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, filter::dynamic_filter_fn, fmt as log_fmt, prelude::*,
+};
 
 use crate::config::ConfigError;
 
@@ -65,6 +68,29 @@ pub enum TelemetryError {
     /// The OTLP exporter refused its settings.
     #[error("building the OTLP exporter failed")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Whether the OpenTelemetry layer takes this span or event: our crates'
+/// spans at INFO and above, and warnings and errors from anywhere (they
+/// become span events of the span they happen in).
+///
+/// Its callsites are `Interest::sometimes`, never `always`, so that the
+/// subscriber's `enabled` runs before every span and event: per-layer
+/// filters pass their verdict to `on_new_span` through a thread-local set
+/// in `enabled`, and a callsite cached as `always` skips `enabled` and reads
+/// whatever the last `enabled` call on the thread left there. A `log`
+/// crate `log_enabled!` (sqlx's query logger after every MySQL statement,
+/// through `tracing-log`) leaves "disabled" there, and the next span on
+/// that tokio worker (a gRPC server span, a `pick`, a SQL span) was then
+/// dropped by both layers: its children became new roots
+/// (tokio-rs/tracing#2519).
+fn exported(meta: &Metadata<'_>) -> bool {
+    let ours = OUR_TARGETS.iter().any(|t| meta.target().starts_with(t));
+    if meta.is_span() {
+        ours && *meta.level() <= tracing::Level::INFO
+    } else {
+        *meta.level() <= tracing::Level::WARN
+    }
 }
 
 /// The installed providers; flush them with [`Telemetry::shutdown`] before exit.
@@ -230,15 +256,16 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
     let tracer_provider = tracer_builder.build();
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer_provider.tracer("easy-note"))
-        .with_filter(filter_fn(|meta| {
-            let ours = OUR_TARGETS.iter().any(|t| meta.target().starts_with(t));
-            if meta.is_span() {
-                ours && *meta.level() <= tracing::Level::INFO
-            } else {
-                // Warnings and errors become span events of the span they happen in.
-                *meta.level() <= tracing::Level::WARN
-            }
-        }));
+        .with_filter(
+            dynamic_filter_fn(|meta, _| exported(meta)).with_callsite_filter(|meta| {
+                // Never `always`: see `exported`.
+                if exported(meta) {
+                    Interest::sometimes()
+                } else {
+                    Interest::never()
+                }
+            }),
+        );
     if tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
