@@ -3,13 +3,13 @@
 //! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
 //! one place where unexpected errors become `Status::internal`.
 
-use std::{error::Error, fmt, net::SocketAddr, time::Duration};
+use std::{error::Error, fmt, net::SocketAddr};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::ServingStatus;
 
 use crate::{
     config::{ConfigError, Env, Environment},
@@ -107,8 +107,10 @@ impl GrpcService {
     }
 
     /// Serves the router `routes` builds on top of the traced server and
-    /// its health service until `shutdown` (see [`serve`]), then closes the
-    /// database pool. `api` is the gRPC service name reported in health.
+    /// its health service through the [`lifecycle`](crate::lifecycle) until
+    /// `shutdown`, then closes the database pool. Health answers SERVING
+    /// from the start for the server and `api` (the gRPC service name), and
+    /// NOT_SERVING for both once shutdown begins.
     pub async fn serve(
         self,
         api: &'static str,
@@ -117,82 +119,32 @@ impl GrpcService {
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status(api, ServingStatus::Serving).await;
         let router = routes(telemetry::grpc::server().add_service(health_service));
-        let options = ServeOptions {
-            listener: self.listener,
-            health,
-            health_services: vec![api],
-            discovery: self.discovery,
-            registration: Registration::new(self.name, addr, "grpc"),
-            drain_timeout: self.lifecycle.shutdown_timeout,
+        // TCP_NODELAY: without it, small responses written in more than one
+        // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let stopping = async {
+            for service in ["", api] {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
         };
-        let served = serve(router, options, shutdown).await;
+        let served = lifecycle::serve(
+            |stop| router.serve_with_incoming_shutdown(incoming, stop),
+            Lifecycle {
+                discovery: self.discovery,
+                registration: Registration::new(self.name, addr, "grpc"),
+                drain_timeout: self.lifecycle.shutdown_timeout,
+            },
+            shutdown,
+            stopping,
+        )
+        .await;
         self.db.close().await;
         served
     }
-}
-
-/// Everything [`serve`] needs besides the router.
-#[derive(Debug)]
-pub(crate) struct ServeOptions {
-    /// Already bound (port 0 works; ask the listener for the real port first).
-    pub listener: TcpListener,
-    /// The health service registered in the router.
-    pub health: HealthReporter,
-    /// The gRPC service names reported in health checks.
-    pub health_services: Vec<&'static str>,
-    /// Where to announce this instance, and what to announce.
-    pub discovery: Discovery,
-    /// This instance as the registry should see it.
-    pub registration: Registration,
-    /// Bound on draining in-flight calls after shutdown.
-    pub drain_timeout: Duration,
-}
-
-/// Serves `router` through the lifecycle until `shutdown`: health SERVING
-/// from the start, NOT_SERVING (server and services) once shutdown begins.
-pub(crate) async fn serve(
-    router: TracedRouter,
-    options: ServeOptions,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let ServeOptions {
-        listener,
-        health,
-        health_services,
-        discovery,
-        registration,
-        drain_timeout,
-    } = options;
-    for service in &health_services {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
-    }
-    // TCP_NODELAY: without it, small responses written in more than one
-    // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let stopping = async {
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        for service in &health_services {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
-    };
-    lifecycle::serve(
-        |stop| router.serve_with_incoming_shutdown(incoming, stop),
-        Lifecycle {
-            discovery,
-            registration,
-            drain_timeout,
-        },
-        shutdown,
-        stopping,
-    )
-    .await
 }
 
 /// Logs an unexpected error with its whole cause chain, once, and answers the

@@ -223,15 +223,17 @@ mod tests {
     async fn draining_is_bounded() {
         let (trigger, shutdown) = shutdown::channel();
         trigger.trigger();
-        let started = std::time::Instant::now();
-        serve(
+        // A server that never stops draining: serve gives up on it at the
+        // drain bound, well within the outer one.
+        let served = serve(
             |_stop| std::future::pending::<Result<(), std::io::Error>>(),
             lifecycle(Duration::from_millis(100)),
             shutdown,
             async {},
-        )
-        .await
-        .expect("an abandoned drain is not an error");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        );
+        tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("serve returns once the drain bound has passed")
+            .expect("an abandoned drain is not an error");
     }
 }

@@ -361,13 +361,19 @@ impl ProcessSuite {
 
     /// Starts a user-service; `extra` adds or overrides settings.
     pub async fn start_user_with(&mut self, extra: &[(&str, String)]) -> Service {
-        let mut all = vec![
-            ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0".to_owned()),
-            ("EASYNOTE_DATABASE_URL", self.database("user.db")),
-        ];
-        all.extend(extra.iter().cloned());
-        let (proc, bound) = self.spawn("user-service", "user_grpc", &all).await;
-        let service = self.started_service(USER, proc, bound, &all).await;
+        let database = self.database("user.db");
+        let service = self
+            .start(
+                "user-service",
+                USER,
+                "user_grpc",
+                &[
+                    ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+                    ("EASYNOTE_DATABASE_URL", database),
+                ],
+                extra,
+            )
+            .await;
         self.user_addr = Some(service.addr.clone());
         service
     }
@@ -379,14 +385,19 @@ impl ProcessSuite {
 
     /// Starts a note-service; `extra` adds or overrides settings.
     pub async fn start_note_with(&mut self, extra: &[(&str, String)]) -> Service {
-        let mut all = vec![
-            ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0".to_owned()),
-            ("EASYNOTE_DATABASE_URL", self.database("note.db")),
-        ];
-        all.extend(self.static_lists());
-        all.extend(extra.iter().cloned());
-        let (proc, bound) = self.spawn("note-service", "note_grpc", &all).await;
-        let service = self.started_service(NOTE, proc, bound, &all).await;
+        let database = self.database("note.db");
+        let service = self
+            .start(
+                "note-service",
+                NOTE,
+                "note_grpc",
+                &[
+                    ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+                    ("EASYNOTE_DATABASE_URL", database),
+                ],
+                extra,
+            )
+            .await;
         self.note_addr = Some(service.addr.clone());
         service
     }
@@ -398,11 +409,33 @@ impl ProcessSuite {
 
     /// Starts a gateway; `extra` adds or overrides settings.
     pub async fn start_gateway_with(&mut self, extra: &[(&str, String)]) -> Service {
-        let mut all = vec![("EASYNOTE_HTTP_ADDR", "127.0.0.1:0".to_owned())];
+        self.start(
+            "api-gateway",
+            GATEWAY,
+            "http",
+            &[("EASYNOTE_HTTP_ADDR", "127.0.0.1:0".to_owned())],
+            extra,
+        )
+        .await
+    }
+
+    /// Starts `easy-note <command>` (registered as `service`) on port 0 with
+    /// `defaults`, the static lists so far and `extra` (later settings win);
+    /// waits for the address it reports under `key` and, under Nacos, for
+    /// its registration.
+    async fn start(
+        &mut self,
+        command: &str,
+        service: &str,
+        key: &str,
+        defaults: &[(&'static str, String)],
+        extra: &[(&str, String)],
+    ) -> Service {
+        let mut all: Vec<(&str, String)> = defaults.to_vec();
         all.extend(self.static_lists());
         all.extend(extra.iter().cloned());
-        let (proc, bound) = self.spawn("api-gateway", "http", &all).await;
-        self.started_service(GATEWAY, proc, bound, &all).await
+        let (proc, bound) = self.spawn(command, key, &all).await;
+        self.started_service(service, proc, bound, &all).await
     }
 
     /// Under static discovery, the addresses of the services started so far.
