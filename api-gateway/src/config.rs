@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use easynote_shared::{
     config::{ConfigError, Env, Environment},
     discovery::{ChannelSettings, DiscoveryConfig},
+    governance::GovernanceConfig,
     lifecycle::LifecycleConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -28,11 +29,13 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// Where user-service and note-service are.
     pub discovery: DiscoveryConfig,
-    /// Deadlines of calls to the services.
+    /// How calls to the services connect (their deadlines are governance rules).
     pub rpc: ChannelSettings,
+    /// Where the governance rules come from.
+    pub governance: GovernanceConfig,
     /// `EASYNOTE_BODY_LIMIT` (default 256 KiB): largest request body accepted.
     pub body_limit: usize,
-    /// Shutdown bounds.
+    /// Shutdown bounds and instance metadata.
     pub lifecycle: LifecycleConfig,
 }
 
@@ -107,6 +110,7 @@ impl Config {
             jwt: JwtConfig::from_env(env, environment)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,
+            governance: GovernanceConfig::from_env(env)?,
             body_limit,
             lifecycle: LifecycleConfig::from_env(env)?,
         })

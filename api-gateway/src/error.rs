@@ -43,9 +43,20 @@ pub enum ApiError {
     /// 404, code 10005: missing, deleted, or another user's note.
     #[error("Note not found")]
     NoteNotFound,
-    /// 503, code 10001: a downstream service is down or too slow.
+    /// 503, code 10001: a downstream service is down or too slow; comes
+    /// with `Retry-After`.
     #[error("service temporarily unavailable, please retry")]
     Unavailable,
+    /// 503, code 10001: the gateway or a service is at its in-flight
+    /// limit and sheds the request; comes with `Retry-After`.
+    #[error("service overloaded, please retry")]
+    Overloaded,
+    /// 429, code 10006: over a rate limit; comes with `Retry-After`.
+    #[error("too many requests, retry after {retry_after}s")]
+    RateLimited {
+        /// Seconds until a request would be let through.
+        retry_after: u64,
+    },
     /// 500, code 10001: anything unexpected (details are logged, not sent).
     #[error("internal error")]
     Internal,
@@ -55,7 +66,7 @@ impl ApiError {
     /// The contract's `code`.
     pub fn code(&self) -> i32 {
         match self {
-            Self::Internal | Self::Unavailable => 10001,
+            Self::Internal | Self::Unavailable | Self::Overloaded => 10001,
             Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
             | Self::NoRoute { .. }
@@ -63,6 +74,7 @@ impl ApiError {
             Self::UserExists => 10003,
             Self::Unauthorized(_) => 10004,
             Self::NoteNotFound => 10005,
+            Self::RateLimited { .. } => 10006,
         }
     }
 
@@ -75,7 +87,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UserExists => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,7 +97,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Envelope::<()>::error(self.code(), self.to_string());
-        (self.status(), Json(body)).into_response()
+        let retry_after = match self {
+            Self::RateLimited { retry_after } => Some(retry_after),
+            Self::Unavailable | Self::Overloaded => Some(1),
+            _ => None,
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 
@@ -98,6 +123,10 @@ impl From<tonic::Status> for ApiError {
             Code::AlreadyExists => Self::UserExists,
             Code::Unauthenticated => Self::Unauthorized("wrong username or password"),
             Code::NotFound => Self::NoteNotFound,
+            Code::ResourceExhausted => {
+                tracing::warn!(message = status.message(), "downstream overloaded");
+                Self::Overloaded
+            }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "downstream unavailable");
                 Self::Unavailable

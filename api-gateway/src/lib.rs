@@ -9,6 +9,7 @@ mod config;
 mod envelope;
 mod error;
 mod extract;
+pub mod governance;
 pub mod observe;
 mod routes;
 mod state;
@@ -22,6 +23,7 @@ use axum::{
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
+    governance::Governance,
     lifecycle::{self, Lifecycle},
     service_name,
     shutdown::Shutdown,
@@ -59,22 +61,35 @@ pub struct Gateway {
     config: Config,
     listener: TcpListener,
     discovery: Discovery,
+    governance: Governance,
     users: Upstream,
     notes: Upstream,
 }
 
 impl Gateway {
-    /// Binds `config.http_addr` and subscribes to user-service and note-service.
+    /// Binds `config.http_addr`, subscribes to user-service and
+    /// note-service, and starts following the governance rules.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let discovery = Discovery::from_config(&config.discovery)
             .await
             .context("connecting to the service registry")?;
-        let users = Upstream::connect(&discovery, service_name::USER, config.rpc)
-            .await
-            .context("subscribing to user-service")?;
-        let notes = Upstream::connect(&discovery, service_name::NOTE, config.rpc)
-            .await
-            .context("subscribing to note-service")?;
+        let governance = Governance::start(&config.governance);
+        let users = Upstream::connect(
+            &discovery,
+            service_name::USER,
+            config.rpc,
+            governance.clone(),
+        )
+        .await
+        .context("subscribing to user-service")?;
+        let notes = Upstream::connect(
+            &discovery,
+            service_name::NOTE,
+            config.rpc,
+            governance.clone(),
+        )
+        .await
+        .context("subscribing to note-service")?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_HTTP_ADDR {}", config.http_addr))?;
@@ -82,6 +97,7 @@ impl Gateway {
             config,
             listener,
             discovery,
+            governance,
             users,
             notes,
         })
@@ -106,7 +122,9 @@ impl Gateway {
             jwt: Arc::new(auth::JwtKeys::new(&self.config.jwt)),
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
+            edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
         };
+        prune_idle_buckets(&state.edge, &shutdown);
         let app = app(state);
         // TCP_NODELAY, or a response written in two segments waits for
         // the client's delayed ACK (~40 ms on Linux).
@@ -127,7 +145,8 @@ impl Gateway {
             },
             Lifecycle {
                 discovery: self.discovery,
-                registration: Registration::new(SERVICE, addr, "http"),
+                registration: Registration::new(SERVICE, addr, "http")
+                    .with_metadata(&self.config.lifecycle.metadata),
                 drain_timeout: self.config.lifecycle.shutdown_timeout,
             },
             shutdown,
@@ -138,8 +157,27 @@ impl Gateway {
     }
 }
 
+/// Forgets idle rate-limit buckets every minute until shutdown.
+fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdown) {
+    let edge = Arc::downgrade(edge);
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.requested() => return,
+            }
+            let Some(edge) = edge.upgrade() else { return };
+            edge.prune();
+        }
+    });
+}
+
 /// The whole HTTP application over `state`: routes, body limit, panics
-/// answered as 500s, and a traced, measured span per request.
+/// answered as 500s, governance at the edge, and a traced, measured span
+/// per request.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.body_limit;
     routes::router()
@@ -147,6 +185,10 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            governance::govern,
+        ))
         .layer(middleware::from_fn_with_state(
             HttpServerMetrics::new(),
             observe::observe,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
-use crate::auth::JwtKeys;
+use crate::{auth::JwtKeys, governance::EdgeGovernance};
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
 #[derive(Debug, Clone)]
@@ -19,4 +19,6 @@ pub struct AppState {
     pub body_limit: usize,
     /// Fires when the gateway is stopping (readiness turns false).
     pub shutdown: Shutdown,
+    /// Shedding, rate limits, deadlines and lanes.
+    pub edge: Arc<EdgeGovernance>,
 }

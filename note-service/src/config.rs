@@ -16,7 +16,7 @@ pub struct Config {
     /// Listen address, database (default `sqlite://data/note.db`),
     /// registry (also where user-service is) and shutdown bounds.
     pub service: ServiceConfig,
-    /// Deadlines of calls to user-service.
+    /// How calls to user-service connect (their deadlines are governance rules).
     pub rpc: ChannelSettings,
 }
 

@@ -12,12 +12,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use easynote_shared::{
-    db::Migrations,
-    discovery::Upstream,
-    grpc::GrpcService,
-    proto::note::v1::note_service_server::{NoteServiceServer, SERVICE_NAME},
-    service_name,
-    shutdown::Shutdown,
+    db::Migrations, discovery::Upstream, grpc::GrpcService,
+    proto::note::v1::note_service_server::NoteServiceServer, service_name, shutdown::Shutdown,
 };
 
 pub use config::Config;
@@ -63,9 +59,14 @@ impl NoteServer {
     /// Connects storage, binds `config.grpc_addr` and subscribes to user-service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let service = GrpcService::build(SERVICE, &config.service, &migrations()).await?;
-        let users = Upstream::connect(service.discovery(), service_name::USER, config.rpc)
-            .await
-            .context("subscribing to user-service")?;
+        let users = Upstream::connect(
+            service.discovery(),
+            service_name::USER,
+            config.rpc,
+            service.governance().clone(),
+        )
+        .await
+        .context("subscribing to user-service")?;
         Ok(Self { service, users })
     }
 
@@ -78,11 +79,7 @@ impl NoteServer {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = service::NoteApi::new(repo::NoteRepo::new(self.service.db().clone()), self.users);
         self.service
-            .serve(
-                SERVICE_NAME,
-                |router| router.add_service(NoteServiceServer::new(api)),
-                shutdown,
-            )
+            .serve(NoteServiceServer::new(api), shutdown)
             .await
     }
 }

@@ -49,9 +49,8 @@ impl NoteApi {
         };
         let users: HashMap<i64, User> = self
             .users
-            .call_idempotent(|channel| {
-                let request = request.clone();
-                async move { UserServiceClient::new(channel).m_get_user(request).await }
+            .call("MGetUser", request, |channel, request| async move {
+                UserServiceClient::new(channel).m_get_user(request).await
             })
             .await
             .map_err(NoteError::UserService)?

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use easynote_shared::{
     config::Environment,
     discovery::{ChannelSettings, DiscoveryConfig},
+    governance::GovernanceConfig,
     grpc::ServiceConfig,
     proto::{
         note::v1::{
@@ -48,6 +49,7 @@ async fn start_users(db: TestDatabase, addr: SocketAddr) -> Users {
             database: db.config(),
             discovery: discovery("127.0.0.1:1".parse().expect("an address")),
             lifecycle: Default::default(),
+            governance: GovernanceConfig::defaults(),
         },
     };
     let server = UserServer::build(config)
@@ -101,6 +103,7 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
             database: note_db.config(),
             discovery: discovery(users.server.addr),
             lifecycle: Default::default(),
+            governance: GovernanceConfig::defaults(),
         },
         rpc: ChannelSettings::default(),
     };

@@ -3,21 +3,27 @@
 //! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
 //! one place where unexpected errors become `Status::internal`.
 
-use std::{error::Error, fmt, net::SocketAddr};
+use std::{convert::Infallible, error::Error, fmt, net::SocketAddr};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::Status;
 use tonic::transport::server::TcpIncoming;
+use tonic::{
+    Status,
+    body::Body,
+    codegen::http::{Request, Response},
+    server::NamedService,
+};
 use tonic_health::ServingStatus;
 
 use crate::{
     config::{ConfigError, Env, Environment},
     db::{Database, DatabaseConfig, Migrations},
     discovery::{Discovery, DiscoveryConfig, Registration},
+    governance::{Governance, GovernanceConfig, server::Governed},
     lifecycle::{self, Lifecycle, LifecycleConfig},
     shutdown::Shutdown,
-    telemetry::{self, grpc::TracedRouter},
+    telemetry,
 };
 
 /// The settings every gRPC service of the suite reads.
@@ -31,8 +37,10 @@ pub struct ServiceConfig {
     pub database: DatabaseConfig,
     /// Where to register, and how to find other services.
     pub discovery: DiscoveryConfig,
-    /// Shutdown bounds.
+    /// Shutdown bounds and instance metadata.
     pub lifecycle: LifecycleConfig,
+    /// Where the governance rules come from.
+    pub governance: GovernanceConfig,
 }
 
 impl ServiceConfig {
@@ -48,6 +56,7 @@ impl ServiceConfig {
             database: DatabaseConfig::from_env(env, default_database_url)?,
             discovery: DiscoveryConfig::from_env(env)?,
             lifecycle: LifecycleConfig::from_env(env)?,
+            governance: GovernanceConfig::from_env(env)?,
         })
     }
 }
@@ -60,12 +69,14 @@ pub struct GrpcService {
     db: Database,
     listener: TcpListener,
     discovery: Discovery,
+    governance: Governance,
     lifecycle: LifecycleConfig,
 }
 
 impl GrpcService {
-    /// Connects storage (applying `migrations`), binds `config.grpc_addr`
-    /// and connects to the registry; `name` is the registry name.
+    /// Connects storage (applying `migrations`), binds `config.grpc_addr`,
+    /// connects to the registry and starts following the governance rules;
+    /// `name` is the registry name.
     pub async fn build(
         name: &'static str,
         config: &ServiceConfig,
@@ -85,6 +96,7 @@ impl GrpcService {
             db,
             listener,
             discovery,
+            governance: Governance::start(&config.governance),
             lifecycle: config.lifecycle.clone(),
         })
     }
@@ -106,26 +118,45 @@ impl GrpcService {
         &self.discovery
     }
 
-    /// Serves the router `routes` builds on top of the traced server and
-    /// its health service through the [`lifecycle`](crate::lifecycle) until
-    /// `shutdown`, then closes the database pool. Health answers SERVING
-    /// from the start for the server and `api` (the gRPC service name), and
-    /// NOT_SERVING for both once shutdown begins.
-    pub async fn serve(
-        self,
-        api: &'static str,
-        routes: impl FnOnce(TracedRouter) -> TracedRouter,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<()> {
+    /// The governance rules this process follows.
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
+    /// Serves `api` under the governance rules, beside the health service,
+    /// on the traced server, through the [`lifecycle`](crate::lifecycle)
+    /// until `shutdown`, then closes the database pool. Health answers
+    /// SERVING from the start for the server and `api`, and NOT_SERVING
+    /// for both once shutdown begins.
+    pub async fn serve<S>(self, api: S, shutdown: Shutdown) -> anyhow::Result<()>
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status(api, ServingStatus::Serving).await;
-        let router = routes(telemetry::grpc::server().add_service(health_service));
+        let name = S::NAME;
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+        let router = telemetry::grpc::server()
+            .add_service(health_service)
+            .add_service(Governed::new(
+                api,
+                self.name,
+                self.lifecycle.metadata.clone(),
+                self.governance.clone(),
+            ));
         // TCP_NODELAY: without it, small responses written in more than one
         // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let stopping = async {
-            for service in ["", api] {
+            for service in ["", name] {
                 health
                     .set_service_status(service, ServingStatus::NotServing)
                     .await;
@@ -135,7 +166,8 @@ impl GrpcService {
             |stop| router.serve_with_incoming_shutdown(incoming, stop),
             Lifecycle {
                 discovery: self.discovery,
-                registration: Registration::new(self.name, addr, "grpc"),
+                registration: Registration::new(self.name, addr, "grpc")
+                    .with_metadata(&self.lifecycle.metadata),
                 drain_timeout: self.lifecycle.shutdown_timeout,
             },
             shutdown,

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod discovery;
+pub mod governance;
 pub mod grpc;
 pub mod lifecycle;
 pub mod proto;

@@ -12,7 +12,7 @@
 //! without waiting for it, and deregisters all the same: the registration
 //! may have reached the registry.
 
-use std::{fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use anyhow::Context as _;
 
@@ -29,16 +29,24 @@ pub struct LifecycleConfig {
     /// `EASYNOTE_SHUTDOWN_TIMEOUT` (default 10s): the bound on draining
     /// in-flight requests after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// `EASYNOTE_INSTANCE_METADATA` (`lane=canary,version=0.2.0`): metadata
+    /// registered with this instance, for routing by lane.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl LifecycleConfig {
     /// Reads the lifecycle settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let metadata = crate::discovery::parse_instance_metadata(
+            env.get("EASYNOTE_INSTANCE_METADATA").unwrap_or_default(),
+        )
+        .map_err(|reason| ConfigError::invalid("EASYNOTE_INSTANCE_METADATA", reason))?;
         Ok(Self {
             shutdown_timeout: env.duration(
                 "EASYNOTE_SHUTDOWN_TIMEOUT",
                 Self::default().shutdown_timeout,
             )?,
+            metadata,
         })
     }
 }
@@ -47,6 +55,7 @@ impl Default for LifecycleConfig {
     fn default() -> Self {
         Self {
             shutdown_timeout: Duration::from_secs(10),
+            metadata: BTreeMap::new(),
         }
     }
 }

@@ -253,7 +253,7 @@ impl ProcessSuite {
         let mut env: Vec<(String, String)> = [
             (
                 "RUST_LOG",
-                "info,nacos_sdk=warn,h2=warn,hyper=warn,tower=warn,sqlx=warn".to_owned(),
+                "info,nacos_sdk=warn,nacos_sdk::config::worker=off,nacos_sdk::common::cache=error,h2=warn,hyper=warn,tower=warn,sqlx=warn".to_owned(),
             ),
             ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s".to_owned()),
         ]

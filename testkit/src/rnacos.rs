@@ -260,6 +260,69 @@ impl Rnacos {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// `&accessToken=…` for the open API when auth is on, else nothing.
+    async fn token_param(&self) -> String {
+        let Some((username, password)) = &self.auth else {
+            return String::new();
+        };
+        let reply: Value = self
+            .http
+            .post(format!("http://{}/nacos/v1/auth/login", self.addr()))
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .expect("log in to rnacos")
+            .json()
+            .await
+            .expect("a login reply");
+        let token = reply["accessToken"].as_str().expect("an access token");
+        format!("&accessToken={token}")
+    }
+
+    /// Publishes `content` as config `data_id` in the default namespace and
+    /// group, through the open API (`POST /nacos/v1/cs/configs`), as an
+    /// operator would with `curl`.
+    pub async fn publish_config(&self, data_id: &str, content: &str) {
+        let url = format!(
+            "http://{}/nacos/v1/cs/configs?x=1{}",
+            self.addr(),
+            self.token_param().await
+        );
+        let reply = self
+            .http
+            .post(url)
+            .form(&[
+                ("dataId", data_id),
+                ("group", "DEFAULT_GROUP"),
+                ("content", content),
+                ("type", "json"),
+            ])
+            .send()
+            .await
+            .expect("rnacos answers");
+        let status = reply.status();
+        let body = reply.text().await.unwrap_or_default();
+        assert!(
+            status.is_success() && body.trim() == "true",
+            "publishing {data_id}: {status} {body}"
+        );
+    }
+
+    /// Deletes config `data_id` (`DELETE /nacos/v1/cs/configs`).
+    pub async fn delete_config(&self, data_id: &str) {
+        let url = format!(
+            "http://{}/nacos/v1/cs/configs?dataId={data_id}&group=DEFAULT_GROUP{}",
+            self.addr(),
+            self.token_param().await
+        );
+        let reply = self.http.delete(url).send().await.expect("rnacos answers");
+        assert!(
+            reply.status().is_success(),
+            "deleting {data_id}: {}",
+            reply.status()
+        );
+    }
+
     /// The instances of `service` in the default namespace and group.
     pub async fn instances(&self, service: &str) -> Vec<Listed> {
         let mut url = format!(

@@ -18,7 +18,8 @@ pub enum UserError {
     /// Storage failed → `INTERNAL` (logged, never sent).
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// Hashing failed → `INTERNAL` (logged, never sent).
+    /// Hashing failed → `INTERNAL` (logged, never sent); its queue is
+    /// full → `RESOURCE_EXHAUSTED`.
     #[error("password hashing failed")]
     Hashing(#[from] crate::password::HashError),
 }
@@ -29,6 +30,9 @@ impl From<UserError> for Status {
             UserError::Invalid(invalid) => Status::invalid_argument(invalid.0),
             UserError::UsernameTaken => Status::already_exists(err.to_string()),
             UserError::BadCredentials => Status::unauthenticated(err.to_string()),
+            UserError::Hashing(crate::password::HashError::Busy) => {
+                Status::resource_exhausted(err.to_string())
+            }
             UserError::Database(_) | UserError::Hashing(_) => {
                 grpc::internal("user operation failed", &err)
             }

@@ -12,11 +12,8 @@ mod service;
 use std::net::SocketAddr;
 
 use easynote_shared::{
-    db::Migrations,
-    grpc::GrpcService,
-    proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer},
-    service_name,
-    shutdown::Shutdown,
+    db::Migrations, grpc::GrpcService, proto::user::v1::user_service_server::UserServiceServer,
+    service_name, shutdown::Shutdown,
 };
 
 pub use config::Config;
@@ -73,11 +70,7 @@ impl UserServer {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = service::UserApi::new(repo::UserRepo::new(self.service.db().clone()));
         self.service
-            .serve(
-                SERVICE_NAME,
-                |router| router.add_service(UserServiceServer::new(api)),
-                shutdown,
-            )
+            .serve(UserServiceServer::new(api), shutdown)
             .await
     }
 }

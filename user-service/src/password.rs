@@ -8,7 +8,11 @@
 //! arena per thread that ever hashed and a login burst left the service at
 //! about 1 GB of RSS. Here each of the `available_parallelism` workers
 //! allocates its area once and reuses it, so hashing holds at most
-//! `workers × 7 MiB`, whatever the load; waiting logins queue.
+//! `workers × 7 MiB`, whatever the load; waiting logins queue, up to
+//! [`QUEUE_PER_WORKER`] per worker. Beyond that a hash is refused at once
+//! ([`HashError::Busy`], `RESOURCE_EXHAUSTED` to the caller), and a queued
+//! job whose caller has gone (a deadline passed, a client hung up) is
+//! skipped rather than computed for nobody.
 
 use std::sync::{Arc, LazyLock, Mutex, mpsc};
 
@@ -23,6 +27,8 @@ const M_COST_KIB: u32 = 7 * 1024;
 const T_COST: u32 = 5;
 const P_COST: u32 = 1;
 const OUTPUT_LEN: usize = 32;
+/// Jobs that may wait per worker before hashing is refused.
+pub const QUEUE_PER_WORKER: usize = 32;
 
 /// Hashing could not run.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,9 @@ pub enum HashError {
     /// The worker pool is gone (it lives as long as the hasher).
     #[error("hashing worker stopped")]
     WorkerGone,
+    /// The queue is full: too many logins or registrations at once.
+    #[error("password hashing is at capacity")]
+    Busy,
 }
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
@@ -40,7 +49,7 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// Hashes and verifies passwords with argon2id on dedicated threads.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl Default for PasswordHasher {
@@ -140,7 +149,7 @@ impl PasswordHasher {
     /// A pool of `workers` hashing threads (at least one); they stop when
     /// the last clone of the hasher is dropped.
     pub fn with_workers(workers: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(workers.max(1) * QUEUE_PER_WORKER);
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..workers.max(1) {
             let queue = queue.clone();
@@ -166,11 +175,17 @@ impl PasswordHasher {
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |memory| {
-                let _ = reply.send(work(memory));
-            }))
-            .map_err(|_| HashError::WorkerGone)?;
+        let job: Job = Box::new(move |memory| {
+            // Nobody waits for this answer any more: skip the work.
+            if reply.is_closed() {
+                return;
+            }
+            let _ = reply.send(work(memory));
+        });
+        self.jobs.try_send(job).map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => HashError::Busy,
+            mpsc::TrySendError::Disconnected(_) => HashError::WorkerGone,
+        })?;
         answer.await.map_err(|_| HashError::WorkerGone)
     }
 
@@ -203,6 +218,49 @@ impl PasswordHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_abandoned_jobs_are_skipped() {
+        let hasher = PasswordHasher::with_workers(1);
+        // Hold the only worker until released.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let held = hasher.clone();
+        let blocker = tokio::spawn(async move {
+            held.run(move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+            })
+            .await
+        });
+        running.await.expect("the worker took the blocker");
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Queued jobs whose callers give up at once.
+        let mut refused = 0;
+        for _ in 0..QUEUE_PER_WORKER + 4 {
+            let ran = ran.clone();
+            let job = hasher.run(move |_| {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            match tokio::time::timeout(std::time::Duration::from_millis(1), job).await {
+                Ok(Err(HashError::Busy)) => refused += 1,
+                Ok(other) => panic!("the worker is held: {other:?}"),
+                Err(_) => {} // queued, then abandoned
+            }
+        }
+        assert!(refused >= 4, "beyond the queue bound: refused {refused}");
+        release.send(()).expect("release");
+        blocker.await.expect("join").expect("blocker ran");
+        hasher
+            .hash("after".into())
+            .await
+            .expect("the queue drained");
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "abandoned jobs were skipped"
+        );
+    }
 
     #[tokio::test]
     async fn hashes_are_salted_argon2id_and_verify() {

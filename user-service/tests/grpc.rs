@@ -8,6 +8,7 @@ use easynote_shared::{
     config::Environment,
     db::Database,
     discovery::DiscoveryConfig,
+    governance::GovernanceConfig,
     grpc::ServiceConfig,
     on_pool,
     proto::user::v1::{
@@ -42,6 +43,7 @@ async fn spawn_app(db: TestDatabase) -> TestApp {
                 note_addrs: vec!["127.0.0.1:1".into()],
             },
             lifecycle: Default::default(),
+            governance: GovernanceConfig::defaults(),
         },
     };
     let server = UserServer::build(config)

@@ -66,12 +66,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readines
 
 /// `Ok` when one instance of the service answers SERVING in time.
 async fn check(upstream: &Upstream) -> Result<(), String> {
-    let check = upstream.call_idempotent(|channel| async move {
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let check = upstream.call("Check", request, |channel, request| async move {
+        HealthClient::new(channel).check(request).await
     });
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(reply)) if reply.get_ref().status() == ServingStatus::Serving => Ok(()),

@@ -10,7 +10,6 @@ use easynote_shared::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
         UpdateNoteRequest, note_service_client::NoteServiceClient,
     },
-    telemetry::grpc::TracedChannel,
     validate::{self, Invalid},
 };
 use serde::{Deserialize, Serialize};
@@ -29,10 +28,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/note", post(create))
         .route("/v1/note/query", get(query))
         .route("/v1/note/{note_id}", get(fetch).put(update).delete(delete))
-}
-
-fn client(state: &AppState) -> ApiResult<NoteServiceClient<TracedChannel>> {
-    Ok(NoteServiceClient::new(state.notes.channel()?))
 }
 
 /// A note as the API shows it.
@@ -84,11 +79,15 @@ async fn create(
 ) -> ApiResult<Envelope<Created>> {
     validate::title(&body.title)?;
     validate::content(&body.content)?;
-    let note_id = client(&state)?
-        .create_note(CreateNoteRequest {
-            user_id: user.id,
-            title: body.title,
-            content: body.content,
+    let request = CreateNoteRequest {
+        user_id: user.id,
+        title: body.title,
+        content: body.content,
+    };
+    let note_id = state
+        .notes
+        .call("CreateNote", request, |channel, request| async move {
+            NoteServiceClient::new(channel).create_note(request).await
         })
         .await?
         .into_inner()
@@ -145,9 +144,8 @@ async fn query(
     };
     let reply = state
         .notes
-        .call_idempotent(|channel| {
-            let request = request.clone();
-            async move { NoteServiceClient::new(channel).query_note(request).await }
+        .call("QueryNote", request, |channel, request| async move {
+            NoteServiceClient::new(channel).query_note(request).await
         })
         .await?
         .into_inner();
@@ -163,12 +161,11 @@ async fn fetch(
     user: AuthUser,
     NoteId(id): NoteId,
 ) -> ApiResult<Envelope<NoteView>> {
+    let request = MGetNoteRequest { note_ids: vec![id] };
     let note = state
         .notes
-        .call_idempotent(|channel| async move {
-            NoteServiceClient::new(channel)
-                .m_get_note(MGetNoteRequest { note_ids: vec![id] })
-                .await
+        .call("MGetNote", request, |channel, request| async move {
+            NoteServiceClient::new(channel).m_get_note(request).await
         })
         .await?
         .into_inner()
@@ -206,12 +203,16 @@ async fn update(
     if let Some(content) = &body.content {
         validate::content(content)?;
     }
-    client(&state)?
-        .update_note(UpdateNoteRequest {
-            note_id: id,
-            user_id: user.id,
-            title: body.title,
-            content: body.content,
+    let request = UpdateNoteRequest {
+        note_id: id,
+        user_id: user.id,
+        title: body.title,
+        content: body.content,
+    };
+    state
+        .notes
+        .call("UpdateNote", request, |channel, request| async move {
+            NoteServiceClient::new(channel).update_note(request).await
         })
         .await?;
     Ok(Envelope::empty())
@@ -223,10 +224,14 @@ async fn delete(
     user: AuthUser,
     NoteId(id): NoteId,
 ) -> ApiResult<Envelope<()>> {
-    client(&state)?
-        .delete_note(DeleteNoteRequest {
-            note_id: id,
-            user_id: user.id,
+    let request = DeleteNoteRequest {
+        note_id: id,
+        user_id: user.id,
+    };
+    state
+        .notes
+        .call("DeleteNote", request, |channel, request| async move {
+            NoteServiceClient::new(channel).delete_note(request).await
         })
         .await?;
     Ok(Envelope::empty())

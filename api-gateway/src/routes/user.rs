@@ -43,11 +43,14 @@ async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Envelope<()>> {
-    let mut client = UserServiceClient::new(state.users.channel()?);
-    client
-        .create_user(CreateUserRequest {
-            username: body.username,
-            password: body.password,
+    let request = CreateUserRequest {
+        username: body.username,
+        password: body.password,
+    };
+    state
+        .users
+        .call("CreateUser", request, |channel, request| async move {
+            UserServiceClient::new(channel).create_user(request).await
         })
         .await?;
     Ok(Envelope::empty())
@@ -76,11 +79,14 @@ async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<LoginReply>> {
-    let mut client = UserServiceClient::new(state.users.channel()?);
-    let user_id = client
-        .check_user(CheckUserRequest {
-            username: body.username,
-            password: body.password,
+    let request = CheckUserRequest {
+        username: body.username,
+        password: body.password,
+    };
+    let user_id = state
+        .users
+        .call("CheckUser", request, |channel, request| async move {
+            UserServiceClient::new(channel).check_user(request).await
         })
         .await?
         .into_inner()

@@ -18,7 +18,7 @@ mod static_list;
 mod upstream;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::SocketAddr,
     pin::Pin,
@@ -44,16 +44,63 @@ pub struct Instance {
     pub addr: String,
     /// Relative share of traffic; instances with weight 0 get none.
     pub weight: f64,
+    /// What the instance registered about itself (`lane`, `version`, …),
+    /// for routing by lane.
+    pub metadata: Arc<BTreeMap<String, String>>,
 }
 
 impl Instance {
-    /// An instance at `addr` with the default weight 1.
+    /// An instance at `addr` with the default weight 1 and no metadata.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
             weight: 1.0,
+            metadata: Arc::default(),
         }
     }
+
+    /// Whether the instance carries every `key=value` of `selector`.
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.metadata.get(k).is_some_and(|have| have == v))
+    }
+
+    /// The instance's lane, if it serves one.
+    pub fn lane(&self) -> Option<&str> {
+        self.metadata.get("lane").map(String::as_str)
+    }
+}
+
+/// Metadata keys the suite sets itself; `EASYNOTE_INSTANCE_METADATA`
+/// cannot override them.
+const RESERVED_METADATA: [&str; 2] = ["protocol", "started_at"];
+
+/// Parses `EASYNOTE_INSTANCE_METADATA` (`lane=canary,version=0.2.0`).
+pub fn parse_instance_metadata(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !valid(key) || !valid(value) {
+            return Err(format!(
+                "{pair:?}: keys and values are 1 to 64 of A-Z a-z 0-9 - _ ."
+            ));
+        }
+        if RESERVED_METADATA.contains(&key) {
+            return Err(format!("{key:?} is set by the service itself"));
+        }
+        map.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(map)
 }
 
 /// What a service announces about itself when it is ready to serve.
@@ -74,6 +121,13 @@ impl Registration {
         self.metadata
             .get("protocol")
             .map_or("unknown", String::as_str)
+    }
+
+    /// Adds `extra` (from `EASYNOTE_INSTANCE_METADATA`) to the metadata.
+    pub fn with_metadata(mut self, extra: &BTreeMap<String, String>) -> Self {
+        self.metadata
+            .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
     }
 
     /// `service` bound at `addr`, speaking `protocol` (`grpc` or `http`),
@@ -246,5 +300,23 @@ mod tests {
             "{:?}",
             r.metadata
         );
+        let extra = parse_instance_metadata("lane=canary, version=0.2.0").expect("valid");
+        let r = r.with_metadata(&extra);
+        assert_eq!(r.metadata["lane"], "canary");
+        assert_eq!(r.metadata["version"], "0.2.0");
+    }
+
+    #[test]
+    fn instance_metadata_is_checked() {
+        assert_eq!(parse_instance_metadata("").expect("empty"), BTreeMap::new());
+        for bad in ["lane", "lane=", "=x", "protocol=http", "lane=a b"] {
+            assert!(parse_instance_metadata(bad).is_err(), "{bad:?}");
+        }
+        let mut instance = Instance::new("a:1");
+        instance.metadata = Arc::new(parse_instance_metadata("lane=canary,zone=a").unwrap());
+        assert!(instance.matches(&BTreeMap::from([("lane".into(), "canary".into())])));
+        assert!(!instance.matches(&BTreeMap::from([("lane".into(), "beta".into())])));
+        assert_eq!(instance.lane(), Some("canary"));
+        assert_eq!(Instance::new("a:1").lane(), None);
     }
 }

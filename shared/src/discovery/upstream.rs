@@ -1,43 +1,52 @@
 //! A downstream service as its callers see it: the live instance set a
-//! registry feeds, one lazily connected [`Channel`] per instance, and a
-//! weighted pick per call that skips instances which just failed.
+//! registry feeds, one lazily connected [`Channel`] per instance, and every
+//! call made through [`Upstream::call`] under the governance rules: a
+//! deadline per attempt (no more than what is left of the request's),
+//! retries on another instance within a budget, an optional hedged
+//! request, a circuit breaker per method, and instances picked by lane.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     fmt,
     sync::{
-        Arc, LazyLock,
+        Arc, LazyLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use opentelemetry::KeyValue;
 use tokio::sync::watch;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{Discovery, DiscoveryError, Instance};
 use crate::{
     config::{ConfigError, Env},
+    governance::{
+        Governance,
+        breaker::{Breaker, BreakerState},
+        budget::RetryBudget,
+        context::CallContext,
+        rules::{ClientPolicy, Rules},
+    },
     telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
 };
 
-/// Client-side settings of the channels an [`Upstream`] opens.
+/// Client-side settings of the channels an [`Upstream`] opens. Deadlines
+/// of calls are governance rules (`clients.SERVICE.METHOD.timeout_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelSettings {
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
-    /// Deadline of every call (also sent to the server as `grpc-timeout`).
-    pub request_timeout: Duration,
 }
 
 impl ChannelSettings {
-    /// Reads `EASYNOTE_RPC_TIMEOUT` (default 3s) and
-    /// `EASYNOTE_RPC_CONNECT_TIMEOUT` (default 1s).
+    /// Reads `EASYNOTE_RPC_CONNECT_TIMEOUT` (default 1s).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         Ok(Self {
             connect_timeout: env
                 .duration("EASYNOTE_RPC_CONNECT_TIMEOUT", defaults.connect_timeout)?,
-            request_timeout: env.duration("EASYNOTE_RPC_TIMEOUT", defaults.request_timeout)?,
         })
     }
 }
@@ -46,7 +55,6 @@ impl Default for ChannelSettings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -93,6 +101,15 @@ struct UpstreamInner {
     backends: watch::Receiver<Arc<[Backend]>>,
     cursor: AtomicU64,
     metrics: RpcMetrics,
+    governance: Governance,
+    methods: RwLock<HashMap<&'static str, Arc<MethodState>>>,
+}
+
+/// What governance keeps per called method.
+#[derive(Debug, Default)]
+struct MethodState {
+    breaker: Breaker,
+    budget: RetryBudget,
 }
 
 impl fmt::Debug for Upstream {
@@ -104,6 +121,15 @@ impl fmt::Debug for Upstream {
     }
 }
 
+/// Which instances a call may go to.
+#[derive(Debug, Clone, PartialEq)]
+enum Selector {
+    /// Instances that serve no lane (fall back to any).
+    Default,
+    /// Instances carrying all of this metadata (fall back to the default ones).
+    Lane(BTreeMap<String, String>),
+}
+
 impl Upstream {
     /// Subscribes to `service` and keeps a channel per instance in step
     /// with the registry. Connections are made lazily, on first use.
@@ -111,6 +137,7 @@ impl Upstream {
         discovery: &Discovery,
         service: &str,
         settings: ChannelSettings,
+        governance: Governance,
     ) -> Result<Self, DiscoveryError> {
         let mut instances = discovery.subscribe(service).await?;
         let initial = build_backends(&[], &instances.borrow_and_update(), settings, service);
@@ -141,6 +168,8 @@ impl Upstream {
                 backends: rx,
                 cursor: AtomicU64::new(0),
                 metrics: RpcMetrics::new(),
+                governance,
+                methods: RwLock::default(),
             }),
         })
     }
@@ -160,79 +189,319 @@ impl Upstream {
             .collect()
     }
 
-    /// A channel to one instance, picked by weight among those in rotation;
-    /// `Unavailable` when the service has no instance. The channel traces
-    /// and measures every call; [`Upstream::call_idempotent`] picks the same way.
-    pub fn channel(&self) -> Result<TracedChannel, Status> {
-        self.pick_backend(None).map(|backend| self.traced(backend))
-    }
-
     /// The backend's channel, wrapped to trace and measure every call.
-    fn traced(&self, backend: Backend) -> TracedChannel {
+    fn traced(&self, backend: &Backend) -> TracedChannel {
         TracedChannel::new(
-            backend.channel,
+            backend.channel.clone(),
             backend.instance.addr.as_str().into(),
             self.inner.metrics.clone(),
         )
     }
 
-    /// Runs an idempotent call (a read, a health check) on one instance
-    /// and, if it fails because that instance is unreachable or went away
-    /// mid-call, once more on another instance. The failed instance is
-    /// taken out of rotation for a few seconds. `call` gets a channel and
-    /// must build its request afresh each time.
-    pub async fn call_idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
-    where
-        F: FnMut(TracedChannel) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let first = self.pick_backend(None)?;
-        let status = match call(self.traced(first.clone())).await {
-            Err(status) if is_retryable(&status) => status,
-            done => return done,
-        };
-        if is_connection_failure(&status) {
-            first.eject();
-        }
-        let Ok(second) = self.pick_backend(Some(&first.instance.addr)) else {
-            return Err(status);
-        };
-        tracing::debug!(
-            service = %self.inner.service,
-            failed = %first.instance.addr,
-            retry_on = %second.instance.addr,
-            code = ?status.code(),
-            "retrying an idempotent call on another instance"
-        );
-        let result = call(self.traced(second.clone())).await;
-        if let Err(status) = &result
-            && is_connection_failure(status)
+    fn method_state(&self, method: &'static str) -> Arc<MethodState> {
+        if let Some(state) = self
+            .inner
+            .methods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(method)
         {
-            second.eject();
+            return state.clone();
         }
-        result
+        self.inner
+            .methods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(method)
+            .or_default()
+            .clone()
     }
 
-    /// The pick behind [`Upstream::channel`], optionally avoiding one address.
-    fn pick_backend(&self, avoid: Option<&str>) -> Result<Backend, Status> {
+    /// The state of the breaker of `method` now.
+    pub fn breaker_state(&self, method: &'static str) -> BreakerState {
+        self.method_state(method).breaker.state(Instant::now())
+    }
+
+    /// Calls `method` (its gRPC name, e.g. `QueryNote`) with `request`
+    /// under the governance rules. `call` gets a channel to the picked
+    /// instance and the request, with its deadline and metadata set; it is
+    /// called once per attempt.
+    ///
+    /// Idempotent methods (reads, health) are retried on another instance
+    /// when an attempt fails with UNAVAILABLE, RESOURCE_EXHAUSTED,
+    /// DEADLINE_EXCEEDED or a broken connection, within the retry budget,
+    /// and never when the call being served is itself a retry. An instance
+    /// whose connection failed is taken out of rotation for a few seconds.
+    pub async fn call<Req, Res, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Req,
+        call: F,
+    ) -> Result<tonic::Response<Res>, Status>
+    where
+        Req: Clone,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let context = CallContext::current();
+        let governance = &self.inner.governance;
+        if !governance.enabled() {
+            let backend = self.pick_backend(&Selector::Default, None)?;
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(ClientPolicy::default().timeout);
+            return call(self.traced(&backend), request).await;
+        }
+        let active = governance.active();
+        let policy = active.rules.client_policy(&self.inner.service, method);
+        let selector = self.selector(&active.rules, &context);
+        drop(active);
+        let state = self.method_state(method);
+        state.budget.deposit(Instant::now());
+        let attempts = if context.retried {
+            1
+        } else {
+            policy.max_attempts.max(1)
+        };
+        let mut avoid: Option<String> = None;
+        let mut last: Option<Status> = None;
+        for attempt in 0..attempts {
+            let timeout = match context.deadline {
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(policy.timeout),
+                None => policy.timeout,
+            };
+            if timeout.is_zero() {
+                return Err(last.unwrap_or_else(|| {
+                    Status::deadline_exceeded(format!(
+                        "no time left for {}/{method}",
+                        self.inner.service
+                    ))
+                }));
+            }
+            if attempt > 0 {
+                if !state.budget.try_withdraw(
+                    policy.budget_ratio,
+                    policy.min_per_second,
+                    Instant::now(),
+                ) {
+                    self.count(&governance.metrics().budget_exhausted, method, None);
+                    break;
+                }
+                self.count(&governance.metrics().retries, method, Some("retry"));
+            }
+            let backend = match self.pick_backend(&selector, avoid.as_deref()) {
+                Ok(backend) => backend,
+                Err(status) => return Err(last.unwrap_or(status)),
+            };
+            let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
+            self.transition(method, change);
+            let Some(permit) = permit else {
+                crate::governance::refused_event("clients.breaker", method);
+                return Err(Status::unavailable(format!(
+                    "circuit breaker open for {}/{method}",
+                    self.inner.service
+                )));
+            };
+            let first = self.attempt(&call, &backend, &request, timeout, &context, attempt > 0);
+            let result = match policy.backup_delay {
+                Some(delay) if attempt == 0 && attempts > 1 => {
+                    self.hedge(
+                        first, delay, &call, &backend, &request, timeout, &context, &policy,
+                        &state, method,
+                    )
+                    .await
+                }
+                _ => first.await,
+            };
+            let failed = result.as_ref().err().is_some_and(counts_against_breaker);
+            let change = state
+                .breaker
+                .record(permit, failed, &policy.breaker, Instant::now());
+            self.transition(method, change);
+            match result {
+                Ok(response) => return Ok(response),
+                Err(status) => {
+                    if is_connection_failure(&status) {
+                        backend.eject();
+                    }
+                    if !is_retryable(&status) {
+                        return Err(status);
+                    }
+                    tracing::debug!(
+                        service = %self.inner.service,
+                        method,
+                        failed = %backend.instance.addr,
+                        code = ?status.code(),
+                        "attempt failed"
+                    );
+                    avoid = Some(backend.instance.addr.clone());
+                    last = Some(status);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no attempt was made")))
+    }
+
+    /// One attempt on `backend`, bounded by `timeout` (also sent as
+    /// `grpc-timeout`), with the lane and retry mark in its metadata.
+    fn attempt<'a, Req, Res, F, Fut>(
+        &self,
+        call: &'a F,
+        backend: &Backend,
+        request: &Req,
+        timeout: Duration,
+        context: &CallContext,
+        retry: bool,
+    ) -> impl Future<Output = Result<tonic::Response<Res>, Status>> + 'a
+    where
+        Req: Clone + 'a,
+        Res: 'a,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>> + 'a,
+    {
+        let mut request = tonic::Request::new(request.clone());
+        request.set_timeout(timeout);
+        context.write_metadata(request.metadata_mut(), retry);
+        let channel = self.traced(backend);
+        async move {
+            match tokio::time::timeout(timeout, call(channel, request)).await {
+                Ok(Err(status)) if status.code() == Code::Cancelled && is_timeout(&status) => Err(
+                    Status::deadline_exceeded(format!("no answer within {timeout:?}")),
+                ),
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within {timeout:?}"
+                ))),
+            }
+        }
+    }
+
+    /// Waits `delay` for `first`; then, if the budget allows, races it with
+    /// a second request on another instance and takes the first success.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedge<Req, Res, F, Fut>(
+        &self,
+        first: impl Future<Output = Result<tonic::Response<Res>, Status>>,
+        delay: Duration,
+        call: &F,
+        backend: &Backend,
+        request: &Req,
+        timeout: Duration,
+        context: &CallContext,
+        policy: &ClientPolicy,
+        state: &MethodState,
+        method: &'static str,
+    ) -> Result<tonic::Response<Res>, Status>
+    where
+        Req: Clone,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        tokio::pin!(first);
+        tokio::select! {
+            result = &mut first => return result,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let selector = self.selector(&self.inner.governance.active().rules, context);
+        let second_backend = match self.pick_backend(&selector, Some(&backend.instance.addr)) {
+            Ok(b) => b,
+            Err(_) => return first.await,
+        };
+        if !state
+            .budget
+            .try_withdraw(policy.budget_ratio, policy.min_per_second, Instant::now())
+        {
+            self.count(
+                &self.inner.governance.metrics().budget_exhausted,
+                method,
+                None,
+            );
+            return first.await;
+        }
+        self.count(
+            &self.inner.governance.metrics().retries,
+            method,
+            Some("hedge"),
+        );
+        let left = timeout.saturating_sub(delay);
+        let second = self.attempt(call, &second_backend, request, left, context, true);
+        tokio::pin!(second);
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(response) => Ok(response),
+                Err(_) => second.await,
+            },
+            result = &mut second => match result {
+                Ok(response) => Ok(response),
+                Err(_) => first.await,
+            },
+        }
+    }
+
+    fn selector(&self, rules: &Rules, context: &CallContext) -> Selector {
+        let Some(lane) = &context.lane else {
+            return Selector::Default;
+        };
+        let defined = rules
+            .routing
+            .get(&self.inner.service)
+            .and_then(|routing| routing.lanes.iter().find(|l| *l.name == **lane));
+        Selector::Lane(match defined {
+            Some(lane) => lane.instances.clone(),
+            None => BTreeMap::from([("lane".to_owned(), lane.to_string())]),
+        })
+    }
+
+    fn count(
+        &self,
+        counter: &opentelemetry::metrics::Counter<u64>,
+        method: &'static str,
+        kind: Option<&'static str>,
+    ) {
+        let mut attributes = vec![
+            KeyValue::new("service", self.inner.service.clone()),
+            KeyValue::new("method", method),
+        ];
+        if let Some(kind) = kind {
+            attributes.push(KeyValue::new("kind", kind));
+        }
+        counter.add(1, &attributes);
+    }
+
+    fn transition(&self, method: &'static str, change: Option<BreakerState>) {
+        let Some(state) = change else { return };
+        let metrics = self.inner.governance.metrics();
+        let attributes = [
+            KeyValue::new("service", self.inner.service.clone()),
+            KeyValue::new("method", method),
+        ];
+        metrics.breaker_state.record(state as i64, &attributes);
+        metrics.breaker_transitions.add(
+            1,
+            &[
+                attributes[0].clone(),
+                attributes[1].clone(),
+                KeyValue::new("state", state.as_str()),
+            ],
+        );
+        tracing::warn!(service = %self.inner.service, method, state = state.as_str(), "circuit breaker changed state");
+    }
+
+    /// A backend for `selector`, optionally avoiding one address.
+    fn pick_backend(&self, selector: &Selector, avoid: Option<&str>) -> Result<Backend, Status> {
         let backends = self.inner.backends.borrow();
         let n = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
-        let picked = pick(&backends, n, avoid, now_millis()).cloned();
-        let (host, port) = picked
-            .as_ref()
-            .and_then(|b| crate::addr::split(&b.instance.addr).ok())
-            .map_or(("none", 0), |(host, port)| (host, port.unwrap_or(0)));
-        // A span of its own, so a trace shows which instance served each call.
-        let _pick = tracing::info_span!(
-            "pick instance",
-            otel.name = %format_args!("pick {}", self.inner.service),
-            peer.service = %self.inner.service,
-            server.address = host,
-            server.port = port,
-            instances = backends.len(),
-        )
-        .entered();
-        picked.ok_or_else(|| {
+        let now = now_millis();
+        let picked = match selector {
+            Selector::Default => pick(&backends, n, avoid, now, |b| b.instance.lane().is_none())
+                .or_else(|| pick(&backends, n, avoid, now, |_| true)),
+            Selector::Lane(wanted) => {
+                pick(&backends, n, avoid, now, |b| b.instance.matches(wanted))
+                    .or_else(|| pick(&backends, n, avoid, now, |b| b.instance.lane().is_none()))
+            }
+        };
+        picked.cloned().ok_or_else(|| {
             let other = if avoid.is_some() { "other " } else { "" };
             Status::unavailable(format!(
                 "no {other}instance of {} is available",
@@ -242,13 +511,36 @@ impl Upstream {
     }
 }
 
+/// Failures that count against a breaker: the downstream is unavailable,
+/// too slow or overloaded, or the connection failed. Answers such as
+/// NOT_FOUND or INVALID_ARGUMENT are business as usual.
+fn counts_against_breaker(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+    ) || is_connection_failure(status)
+}
+
+/// Whether a CANCELLED status is tonic's own client-side timeout.
+fn is_timeout(status: &Status) -> bool {
+    use std::error::Error as _;
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.to_string().contains("Timeout expired") {
+            return true;
+        }
+        source = err.source();
+    }
+    status.message().contains("Timeout expired")
+}
+
 /// Whether an idempotent call that failed with `status` is worth repeating
-/// elsewhere: the instance was unreachable, refused the stream, or the
-/// connection broke mid-call. Deadlines and answers from a live server
-/// (other than `Unavailable`) are final.
+/// elsewhere: the instance was unreachable, overloaded, too slow for its
+/// attempt's deadline, refused the stream, or the connection broke
+/// mid-call. Other answers from a live server are final.
 fn is_retryable(status: &Status) -> bool {
     match status.code() {
-        Code::Unavailable => true,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => true,
         Code::Unknown | Code::Internal => is_connection_failure(status),
         _ => false,
     }
@@ -264,14 +556,22 @@ fn is_connection_failure(status: &Status) -> bool {
     ) && status.source().is_some()
 }
 
-/// Weighted pick among backends with weight > 0 that are in rotation (or,
-/// when none is, among all of them), leaving out `avoid`: plain round robin
+/// Weighted pick among `eligible` backends with weight > 0 that are in
+/// rotation (or, when none is, among all of them), leaving out `avoid`: plain round robin
 /// when weights are equal, otherwise the `n`-th point of a low-discrepancy
 /// sequence over the cumulative weights.
-fn pick<'a>(backends: &'a [Backend], n: u64, avoid: Option<&str>, now: u64) -> Option<&'a Backend> {
+fn pick<'a>(
+    backends: &'a [Backend],
+    n: u64,
+    avoid: Option<&str>,
+    now: u64,
+    eligible: impl Fn(&Backend) -> bool,
+) -> Option<&'a Backend> {
     let candidates: Vec<&Backend> = backends
         .iter()
-        .filter(|b| b.instance.weight > 0.0 && Some(b.instance.addr.as_str()) != avoid)
+        .filter(|b| {
+            b.instance.weight > 0.0 && Some(b.instance.addr.as_str()) != avoid && eligible(b)
+        })
         .collect();
     let in_rotation: Vec<&Backend> = candidates
         .iter()
@@ -341,7 +641,6 @@ fn endpoint(
 ) -> Result<tonic::transport::Endpoint, tonic::codegen::http::uri::InvalidUri> {
     Ok(Channel::from_shared(format!("http://{addr}"))?
         .connect_timeout(settings.connect_timeout)
-        .timeout(settings.request_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5)))
@@ -350,7 +649,11 @@ fn endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::StaticDiscovery;
+    use crate::{discovery::StaticDiscovery, governance::GovernanceConfig};
+
+    fn governance() -> Governance {
+        Governance::new(&GovernanceConfig::defaults())
+    }
 
     fn backends(weights: &[f64]) -> Vec<Backend> {
         weights
@@ -358,8 +661,8 @@ mod tests {
             .enumerate()
             .map(|(i, &weight)| Backend {
                 instance: Instance {
-                    addr: format!("127.0.0.1:{}", 1000 + i),
                     weight,
+                    ..Instance::new(format!("127.0.0.1:{}", 1000 + i))
                 },
                 channel: endpoint(
                     &format!("127.0.0.1:{}", 1000 + i),
@@ -375,7 +678,7 @@ mod tests {
     fn share_of(set: &[Backend], picks: u64, avoid: Option<&str>) -> Vec<u64> {
         let mut counts = vec![0; set.len()];
         for n in 0..picks {
-            let picked = pick(set, n, avoid, now_millis()).expect("a backend");
+            let picked = pick(set, n, avoid, now_millis(), |_| true).expect("a backend");
             let idx = set
                 .iter()
                 .position(|b| b.instance.addr == picked.instance.addr)
@@ -420,18 +723,22 @@ mod tests {
         assert_eq!(share_of(&set, 50, Some(&avoid)), vec![50, 0]);
         let single = backends(&[1.0]);
         let only = single[0].instance.addr.clone();
-        assert!(pick(&single, 0, Some(&only), now_millis()).is_none());
+        assert!(pick(&single, 0, Some(&only), now_millis(), |_| true).is_none());
     }
 
     #[tokio::test]
     async fn no_instances_is_unavailable_not_a_panic() {
-        assert!(pick(&backends(&[]), 7, None, 0).is_none());
-        assert!(pick(&backends(&[0.0]), 7, None, 0).is_none());
+        assert!(pick(&backends(&[]), 7, None, 0, |_| true).is_none());
+        assert!(pick(&backends(&[0.0]), 7, None, 0, |_| true).is_none());
         let discovery = Discovery::new(StaticDiscovery::new([("svc", Vec::new())]));
-        let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default())
+        let upstream =
+            Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+                .await
+                .expect("subscribe");
+        let err = upstream
+            .call("Check", (), |_, _| async { Ok(tonic::Response::new(())) })
             .await
-            .expect("subscribe");
-        let err = upstream.channel().expect_err("no instance");
+            .expect_err("no instance");
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert_eq!(err.message(), "no instance of svc is available");
     }
@@ -439,9 +746,14 @@ mod tests {
     #[tokio::test]
     async fn unknown_services_are_an_error() {
         let discovery = Discovery::new(StaticDiscovery::new([("svc", vec!["a:1".to_owned()])]));
-        let err = Upstream::connect(&discovery, "other", ChannelSettings::default())
-            .await
-            .expect_err("unknown");
+        let err = Upstream::connect(
+            &discovery,
+            "other",
+            ChannelSettings::default(),
+            governance(),
+        )
+        .await
+        .expect_err("unknown");
         assert_eq!(
             err.to_string(),
             "no addresses configured for service \"other\""
@@ -466,20 +778,24 @@ mod tests {
             .map(|s| s.local_addr().expect("addr").to_string())
             .collect();
         let discovery = Discovery::new(StaticDiscovery::new([("svc", dead.clone())]));
-        let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default())
-            .await
-            .expect("subscribe");
+        let upstream =
+            Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+                .await
+                .expect("subscribe");
         let tried = std::sync::Mutex::new(Vec::new());
-        let result: Result<(), Status> = upstream
-            .call_idempotent(|channel| {
-                tried.lock().expect("lock").push(());
-                async move {
-                    tonic_health::pb::health_client::HealthClient::new(channel)
-                        .check(tonic_health::pb::HealthCheckRequest::default())
-                        .await
-                        .map(drop)
-                }
-            })
+        let result = upstream
+            .call(
+                "Check",
+                tonic_health::pb::HealthCheckRequest::default(),
+                |channel, request| {
+                    tried.lock().expect("lock").push(());
+                    async move {
+                        tonic_health::pb::health_client::HealthClient::new(channel)
+                            .check(request)
+                            .await
+                    }
+                },
+            )
             .await;
         let status = result.expect_err("nothing listens");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -495,8 +811,12 @@ mod tests {
     fn answers_of_a_live_server_are_not_retried() {
         assert!(is_retryable(&Status::unavailable("shutting down")));
         assert!(!is_retryable(&Status::not_found("no such note")));
+        assert!(is_retryable(&Status::resource_exhausted("busy")));
+        assert!(is_retryable(&Status::deadline_exceeded("slow")));
         assert!(!is_retryable(&Status::internal("internal error")));
         assert!(!is_retryable(&Status::cancelled("deadline")));
+        assert!(counts_against_breaker(&Status::unavailable("down")));
+        assert!(!counts_against_breaker(&Status::not_found("no such note")));
         assert!(!is_connection_failure(&Status::unavailable(
             "from the server"
         )));

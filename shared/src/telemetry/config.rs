@@ -9,8 +9,7 @@ use crate::config::{ConfigError, Env};
 
 /// The default log filter: our own info logs, and only warnings from the
 /// noisy libraries underneath (the Nacos SDK logs every cache hit at info).
-const DEFAULT_FILTER: &str =
-    "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,nacos_sdk=warn,opentelemetry=warn";
+const DEFAULT_FILTER: &str = "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,nacos_sdk=warn,nacos_sdk::config::worker=off,nacos_sdk::common::cache=error,opentelemetry=warn";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

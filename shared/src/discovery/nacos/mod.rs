@@ -37,6 +37,7 @@ use std::{
 };
 
 use nacos_sdk::api::{
+    config::{ConfigService, ConfigServiceBuilder},
     naming::{
         NamingChangeEvent, NamingEventListener, NamingService, NamingServiceBuilder,
         ServiceInstance,
@@ -373,6 +374,12 @@ fn instances_of(hosts: &[ServiceInstance]) -> Arc<[Instance]> {
             Some(Instance {
                 addr: HostPort::new(h.ip.clone(), port).to_string(),
                 weight: h.weight,
+                metadata: Arc::new(
+                    h.metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
             })
         })
         .collect();
@@ -412,6 +419,20 @@ impl NamingEventListener for Listener {
 /// Opens a naming client, retrying with backoff while the server cannot be
 /// reached, for at most `NACOS_CONNECT_TIMEOUT`.
 async fn open_client(config: &NacosConfig, purpose: &str) -> Result<NamingService, NacosError> {
+    open_with(config, purpose, || try_open_client(config)).await
+}
+
+/// Runs `attempt` until it succeeds, fails fatally, or
+/// `NACOS_CONNECT_TIMEOUT` is spent, with backoff in between.
+async fn open_with<T, F, Fut>(
+    config: &NacosConfig,
+    purpose: &str,
+    attempt: F,
+) -> Result<T, NacosError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
     let started = Instant::now();
     let deadline = started + config.connect_timeout;
     let mut backoff = config.retry_backoff;
@@ -421,9 +442,9 @@ async fn open_client(config: &NacosConfig, purpose: &str) -> Result<NamingServic
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_secs(1), ATTEMPT_TIMEOUT);
-        let last = match tokio::time::timeout(budget, try_open_client(config)).await {
+        let last = match tokio::time::timeout(budget, attempt()).await {
             Ok(Ok(client)) => return Ok(client),
-            Ok(Err(Attempt::Fatal(err))) => return Err(err),
+            Ok(Err(Attempt::Fatal(err))) => return Err(*err),
             Ok(Err(Attempt::Failed(reason))) => reason,
             Err(_) => format!("no answer within {budget:?}"),
         };
@@ -455,7 +476,7 @@ enum Attempt {
     /// Worth retrying.
     Failed(String),
     /// Retrying cannot help.
-    Fatal(NacosError),
+    Fatal(Box<NacosError>),
 }
 
 /// Whether any server's gRPC port accepts connections: a quick, quiet
@@ -481,8 +502,9 @@ async fn probe_grpc_ports(config: &NacosConfig) -> Result<(), String> {
     Err(failures.join("; "))
 }
 
-async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt> {
-    probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
+/// The SDK's client settings and how to authenticate, shared by the
+/// naming client and the config client.
+fn client_setup(config: &NacosConfig) -> (ClientProps, ClientAuth) {
     let mut props = ClientProps::new()
         .server_addr(config.server_list())
         .namespace(config.namespace.clone())
@@ -490,18 +512,16 @@ async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt>
         // Our variables, not NACOS_CLIENT_* or a .env file, decide.
         .env_first(false)
         .naming_push_empty_protection(true)
-        .naming_load_cache_at_start(false);
+        .naming_load_cache_at_start(false)
+        .config_load_cache_at_start(false);
     if let Some(dir) = &config.cache_dir {
         props = props.cache_dir(dir.clone());
     }
-    let mut login = None;
-    let builder = match &config.auth {
-        NacosAuth::None => NamingServiceBuilder::new(props),
-        NacosAuth::Password { username, password } => {
-            let plugin = Arc::new(PasswordLogin::new(username.clone(), password.clone()));
-            login = Some(plugin.clone());
-            NamingServiceBuilder::new(props).with_auth_plugin(plugin)
-        }
+    let auth = match &config.auth {
+        NacosAuth::None => ClientAuth::None,
+        NacosAuth::Password { username, password } => ClientAuth::Password(Arc::new(
+            PasswordLogin::new(username.clone(), password.clone()),
+        )),
         NacosAuth::AccessKey {
             access_key,
             secret_key,
@@ -513,29 +533,80 @@ async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt>
             if let Some(region) = region {
                 props = props.auth_signature_region_id(region.clone());
             }
-            NamingServiceBuilder::new(props).enable_auth_plugin_aliyun()
+            ClientAuth::Aliyun
         }
+    };
+    (props, auth)
+}
+
+/// How a client authenticates.
+enum ClientAuth {
+    None,
+    Password(Arc<PasswordLogin>),
+    Aliyun,
+}
+
+impl ClientAuth {
+    /// After a client was built: a refused login is fatal, a failed one
+    /// worth retrying.
+    fn check(&self) -> Result<(), Attempt> {
+        let Self::Password(login) = self else {
+            return Ok(());
+        };
+        match login.outcome() {
+            LoginOutcome::Refused { server, status } => {
+                Err(Attempt::Fatal(Box::new(NacosError::LoginRefused {
+                    server,
+                    username: login.username.clone(),
+                    status,
+                })))
+            }
+            LoginOutcome::Failed(reason) => {
+                Err(Attempt::Failed(format!("logging in to Nacos: {reason}")))
+            }
+            LoginOutcome::LoggedIn | LoginOutcome::NotTried => Ok(()),
+        }
+    }
+}
+
+async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt> {
+    probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
+    let (props, auth) = client_setup(config);
+    let builder = NamingServiceBuilder::new(props);
+    let builder = match &auth {
+        ClientAuth::None => builder,
+        ClientAuth::Password(plugin) => builder.with_auth_plugin(plugin.clone()),
+        ClientAuth::Aliyun => builder.enable_auth_plugin_aliyun(),
     };
     let client = builder
         .build()
         .await
         .map_err(|err| Attempt::Failed(err.to_string()))?;
-    if let Some(login) = login {
-        match login.outcome() {
-            LoginOutcome::Refused { server, status } => {
-                return Err(Attempt::Fatal(NacosError::LoginRefused {
-                    server,
-                    username: login.username.clone(),
-                    status,
-                }));
-            }
-            LoginOutcome::Failed(reason) => {
-                return Err(Attempt::Failed(format!("logging in to Nacos: {reason}")));
-            }
-            LoginOutcome::LoggedIn | LoginOutcome::NotTried => {}
-        }
-    }
+    auth.check()?;
     Ok(client)
+}
+
+async fn try_open_config_client(config: &NacosConfig) -> Result<ConfigService, Attempt> {
+    probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
+    let (props, auth) = client_setup(config);
+    let builder = ConfigServiceBuilder::new(props);
+    let builder = match &auth {
+        ClientAuth::None => builder,
+        ClientAuth::Password(plugin) => builder.with_auth_plugin(plugin.clone()),
+        ClientAuth::Aliyun => builder.enable_auth_plugin_aliyun(),
+    };
+    let client = builder
+        .build()
+        .await
+        .map_err(|err| Attempt::Failed(err.to_string()))?;
+    auth.check()?;
+    Ok(client)
+}
+
+/// Opens a config-center client (the governance rules' source), retrying
+/// an unreachable server like the naming client does.
+pub(crate) async fn open_config_client(config: &NacosConfig) -> Result<ConfigService, NacosError> {
+    open_with(config, "config", || try_open_config_client(config)).await
 }
 
 impl Registry for NacosDiscovery {

@@ -1,0 +1,685 @@
+//! Governance rules published to a real rnacos at run time through its
+//! open API, as an operator would with `curl`, and observed through the
+//! gateway: rate limits, breakers, deadlines, shedding, retry budgets and
+//! lanes. Nothing is published before the services start, so every test
+//! also shows a process picking up a data id's first publish.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{self, Cluster, Service, suite_bin},
+    read,
+};
+
+/// The data id the services follow by default.
+const DATA_ID: &str = "easy-note-governance.json";
+/// How soon a published change must be in force everywhere.
+const RULES_WITHIN: Duration = Duration::from_secs(2);
+/// Logs that show what each server was asked (`call received`).
+const GOVERNANCE_DEBUG: &str = "info,nacos_sdk=warn,nacos_sdk::config::worker=off,nacos_sdk::common::cache=error,h2=warn,hyper=warn,tower=warn,sqlx=warn,easynote_shared::governance=debug";
+
+/// rnacos plus user-service, `notes` note-services (with the given extra
+/// settings each) and a gateway, ready.
+async fn governed(notes: &[&[(&str, String)]]) -> (Cluster, Vec<Service>, Service) {
+    let mut cluster = harness::cluster().await;
+    cluster.set(&[("RUST_LOG", GOVERNANCE_DEBUG.to_owned())]);
+    let user = cluster.start_user().await;
+    let mut services = vec![user];
+    for extra in notes {
+        services.push(cluster.start_note_with(extra).await);
+    }
+    let gateway = cluster.start_gateway().await;
+    cluster.wait_ready(&gateway).await;
+    (cluster, services, gateway)
+}
+
+/// Registers `username` and logs in; returns the token.
+async fn sign_up(cluster: &Cluster, gateway: &Service, username: &str) -> String {
+    let credentials = json!({"username": username, "password": "password123"});
+    let base = format!("http://{}", gateway.addr);
+    let reply = cluster
+        .http
+        .post(format!("{base}/v1/user/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let (status, body) = login(cluster, gateway, username, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["token"].as_str().expect("a token").to_owned()
+}
+
+/// Logs in as `username` (password `password123`), optionally as if
+/// forwarded for `ip`; returns the status, `Retry-After` and body.
+async fn login(
+    cluster: &Cluster,
+    gateway: &Service,
+    username: &str,
+    ip: Option<&str>,
+) -> (StatusCode, Value) {
+    let (status, _, body) = login_full(cluster, gateway, username, ip).await;
+    (status, body)
+}
+
+async fn login_full(
+    cluster: &Cluster,
+    gateway: &Service,
+    username: &str,
+    ip: Option<&str>,
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = cluster
+        .http
+        .post(format!("http://{}/v1/user/login", gateway.addr))
+        .json(&json!({"username": username, "password": "password123"}));
+    if let Some(ip) = ip {
+        request = request.header("x-forwarded-for", ip);
+    }
+    let reply = request.send().await.expect("the gateway answers");
+    let retry_after = reply
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, body) = read(reply).await;
+    (status, retry_after, body)
+}
+
+/// `GET /v1/note/query` with `token`, plus optional headers.
+async fn query(
+    cluster: &Cluster,
+    gateway: &Service,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = cluster
+        .http
+        .get(format!("http://{}/v1/note/query", gateway.addr))
+        .bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let reply = request.send().await.expect("the gateway answers");
+    let retry_after = reply
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, body) = read(reply).await;
+    (status, retry_after, body)
+}
+
+/// How many `call received` lines for `method` a server has logged.
+fn calls(service: &Service, method: &str) -> usize {
+    count_lines(service, &["call received", &format!("\"{method}\"")])
+}
+
+fn count_lines(service: &Service, all_of: &[&str]) -> usize {
+    service
+        .proc
+        .output()
+        .lines()
+        .filter(|line| all_of.iter().all(|part| line.contains(part)))
+        .count()
+}
+
+/// The largest `deadline_ms` a server logged for `method`.
+fn deadlines_seen(service: &Service, method: &str) -> Vec<u64> {
+    service
+        .proc
+        .output()
+        .lines()
+        .filter(|line| line.contains("call received") && line.contains(&format!("\"{method}\"")))
+        .filter_map(|line| {
+            let rest = line.split("deadline_ms=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_limit_published_at_run_time_is_live_within_two_seconds_and_can_be_lifted() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, _services, gateway) = governed(&[&[]]).await;
+    sign_up(&cluster, &gateway, "limited").await;
+
+    let limit = |burst: u32| {
+        json!({"gateway": {"trusted_proxy_hops": 1, "rate_limits": [
+            {"route": "POST /v1/user/login", "key": "ip", "per_second": 0.1, "burst": burst}]}})
+        .to_string()
+    };
+    cluster.nacos().publish_config(DATA_ID, &limit(3)).await;
+    // Live once one client IP is limited while another is not (the
+    // defaults limit by the peer address, the same for both).
+    let limited = cluster
+        .eventually(RULES_WITHIN, "the login limit is in force", || async {
+            for _ in 0..4 {
+                let (status, retry_after, body) =
+                    login_full(&cluster, &gateway, "limited", Some("203.0.113.7")).await;
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    let (other, _) =
+                        login(&cluster, &gateway, "limited", Some("198.51.100.9")).await;
+                    return if other == StatusCode::OK {
+                        Ok((retry_after, body))
+                    } else {
+                        Err(format!("another IP got {other} too"))
+                    };
+                }
+            }
+            Err("no 429 yet".to_owned())
+        })
+        .await;
+    let (retry_after, body) = limited;
+    assert_eq!(body["code"], 10006, "{body}");
+    let seconds: u64 = retry_after
+        .expect("Retry-After")
+        .parse()
+        .expect("an integer Retry-After");
+    assert!((1..=10).contains(&seconds), "Retry-After {seconds}");
+
+    cluster.nacos().publish_config(DATA_ID, &limit(1000)).await;
+    cluster
+        .eventually(RULES_WITHIN, "the raised limit is in force", || async {
+            match login(&cluster, &gateway, "limited", Some("203.0.113.7")).await {
+                (StatusCode::OK, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+
+    // A malformed document changes nothing, and the gateway says which key.
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, r#"{"gateway": {"max_in_flight": "lots"}}"#)
+        .await;
+    cluster
+        .eventually(RULES_WITHIN, "the bad document is refused", || async {
+            let log = gateway.proc.output();
+            if log.contains("governance rules refused") && log.contains("gateway.max_in_flight") {
+                Ok(())
+            } else {
+                Err("no refusal logged yet")
+            }
+        })
+        .await;
+    for _ in 0..5 {
+        let (status, body) = login(&cluster, &gateway, "limited", Some("203.0.113.7")).await;
+        assert_eq!(status, StatusCode::OK, "the last good rules stay: {body}");
+    }
+    // Deleting the document keeps the last good rules too.
+    cluster.nacos().delete_config(DATA_ID).await;
+    tokio::time::sleep(RULES_WITHIN).await;
+    for _ in 0..5 {
+        let (status, body) = login(&cluster, &gateway, "limited", Some("203.0.113.7")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "deleted: the last good rules stay: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aborting_fault_opens_the_breaker_which_closes_once_the_fault_is_gone() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, services, gateway) = governed(&[&[]]).await;
+    let note = &services[1];
+    let token = sign_up(&cluster, &gateway, "breaker").await;
+    let breaker = json!({"min_requests": 5, "error_rate": 0.5, "window_ms": 10000,
+                         "open_ms": 1500, "half_open_requests": 1});
+    let rules = |fault: bool| {
+        let faults = if fault {
+            json!([{"service": "easy-note-note", "method": "QueryNote",
+                    "abort_percent": 100, "status": "UNAVAILABLE"}])
+        } else {
+            json!([])
+        };
+        json!({"clients": {"easy-note-note": {"*": {"retry": {"max_attempts": 1}, "breaker": breaker}}},
+               "faults": faults})
+        .to_string()
+    };
+    cluster.nacos().publish_config(DATA_ID, &rules(true)).await;
+    cluster
+        .eventually(RULES_WITHIN, "the fault is in force", || async {
+            match query(&cluster, &gateway, &token, &[]).await {
+                (StatusCode::SERVICE_UNAVAILABLE, _, _) => Ok(()),
+                (status, _, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+    cluster
+        .eventually(RULES_WITHIN, "the breaker opens", || async {
+            let (status, retry_after, body) = query(&cluster, &gateway, &token, &[]).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["code"], 10001, "{body}");
+            assert!(retry_after.is_some(), "503 comes with Retry-After");
+            if gateway.proc.output().contains("state=\"open\"") {
+                Ok(())
+            } else {
+                Err("no breaker transition logged yet")
+            }
+        })
+        .await;
+    let faults = count_lines(note, &["fault injected"]);
+    assert!(
+        faults >= 5,
+        "min_requests failures before opening: {faults}"
+    );
+    let reached = calls(note, "QueryNote");
+    let started = Instant::now();
+    for _ in 0..20 {
+        let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], 10001, "{body}");
+        if started.elapsed() > Duration::from_millis(1000) {
+            break; // the breaker half-opens after open_ms
+        }
+    }
+    assert_eq!(
+        calls(note, "QueryNote"),
+        reached,
+        "an open breaker fails calls locally, without reaching note-service"
+    );
+
+    cluster.nacos().publish_config(DATA_ID, &rules(false)).await;
+    cluster
+        .eventually(
+            RULES_WITHIN + Duration::from_millis(1500),
+            "the breaker closes after open_ms and a successful probe",
+            || async {
+                match query(&cluster, &gateway, &token, &[]).await {
+                    (StatusCode::OK, _, _) => Ok(()),
+                    (status, _, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+
+    // Business answers never count: 100 NOT_FOUNDs leave DeleteNote's breaker closed.
+    let transitions = count_lines(&gateway, &["circuit breaker changed state"]);
+    for _ in 0..100 {
+        let reply = cluster
+            .http
+            .delete(format!("http://{}/v1/note/987654321", gateway.addr))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(reply.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        count_lines(&gateway, &["circuit breaker changed state"]),
+        transitions,
+        "NOT_FOUND answers moved a breaker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_route_deadline_bounds_the_request_and_its_remainder_travels_downstream() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, services, gateway) = governed(&[&[]]).await;
+    let (user, note) = (&services[0], &services[1]);
+    let token = sign_up(&cluster, &gateway, "deadline").await;
+    let create = cluster
+        .http
+        .post(format!("http://{}/v1/note", gateway.addr))
+        .bearer_auth(&token)
+        .json(&json!({"title": "t", "content": "c"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(create.status(), StatusCode::OK);
+
+    // Without a fault: the route's 600 ms, less what the gateway spent,
+    // reaches note-service, and less again, user-service.
+    let route = json!({"gateway": {"timeouts_ms": {"GET /v1/note/query": 600}}});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &route.to_string())
+        .await;
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "note-service sees the route's deadline",
+            || async {
+                let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let note_seen = deadlines_seen(note, "QueryNote");
+                match note_seen.last() {
+                    Some(&ms) if ms <= 600 => Ok(ms),
+                    other => Err(format!("latest QueryNote deadline_ms: {other:?}")),
+                }
+            },
+        )
+        .await;
+    let note_last = *deadlines_seen(note, "QueryNote").last().expect("seen");
+    let user_last = *deadlines_seen(user, "MGetUser")
+        .last()
+        .expect("MGetUser seen");
+    assert!(
+        user_last <= note_last,
+        "user-service got {user_last} ms, more than note-service's {note_last} ms"
+    );
+
+    // With a delay longer than the route's deadline: 503 at the deadline.
+    let earlier = deadlines_seen(note, "QueryNote").len();
+    let delayed = json!({"gateway": {"timeouts_ms": {"GET /v1/note/query": 600}},
+        "faults": [{"service": "easy-note-note", "method": "QueryNote", "delay_ms": 3000}]});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &delayed.to_string())
+        .await;
+    cluster
+        .eventually(
+            RULES_WITHIN + Duration::from_secs(3),
+            "the delay is in force",
+            || async {
+                match query(&cluster, &gateway, &token, &[]).await {
+                    (StatusCode::SERVICE_UNAVAILABLE, _, _) => Ok(()),
+                    (status, _, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+    let started = Instant::now();
+    let (status, retry_after, body) = query(&cluster, &gateway, &token, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], 10001, "{body}");
+    assert!(retry_after.is_some());
+    assert!(
+        took < Duration::from_millis(700),
+        "answered after {took:?}, past the 600 ms deadline plus 100 ms"
+    );
+    let seen = &deadlines_seen(note, "QueryNote")[earlier..];
+    assert!(
+        seen.iter().all(|&ms| ms <= 600),
+        "note-service was given more than the route's deadline: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_storm_past_the_check_user_limit_is_shed_with_503s_while_queries_go_on() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, _services, gateway) = governed(&[&[]]).await;
+    let token = sign_up(&cluster, &gateway, "storm").await;
+    let rules = json!({"gateway": {"rate_limits": []},
+        "servers": {"easy-note-user": {"methods": {"CheckUser": {"max_in_flight": 4}}}}});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules.to_string())
+        .await;
+    // The defaults would limit these logins by IP; wait until they do not.
+    cluster
+        .eventually(RULES_WITHIN, "the rules are in force", || async {
+            let log = gateway.proc.output();
+            if log.contains("governance rules changed") {
+                Ok(())
+            } else {
+                Err("not applied yet")
+            }
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (http, addr) = (cluster.http.clone(), gateway.addr.clone());
+        logins.spawn(async move {
+            let reply = http
+                .post(format!("http://{addr}/v1/user/login"))
+                .json(&json!({"username": "storm", "password": "password123"}))
+                .send()
+                .await
+                .expect("the gateway answers");
+            let retry_after = reply.headers().get("retry-after").is_some();
+            let (status, body) = read(reply).await;
+            (status, retry_after, body)
+        });
+    }
+    let mut queries = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (http, addr, token) = (cluster.http.clone(), gateway.addr.clone(), token.clone());
+        queries.spawn(async move {
+            let reply = http
+                .get(format!("http://{addr}/v1/note/query"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("the gateway answers");
+            read(reply).await
+        });
+    }
+    let logins = logins.join_all().await;
+    let queries = queries.join_all().await;
+    let mut ok = 0;
+    let mut shed = 0;
+    for (status, retry_after, body) in &logins {
+        match *status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["code"], 10001, "{body}");
+                assert!(*retry_after, "a shed login says when to retry");
+                shed += 1;
+            }
+            other => panic!("a login storm answered {other}: {body}"),
+        }
+    }
+    eprintln!("64 concurrent logins: {ok} succeeded, {shed} shed");
+    assert!(ok >= 1 && shed >= 1, "{ok} ok, {shed} shed");
+    for (status, body) in &queries {
+        assert_eq!(*status, StatusCode::OK, "queries go on: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_of_a_failing_instance_stay_within_the_budget() {
+    let _serial = crate::one_at_a_time().await;
+    let zone_b = [("EASYNOTE_INSTANCE_METADATA", "zone=b".to_owned())];
+    let (cluster, services, gateway) = governed(&[&[], &zone_b]).await;
+    let (healthy, failing) = (&services[1], &services[2]);
+    let token = sign_up(&cluster, &gateway, "budget").await;
+    let rules = json!({
+        "clients": {"easy-note-note": {"QueryNote": {
+            "retry": {"max_attempts": 2, "budget_percent": 10, "min_per_second": 0},
+            "breaker": {"min_requests": 100000}}}},
+        "faults": [{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100,
+                    "status": "UNAVAILABLE", "instances": {"zone": "b"}}]});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules.to_string())
+        .await;
+    cluster
+        .eventually(RULES_WITHIN, "the fault is in force on zone b", || async {
+            let _ = query(&cluster, &gateway, &token, &[]).await;
+            if count_lines(failing, &["fault injected"]) > 0 {
+                Ok(())
+            } else {
+                Err("no fault yet")
+            }
+        })
+        .await;
+    let before = calls(healthy, "QueryNote") + calls(failing, "QueryNote");
+    let requests = 100;
+    let mut failed = 0;
+    for _ in 0..requests {
+        let (status, _, _) = query(&cluster, &gateway, &token, &[]).await;
+        if status != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    let attempts = calls(healthy, "QueryNote") + calls(failing, "QueryNote") - before;
+    let retries = attempts - requests;
+    eprintln!("{requests} queries, one instance failing: {attempts} attempts, {failed} failed");
+    assert!(
+        retries >= 1,
+        "failed attempts are retried on the other instance"
+    );
+    assert!(
+        retries <= requests / 10 + 1,
+        "{retries} retries for {requests} calls exceed a 10% budget"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_send_matching_requests_only_to_their_instances_and_fall_back() {
+    let _serial = crate::one_at_a_time().await;
+    let canary_meta = [("EASYNOTE_INSTANCE_METADATA", "lane=canary".to_owned())];
+    let (mut cluster, mut services, gateway) = governed(&[&[], &canary_meta]).await;
+    let token = sign_up(&cluster, &gateway, "lanes").await;
+    let header_lane = json!({"name": "canary", "match": {"header": "x-easynote-lane", "equals": "canary"},
+                             "instances": {"lane": "canary"}});
+    let rules = json!({"routing": {"easy-note-note": {"lanes": [header_lane]}}});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules.to_string())
+        .await;
+    let canary_header = [("x-easynote-lane", "canary")];
+    {
+        let (default, canary) = (&services[1], &services[2]);
+        cluster
+            .eventually(RULES_WITHIN, "the canary lane is in force", || async {
+                let before = calls(canary, "QueryNote");
+                let (status, _, body) = query(&cluster, &gateway, &token, &canary_header).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                if calls(canary, "QueryNote") > before {
+                    Ok(())
+                } else {
+                    Err("went to the default instance")
+                }
+            })
+            .await;
+        let (d0, c0) = (calls(default, "QueryNote"), calls(canary, "QueryNote"));
+        for _ in 0..10 {
+            let (status, _, _) = query(&cluster, &gateway, &token, &canary_header).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(
+            calls(canary, "QueryNote"),
+            c0 + 10,
+            "canary requests reach the canary"
+        );
+        assert_eq!(calls(default, "QueryNote"), d0, "and nothing else");
+        for _ in 0..10 {
+            let (status, _, _) = query(&cluster, &gateway, &token, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(
+            calls(default, "QueryNote"),
+            d0 + 10,
+            "others reach the default"
+        );
+        assert_eq!(calls(canary, "QueryNote"), c0 + 10, "and never the canary");
+    }
+
+    // Every user in a user_percent lane: this user's plain requests stay in it.
+    let users = json!({"name": "beta-users", "match": {"user_percent": 100},
+                       "instances": {"lane": "canary"}});
+    let rules = json!({"routing": {"easy-note-note": {"lanes": [header_lane, users]}}});
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules.to_string())
+        .await;
+    {
+        let (default, canary) = (&services[1], &services[2]);
+        cluster
+            .eventually(RULES_WITHIN, "the user lane is in force", || async {
+                let before = calls(canary, "QueryNote");
+                let _ = query(&cluster, &gateway, &token, &[]).await;
+                if calls(canary, "QueryNote") > before {
+                    Ok(())
+                } else {
+                    Err("went to the default instance")
+                }
+            })
+            .await;
+        let (d0, c0) = (calls(default, "QueryNote"), calls(canary, "QueryNote"));
+        for _ in 0..10 {
+            let (status, _, _) = query(&cluster, &gateway, &token, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(
+            calls(canary, "QueryNote"),
+            c0 + 10,
+            "the user stays in the lane"
+        );
+        assert_eq!(calls(default, "QueryNote"), d0);
+    }
+
+    // With the default instance gone, canary requests still succeed; with
+    // the canary gone, they fall back to a default instance.
+    let mut default = services.remove(1);
+    default.proc.sigterm();
+    default.proc.wait_exit(Duration::from_secs(15)).await;
+    for _ in 0..5 {
+        let (status, _, body) = query(&cluster, &gateway, &token, &canary_header).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let fallback = cluster.start_note().await;
+    let mut canary = services.remove(1);
+    canary.proc.sigterm();
+    canary.proc.wait_exit(Duration::from_secs(15)).await;
+    cluster
+        .eventually(
+            Duration::from_secs(10),
+            "canary requests fall back",
+            || async {
+                match query(&cluster, &gateway, &token, &canary_header).await {
+                    (StatusCode::OK, _, _) if calls(&fallback, "QueryNote") > 0 => Ok(()),
+                    (status, _, body) => Err(format!("{status} {body}")),
+                }
+            },
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_source_works_without_nacos_and_is_read_again_when_it_changes() {
+    let mut cluster = Cluster::with_static_lists(&suite_bin());
+    cluster.set(&[("EASYNOTE_JWT_SECRET", harness::JWT_SECRET.to_owned())]);
+    let file = cluster.dir.path().join("governance.json");
+    cluster.set(&[("EASYNOTE_GOVERNANCE_FILE", file.display().to_string())]);
+    let _user = cluster.start_user().await;
+    let _note = cluster.start_note().await;
+    let gateway = cluster.start_gateway().await;
+    cluster.wait_ready(&gateway).await;
+    sign_up(&cluster, &gateway, "filed").await;
+
+    let limit = |burst: u32| {
+        json!({"gateway": {"trusted_proxy_hops": 1, "rate_limits": [
+            {"route": "POST /v1/user/login", "key": "ip", "per_second": 0.1, "burst": burst}]}})
+        .to_string()
+    };
+    std::fs::write(&file, limit(2)).expect("write the rules");
+    cluster
+        .eventually(RULES_WITHIN, "the file's limit is in force", || async {
+            for _ in 0..3 {
+                let (status, _) = login(&cluster, &gateway, "filed", Some("192.0.2.1")).await;
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    let (other, _) = login(&cluster, &gateway, "filed", Some("192.0.2.2")).await;
+                    return if other == StatusCode::OK {
+                        Ok(())
+                    } else {
+                        Err(format!("another IP got {other}"))
+                    };
+                }
+            }
+            Err("no 429 yet".to_owned())
+        })
+        .await;
+    std::fs::write(&file, limit(1000)).expect("rewrite the rules");
+    cluster
+        .eventually(RULES_WITHIN, "the raised limit is in force", || async {
+            match login(&cluster, &gateway, "filed", Some("192.0.2.1")).await {
+                (StatusCode::OK, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+}
