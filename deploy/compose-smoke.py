@@ -6,9 +6,12 @@ the environment its container gets, on the release binaries the Dockerfile
 builds (`cargo build --release --locked --workspace`). The infrastructure
 containers are replaced by real local stand-ins:
 
-    mysql   -> the local MariaDB (database and user created as the compose file says)
-    nacos   -> rnacos on a free pair of ports p, p + 1000 (RNACOS_BIN or PATH)
-    jaeger  -> an OTLP/gRPC receiver on a port of its own (examples/otlp-receiver.rs)
+    mysql           -> the local MariaDB (database and user created as the compose file says)
+    nacos           -> rnacos on a free pair of ports p, p + 1000 (RNACOS_BIN or PATH)
+    otel-collector  -> an OTLP/gRPC receiver on a port of its own (examples/otlp-receiver.rs)
+
+Jaeger, Prometheus and Grafana sit behind the collector and are not
+started: what reaches the collector is checked instead.
 
 Container networking maps to loopback: every `service:port` in a setting
 becomes 127.0.0.1 and the port that service's stand-in listens on here, and
@@ -27,7 +30,10 @@ through the gateway, note-service and user-service, every hop carrying its
 trace (a server span of note-service and of user-service in the gateway's
 traces, and of user-service in note-service's), no server span whose
 parent is missing, and no span of note- or user-service that starts a
-trace of its own.
+trace of its own. The metrics every process flushed are handed to
+deploy/check-observability.py --emitted: every query of the Grafana
+dashboard must read metrics and labels the services really export, as
+Prometheus names them.
 Settings the compose file gives the services but the README does not
 document fail the test, as do services that do not come up with them.
 
@@ -50,7 +56,7 @@ import suite  # noqa: E402  scripts/suite.py
 
 ROOT = suite.ROOT
 OURS = ("user-service", "note-service", "api-gateway")  # depends_on order
-INFRA = ("mysql", "nacos", "jaeger")
+INFRA = ("mysql", "nacos", "otel-collector")
 MYSQL_ADMIN = "mysql://root@127.0.0.1:3306/"
 GATEWAY, NOTE, USER = "easy-note-gateway", "easy-note-note", "easy-note-user"
 # A gRPC method is served by the service whose package it names.
@@ -58,6 +64,10 @@ RPC_PACKAGE = {NOTE: "easynote.note.", USER: "easynote.user."}
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 SPAN_KIND_SERVER = 2  # OTLP
 TRACES_WITHIN = 15  # seconds, after the services have stopped (and so flushed)
+# The RED instruments each service records (shared/src/telemetry/metrics.rs).
+RED_METRICS = {(GATEWAY, "http.server.request.duration"), (GATEWAY, "rpc.client.call.duration"),
+               (NOTE, "rpc.server.call.duration"), (NOTE, "rpc.client.call.duration"),
+               (USER, "rpc.server.call.duration")}
 
 
 class SmokeFailure(Exception):
@@ -158,12 +168,12 @@ def run(services, group):
 
     if not os.path.exists(suite.OTLP_RECEIVER):
         raise SmokeFailure("build the receiver first: cargo build --release --locked --example otlp-receiver")
-    receiver = group.spawn("jaeger", [suite.OTLP_RECEIVER, "127.0.0.1:0"], path)
+    receiver = group.spawn("otel-collector", [suite.OTLP_RECEIVER, "127.0.0.1:0"], path)
     otlp = suite.printed_addr(group, receiver, r"listening on (\S+)")
-    print(f"jaeger -> OTLP receiver on {otlp}")
+    print(f"otel-collector -> OTLP receiver on {otlp}")
 
     moved = {("nacos", 8848): f"127.0.0.1:{nacos_port}", ("nacos", 9848): f"127.0.0.1:{nacos_port + 1000}",
-             ("jaeger", 4317): otlp}
+             ("otel-collector", 4317): otlp}
 
     # --- the services, in depends_on order, with their container env -----
     documented = readme_variables()
@@ -217,8 +227,13 @@ def run(services, group):
                                    + (f" (killed after {grace}s)" if child.killed else ""))
     print("stop: every service exited 0 on SIGTERM")
 
+    def received(key):
+        """The receiver's JSON lines that carry `key` (spans: trace_id; metrics: metric)."""
+        lines = [json.loads(line) for line in receiver.output().splitlines() if line.startswith("{")]
+        return [line for line in lines if key in line]
+
     def verdict():
-        return check_traces([json.loads(line) for line in receiver.output().splitlines() if line.startswith("{")])
+        return check_traces(received("trace_id"))
 
     def complete():
         result = verdict()
@@ -236,6 +251,29 @@ def run(services, group):
     print(f"collector: {result.full} traces through gateway, note-service and user-service; "
           "every hop carries its trace; every server span's parent present; "
           "no span of note- or user-service starts a trace")
+
+    # The dashboard against what was exported: each process flushed its
+    # metrics as it stopped.
+    try:
+        suite.wait_for("the RED metrics at the collector",
+                       lambda: RED_METRICS <= {(line["service"], line["metric"]) for line in received("metric")},
+                       TRACES_WITHIN, [receiver], interval=0.3)
+    except suite.Failure:
+        seen = sorted({(line["service"], line["metric"]) for line in received("metric")})
+        raise SmokeFailure(f"metrics at the collector within {TRACES_WITHIN}s of the stop: "
+                           f"{seen or 'none'}, wanted {sorted(RED_METRICS)}") from None
+    emitted = os.path.join(group.workdir, "metrics.jsonl")
+    with open(emitted, "w") as out:
+        out.writelines(json.dumps(line) + "\n" for line in received("metric"))
+    # First proof that the comparison can fail (each break of the metrics or
+    # the dashboard caught), then the comparison itself.
+    for args in (["--self-test", "--emitted", emitted], ["--emitted", emitted]):
+        check = subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "check-observability.py"),
+                                *args], cwd=ROOT, capture_output=True, text=True)
+        print((check.stdout + check.stderr).strip())
+        if check.returncode != 0:
+            raise SmokeFailure("the Grafana dashboard and the metrics the services export disagree "
+                               f"(check-observability.py {' '.join(args)})")
 
 
 class TraceCheck:

@@ -8,6 +8,12 @@
 #   (deploy/check-manifests.py: probes, start-up and shutdown budgets from
 #   the services' settings, the ALB Service type, optional vs required
 #   Secrets), after its self-test proves that each rule can fail;
+# - the telemetry pipeline (deploy/observability/): the collector's config
+#   against the schema of its components, prometheus.yml with Prometheus's
+#   own `promtool check config`, the Grafana dashboard's structure and every
+#   query through Prometheus's parser, and the wiring between compose, the
+#   local overlay and those files (deploy/check-observability.py), after
+#   its self-test proves that each rule can fail;
 # - deploy/local-image.sh parses.
 # Installs what it needs from Debian and PyPI when missing.
 set -euo pipefail
@@ -21,6 +27,13 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   echo "installing docker-compose (Debian) to validate docker-compose.yml" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  # Debian's prometheus package brings promtool (2.42: older than the image,
+  # so prometheus.yml keeps to fields both know).
+  echo "installing prometheus (Debian) for promtool" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "kubectl is needed to render the kustomize overlays and was not found" >&2
@@ -52,5 +65,11 @@ echo "deploy/check-manifests.py --self-test"
 echo "deploy/check-manifests.py"
 "$venv/bin/python" deploy/check-manifests.py deploy/k8s/overlays/local deploy/k8s/overlays/aliyun
 
+# The venv has jsonschema too (kubernetes-validate needs it).
+echo "deploy/check-observability.py --self-test"
+"$venv/bin/python" deploy/check-observability.py --self-test
+echo "deploy/check-observability.py"
+"$venv/bin/python" deploy/check-observability.py
+
 bash -n deploy/local-image.sh
-echo "deploy: compose file and both overlays are valid and keep their rules"
+echo "deploy: compose file, both overlays and the telemetry pipeline are valid and keep their rules"

@@ -1,10 +1,15 @@
-//! A stand-in OTLP/gRPC collector for the compose smoke test (where Jaeger
-//! would be): listens on the address given and prints one JSON line per
-//! span received, `{"service", "trace_id", "span_id", "parent_span_id", "name"}`.
+//! A stand-in OTLP/gRPC collector for the compose smoke test (where the
+//! OpenTelemetry Collector would be): listens on the address given and
+//! prints one JSON line per span received,
+//! `{"service", "trace_id", "span_id", "parent_span_id", "name"}`, and one
+//! per distinct metric stream shape,
+//! `{"service", "metric", "kind", "unit", "attributes", "resource"}` (the
+//! attribute and resource attribute names, sorted), which is what a
+//! Prometheus name and its labels are made of.
 //!
 //!   cargo run --example otlp-receiver -- 127.0.0.1:4317
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use easynote_testkit::otlp::{OtlpReceiver, Transport};
 
@@ -16,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
         .parse()?;
     let receiver = OtlpReceiver::start_on(addr, Transport::Grpc).await;
     eprintln!("OTLP/gRPC receiver listening on {}", receiver.addr);
-    let mut printed = 0;
+    let (mut printed, mut points_seen) = (0, 0);
+    let mut shapes = BTreeSet::new();
     loop {
         let spans = receiver.spans();
         for span in &spans[printed..] {
@@ -32,6 +38,22 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         printed = spans.len();
+        let points = receiver.points();
+        for point in &points[points_seen..] {
+            let line = serde_json::json!({
+                "service": point.service,
+                "metric": point.metric,
+                "kind": point.kind.name(),
+                "unit": point.unit,
+                "attributes": point.attributes.keys().collect::<Vec<_>>(),
+                "resource": point.resource.keys().collect::<Vec<_>>(),
+            })
+            .to_string();
+            if shapes.insert(line.clone()) {
+                println!("{line}");
+            }
+        }
+        points_seen = points.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -61,7 +61,8 @@ impl ReceivedSpan {
     }
 }
 
-/// One received metric data point: name, and attributes as text.
+/// One received metric data point: name, instrument kind and unit, and
+/// attributes as text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceivedPoint {
     /// `service.name` of the resource that sent it.
@@ -70,8 +71,50 @@ pub struct ReceivedPoint {
     pub resource: BTreeMap<String, String>,
     /// Instrument name.
     pub metric: String,
+    /// What kind of data the metric carries.
+    pub kind: PointKind,
+    /// The instrument's unit (`s`, `By`, or empty).
+    pub unit: String,
     /// Point attributes.
     pub attributes: BTreeMap<String, String>,
+}
+
+/// The data a metric carries, as OTLP encodes it: what decides its name in
+/// Prometheus (`_total` for counters, `_bucket`/`_sum`/`_count` for
+/// histograms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointKind {
+    /// Explicit-bucket histogram.
+    Histogram,
+    /// Exponential histogram.
+    ExponentialHistogram,
+    /// A sum: a counter when monotonic, an up-down counter otherwise.
+    Sum {
+        /// Whether it only goes up.
+        monotonic: bool,
+    },
+    /// Gauge.
+    Gauge,
+    /// Summary (not made by the OpenTelemetry SDKs, kept for completeness).
+    Summary,
+    /// A metric without data.
+    Empty,
+}
+
+impl PointKind {
+    /// The kind's name: `histogram`, `exponential_histogram`, `counter`,
+    /// `updowncounter`, `gauge`, `summary` or `empty`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Histogram => "histogram",
+            Self::ExponentialHistogram => "exponential_histogram",
+            Self::Sum { monotonic: true } => "counter",
+            Self::Sum { monotonic: false } => "updowncounter",
+            Self::Gauge => "gauge",
+            Self::Summary => "summary",
+            Self::Empty => "empty",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -151,29 +194,54 @@ fn store_metrics(
         let (service, resource) = resource_of(resource_metrics.resource.as_ref());
         for scope in &resource_metrics.scope_metrics {
             for metric in &scope.metrics {
-                let point_attributes: Vec<BTreeMap<String, String>> = match &metric.data {
-                    Some(Data::Histogram(h)) => h
-                        .data_points
-                        .iter()
-                        .map(|p| attributes(&p.attributes))
-                        .collect(),
-                    Some(Data::Sum(s)) => s
-                        .data_points
-                        .iter()
-                        .map(|p| attributes(&p.attributes))
-                        .collect(),
-                    Some(Data::Gauge(g)) => g
-                        .data_points
-                        .iter()
-                        .map(|p| attributes(&p.attributes))
-                        .collect(),
-                    _ => vec![BTreeMap::new()],
-                };
+                let (kind, point_attributes): (PointKind, Vec<BTreeMap<String, String>>) =
+                    match &metric.data {
+                        Some(Data::Histogram(h)) => (
+                            PointKind::Histogram,
+                            h.data_points
+                                .iter()
+                                .map(|p| attributes(&p.attributes))
+                                .collect(),
+                        ),
+                        Some(Data::ExponentialHistogram(h)) => (
+                            PointKind::ExponentialHistogram,
+                            h.data_points
+                                .iter()
+                                .map(|p| attributes(&p.attributes))
+                                .collect(),
+                        ),
+                        Some(Data::Sum(s)) => (
+                            PointKind::Sum {
+                                monotonic: s.is_monotonic,
+                            },
+                            s.data_points
+                                .iter()
+                                .map(|p| attributes(&p.attributes))
+                                .collect(),
+                        ),
+                        Some(Data::Gauge(g)) => (
+                            PointKind::Gauge,
+                            g.data_points
+                                .iter()
+                                .map(|p| attributes(&p.attributes))
+                                .collect(),
+                        ),
+                        Some(Data::Summary(s)) => (
+                            PointKind::Summary,
+                            s.data_points
+                                .iter()
+                                .map(|p| attributes(&p.attributes))
+                                .collect(),
+                        ),
+                        None => (PointKind::Empty, vec![BTreeMap::new()]),
+                    };
                 for attributes in point_attributes {
                     store.points.push(ReceivedPoint {
                         service: service.clone(),
                         resource: resource.clone(),
                         metric: metric.name.clone(),
+                        kind,
+                        unit: metric.unit.clone(),
                         attributes,
                     });
                 }
