@@ -15,12 +15,20 @@ from them (docs/benchmarks.svg).
 Scenarios (the services are the ones users run; only the settings differ):
   baseline           easy-note-bench baseline: the same SQL in one process, no RPC
   all-in-one         `easy-note` on SQLite (the README's first command)
+  all-in-one-otel-off  the same with OTEL_SDK_DISABLED=true
   three-processes    user-service, note-service, api-gateway on SQLite, static discovery
   mysql              the same on MySQL/MariaDB (EASYNOTE_BENCH_MYSQL_URL, default the local server)
   otlp-export        three processes exporting every span to an OTLP/gRPC receiver
   otlp-sampled       the same with 10% of traces sampled (parentbased_traceidratio)
   otel-off           three processes with OTEL_SDK_DISABLED=true
   nacos              three processes finding each other through rnacos
+  governance-off     the all-in-one with EASYNOTE_GOVERNANCE=off (against all-in-one's default rules)
+  overload           the all-in-one's login capacity closed-loop, then logins open-loop at 3x it
+  overload-off       the same offered load with EASYNOTE_GOVERNANCE=off (no shedding)
+
+Every suite process runs the default governance rules with one change, in a
+rules file (EASYNOTE_GOVERNANCE_FILE): the per-IP login limit is lifted,
+because the load generator is one address. The per-user limit stays.
 """
 
 import argparse
@@ -42,6 +50,9 @@ BENCH = os.path.join(suite.RELEASE, "easy-note-bench")
 RECEIVER = suite.OTLP_RECEIVER
 TICKS = os.sysconf("SC_CLK_TCK")
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
+# The default rules without the per-IP login limit (one load generator is
+# one address); the per-user limit of the defaults is kept.
+BENCH_RULES = {"gateway": {"rate_limits": [{"route": "*", "key": "user", "per_second": 100, "burst": 200}]}}
 
 
 def status_mb(child, field):
@@ -67,6 +78,9 @@ class Scenario:
         self.group = suite.Group(os.path.join(workdir, name))
         self.workdir = self.group.workdir
         os.makedirs(self.workdir)
+        self.rules = os.path.join(self.workdir, "rules.json")
+        with open(self.rules, "w") as f:
+            json.dump(BENCH_RULES, f)
         self.services = []  # children we measure; rnacos and the OTLP receiver are not
         self.idle_rss_mb = {}
         self.url = None  # the gateway's (or baseline's) base URL
@@ -74,7 +88,7 @@ class Scenario:
 
     def base_env(self, **extra):
         env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "info", "EASYNOTE_JWT_SECRET": JWT_SECRET,
-               "EASYNOTE_ENV": "production"}
+               "EASYNOTE_ENV": "production", "EASYNOTE_GOVERNANCE_FILE": self.rules}
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -93,6 +107,8 @@ class Scenario:
             self.idle_rss_mb[child.name] = status_mb(child, "VmRSS")
 
     def load(self, label, args, out_dir, smoke):
+        if callable(args):  # arguments that depend on an earlier run
+            args = args(self)
         out = os.path.join(out_dir, f"{self.name}.{label}.json")
         argv = [BENCH, "run", "--url", self.url, "--label", f"{self.name}/{label}", "--out", out, *args]
         if smoke:
@@ -151,8 +167,24 @@ def scenarios(args, workdir):
         s.group.wait_for("baseline ready", lambda: suite.http_ok(f"{s.url}/readyz", timeout=1), interval=0.01)
         child.ready_at = time.monotonic()
 
-    def all_in_one(s):
-        s.service("easy-note", "all", s.base_env(EASYNOTE_DATABASE_URL=sqlite(s)("easy-note")))
+    def all_in_one(s, **extra):
+        s.service("easy-note", "all", s.base_env(EASYNOTE_DATABASE_URL=sqlite(s)("easy-note"), **extra))
+
+    # Overload: the login path (argon2id, the suite's most expensive) driven
+    # open-loop at three times the capacity measured closed-loop below the
+    # shedding limits, with the default rules, then the same offered rate
+    # with governance off. Logins only, from one address (see BENCH_RULES).
+    login = ["--mix", "login=1"]
+    capacity = {}
+
+    def measure_capacity(s):
+        capacity["rps"] = s.runs[-1]["ok_throughput_rps"]
+        return login + ["--rate", str(max(1, round(3 * capacity["rps"])))]
+
+    def same_offer(s):
+        if "rps" not in capacity:
+            sys.exit("overload-off needs the overload scenario's capacity: run both")
+        return login + ["--rate", str(max(1, round(3 * capacity["rps"])))]
 
     def on_mysql(s):
         url = os.environ.get("EASYNOTE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -173,6 +205,8 @@ def scenarios(args, workdir):
     return [
         ("baseline", "no-RPC baseline (SQLite)", baseline, full_loads),
         ("all-in-one", "all-in-one, SQLite", all_in_one, full_loads + [("query-open", query + opened)]),
+        ("all-in-one-otel-off", "all-in-one, OTEL_SDK_DISABLED",
+         lambda s: all_in_one(s, OTEL_SDK_DISABLED="true"), [("query", query + closed)]),
         ("three-processes", "3 processes, SQLite, static", lambda s: three_processes(s, sqlite(s), {}), full_loads),
         ("mysql", "3 processes, MySQL (MariaDB)", on_mysql, full_loads),
         ("otlp-export", "3 processes, OTLP export on", otlp, [("query", query + closed)]),
@@ -182,6 +216,13 @@ def scenarios(args, workdir):
         ("otel-off", "3 processes, OTEL_SDK_DISABLED", lambda s: three_processes(s, sqlite(s), {"OTEL_SDK_DISABLED": "true"}),
          [("query", query + closed)]),
         ("nacos", "3 processes, Nacos (rnacos)", nacos, [("query", query + closed)]),
+        ("governance-off", "all-in-one, governance off", lambda s: all_in_one(s, EASYNOTE_GOVERNANCE="off"),
+         [("query", query + closed)]),
+        ("overload", "all-in-one, logins, default rules", all_in_one,
+         [("login-capacity", login + ["--concurrency", "2" if args.smoke else "8"]),
+          ("login-overload", measure_capacity)]),
+        ("overload-off", "all-in-one, logins, governance off", lambda s: all_in_one(s, EASYNOTE_GOVERNANCE="off"),
+         [("login-overload", same_offer)]),
     ]
 
 

@@ -450,12 +450,12 @@ def read_not_emitted(text):
         if not line:
             continue
         cells = line.split()
-        if len(cells) != 5 or cells[1] not in ("later", "prometheus"):
-            problems.append(f"{NOT_EMITTED}:{number}: expected <Prometheus name> later|prometheus "
+        if len(cells) != 5 or cells[1] not in ("later", "event", "prometheus"):
+            problems.append(f"{NOT_EMITTED}:{number}: expected <Prometheus name> later|event|prometheus "
                             f"<OTLP name> <instrument> <labels>, got {line!r}")
             continue
         name, why, otlp, kind, labels = cells
-        if why == "later" and prometheus_name(otlp, kind) != name:
+        if why in ("later", "event") and prometheus_name(otlp, kind) != name:
             problems.append(f"{NOT_EMITTED}:{number}: {otlp} ({kind}) becomes "
                             f"{prometheus_name(otlp, kind)} in Prometheus, not {name}")
         entries[name] = (why, otlp, kind, set(labels.split(",")))

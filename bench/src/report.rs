@@ -42,6 +42,8 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Stats {
     all: Histogram<u64>,
+    /// Successes only: under overload, what a served user waited.
+    ok: Histogram<u64>,
     per_op: BTreeMap<Op, Histogram<u64>>,
     errors: BTreeMap<String, u64>,
     /// Since the last progress line.
@@ -53,6 +55,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             all: histogram(),
+            ok: histogram(),
             per_op: BTreeMap::new(),
             errors: BTreeMap::new(),
             interval: histogram(),
@@ -82,6 +85,8 @@ impl Stats {
             .saturating_record(micros);
         if failed {
             *self.errors.entry(outcome.key()).or_default() += 1;
+        } else {
+            self.ok.saturating_record(micros);
         }
     }
 
@@ -107,6 +112,7 @@ impl Stats {
             throughput_rps: requests as f64 / elapsed.as_secs_f64(),
             ok_throughput_rps: (requests - errors) as f64 / elapsed.as_secs_f64(),
             latency_ms: Percentiles::of(&self.all),
+            ok_latency_ms: Percentiles::of(&self.ok),
             per_op: self
                 .per_op
                 .iter()
@@ -133,6 +139,8 @@ pub struct Summary {
     pub throughput_rps: f64,
     pub ok_throughput_rps: f64,
     pub latency_ms: Percentiles,
+    /// Successes only.
+    pub ok_latency_ms: Percentiles,
     pub per_op: BTreeMap<&'static str, OpSummary>,
     pub errors_by_kind: BTreeMap<String, u64>,
 }
@@ -229,6 +237,10 @@ mod tests {
         assert!((q.p50 - 50.0).abs() < 0.1, "p50 {}", q.p50);
         assert!(q.p50 <= q.p90 && q.p90 <= q.p99 && q.p99 <= q.p999 && q.p999 <= q.max);
         assert!((summary.latency_ms.max - 10_000.0).abs() < 10.0);
+        assert!(
+            (summary.ok_latency_ms.max - 100.0).abs() < 0.1,
+            "the failures stay out of the successes' latency"
+        );
     }
 
     #[test]

@@ -79,7 +79,6 @@ impl TestApp {
             ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0"),
             ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
             ("EASYNOTE_JWT_SECRET", JWT_SECRET),
-            ("EASYNOTE_RPC_TIMEOUT", "3s"),
             ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s"),
             ("EASYNOTE_DB_MAX_CONNECTIONS", "5"),
         ]);

@@ -495,6 +495,17 @@ async fn retries_of_a_failing_instance_stay_within_the_budget() {
         .nacos()
         .publish_config(DATA_ID, &rules.to_string())
         .await;
+    // The gateway's retry and breaker rules first: under the defaults, the
+    // failures below would open its breaker.
+    cluster
+        .eventually(RULES_WITHIN, "the gateway has the rules", || async {
+            if gateway.proc.output().contains("governance rules changed") {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        })
+        .await;
     cluster
         .eventually(RULES_WITHIN, "the fault is in force on zone b", || async {
             let _ = query(&cluster, &gateway, &token, &[]).await;
@@ -507,16 +518,35 @@ async fn retries_of_a_failing_instance_stay_within_the_budget() {
         .await;
     let before = calls(healthy, "QueryNote") + calls(failing, "QueryNote");
     let requests = 100;
-    let mut failed = 0;
+    let mut failed = std::collections::BTreeMap::new();
     for _ in 0..requests {
-        let (status, _, _) = query(&cluster, &gateway, &token, &[]).await;
+        let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
         if status != StatusCode::OK {
-            failed += 1;
+            *failed.entry(format!("{status} {body}")).or_insert(0) += 1;
         }
     }
-    let attempts = calls(healthy, "QueryNote") + calls(failing, "QueryNote") - before;
+    // The servers' log lines arrive through pipes: count once every call
+    // is in and the count has settled.
+    let total = || calls(healthy, "QueryNote") + calls(failing, "QueryNote");
+    let mut settled = (total(), tokio::time::Instant::now());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = total();
+        if now != settled.0 {
+            settled = (now, tokio::time::Instant::now());
+        } else if now >= before + requests && settled.1.elapsed() >= Duration::from_millis(500) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} calls logged for {requests} queries; failed: {failed:?}",
+            now - before
+        );
+    }
+    let attempts = settled.0 - before;
     let retries = attempts - requests;
-    eprintln!("{requests} queries, one instance failing: {attempts} attempts, {failed} failed");
+    eprintln!("{requests} queries, one instance failing: {attempts} attempts, failed: {failed:?}");
     assert!(
         retries >= 1,
         "failed attempts are retried on the other instance"

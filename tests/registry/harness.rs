@@ -25,9 +25,6 @@ pub fn suite_bin() -> PathBuf {
 /// registry test shares.
 pub async fn cluster() -> Cluster {
     let mut cluster = Cluster::with_rnacos(&suite_bin()).await;
-    cluster.set(&[
-        ("EASYNOTE_RPC_TIMEOUT", "3s".to_owned()),
-        ("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned()),
-    ]);
+    cluster.set(&[("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned())]);
     cluster
 }

@@ -4,6 +4,7 @@
 //! instrumentation in process, around a real tonic server, for the statuses
 //! a process-level story cannot provoke.
 
+mod governance;
 mod grpc_status;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
@@ -71,6 +72,11 @@ impl Suite {
                 .build()
                 .expect("HTTP client"),
         }
+    }
+
+    /// The processes, to wait on them with their logs at hand.
+    fn processes(&self) -> &ProcessSuite {
+        &self._processes
     }
 
     /// Sends a request; answers status, body and the `x-trace-id` header.

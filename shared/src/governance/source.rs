@@ -1,31 +1,37 @@
 //! Where documents come from: a watched file and the Nacos config center.
 //!
 //! The Nacos client (`nacos-sdk`) has gaps this module works around:
-//! - `add_listener` never delivers the current value: it is read right
-//!   after subscribing;
+//! - `add_listener` never delivers the current value: the document is
+//!   read right after subscribing;
 //! - a data id that does not exist when the listener is added is never
-//!   notified on its first publish, deleting one sends nothing, and after
-//!   a server restart the first change can be late: the value is also
-//!   polled twice a second (the SDK answers from its cache while it has
-//!   one, so this costs the server nothing once the document exists), and
-//!   the subscription of an existing document is renewed every minute;
-//! - the listener runs on the SDK's own thread: it only parses and stores.
+//!   notified on its first publish, and deleting one sends nothing: the
+//!   document is read twice a second until a notification has arrived,
+//!   every 5 s after that;
+//! - a notification can arrive after a later document was already read,
+//!   and `get_config` answers from a cache that lags the server: what is
+//!   applied is always a fresh read, in order (see [`follow_nacos`]);
+//! - after a server restart, the SDK listens again only on its next round,
+//!   up to 60 s later: until then the slow read finds a change within 5 s;
+//! - the listener runs on the SDK's own thread: it only wakes the reader.
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Weak},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
-use nacos_sdk::api::config::{ConfigChangeListener, ConfigResponse, ConfigService};
+use nacos_sdk::api::config::{ConfigChangeListener, ConfigResponse};
 
 use super::{Governance, Inner};
 use crate::discovery::{NacosConfig, nacos::open_config_client};
 
 /// How often sources are re-read.
 const POLL: Duration = Duration::from_millis(500);
-/// How often the Nacos subscription is renewed.
-const RESUBSCRIBE: Duration = Duration::from_secs(60);
+/// How often Nacos is re-read once its notifications are known to arrive.
+const SLOW_POLL: Duration = Duration::from_secs(5);
 
 impl Governance {
     fn downgrade(&self) -> Weak<Inner> {
@@ -82,11 +88,20 @@ pub(super) fn watch_file(governance: &Governance, path: PathBuf) {
 
 /// Follows `data_id` in the Nacos config center, for as long as the
 /// governance lives.
+///
+/// Every document applied is read from the server by a client that holds
+/// no listener (so the SDK has no cache entry to answer from: the read is
+/// fresh); a second client listens, and its notification only wakes the
+/// reader. Reads happen in one task, in order, so a late notification can
+/// never bring back an older document.
 pub(super) fn follow_nacos(governance: &Governance, config: NacosConfig, data_id: String) {
     let weak = governance.downgrade();
     tokio::spawn(async move {
-        let client = match open_config_client(&config).await {
-            Ok(client) => client,
+        let (reader, listening) = match tokio::try_join!(
+            open_config_client(&config),
+            open_config_client(&config)
+        ) {
+            Ok(clients) => clients,
             Err(err) => {
                 tracing::error!(error = %err, "cannot open the Nacos config client; governance keeps its current rules");
                 return;
@@ -94,23 +109,20 @@ pub(super) fn follow_nacos(governance: &Governance, config: NacosConfig, data_id
         };
         let group = config.group.clone();
         tracing::info!(%data_id, %group, "following the governance rules in the Nacos config center");
-        let listener: Arc<dyn ConfigChangeListener> = Arc::new(Listener {
-            governance: weak.clone(),
-        });
-        subscribe(&client, &data_id, &group, &listener).await;
-        let mut subscribed_at = tokio::time::Instant::now();
+        let wake = Arc::new(Wake::default());
+        let listener: Arc<dyn ConfigChangeListener> = Arc::new(Listener { wake: wake.clone() });
+        if let Err(err) = listening
+            .add_listener(data_id.clone(), group.clone(), listener)
+            .await
+        {
+            tracing::warn!(%data_id, error = %err, "subscribing to the governance rules in Nacos failed; polling only");
+        }
         let mut found = None;
         loop {
             let Some(governance) = Governance::upgrade(&weak) else {
                 return;
             };
-            // Renewed only while the document exists: a missing one is
-            // read from the server by every poll anyway.
-            if found == Some(true) && subscribed_at.elapsed() >= RESUBSCRIBE {
-                subscribe(&client, &data_id, &group, &listener).await;
-                subscribed_at = tokio::time::Instant::now();
-            }
-            match client.get_config(data_id.clone(), group.clone()).await {
+            match reader.get_config(data_id.clone(), group.clone()).await {
                 Ok(response) => {
                     found = Some(true);
                     let _refused = governance.apply("nacos", response.content());
@@ -128,40 +140,38 @@ pub(super) fn follow_nacos(governance: &Governance, config: NacosConfig, data_id
                 }
             }
             drop(governance);
-            tokio::time::sleep(POLL).await;
+            // Fast until the listener has shown it works on an existing
+            // document; then its notifications carry changes, and the slow
+            // poll only covers what it misses (a server restart).
+            let wait = if found == Some(true) && wake.delivered.load(Ordering::Relaxed) {
+                SLOW_POLL
+            } else {
+                POLL
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = wake.notify.notified() => {}
+            }
         }
     });
 }
 
-async fn subscribe(
-    client: &ConfigService,
-    data_id: &str,
-    group: &str,
-    listener: &Arc<dyn ConfigChangeListener>,
-) {
-    let _ = client
-        .remove_listener(data_id.to_owned(), group.to_owned(), listener.clone())
-        .await;
-    if let Err(err) = client
-        .add_listener(data_id.to_owned(), group.to_owned(), listener.clone())
-        .await
-    {
-        tracing::warn!(%data_id, error = %err, "subscribing to the governance rules in Nacos failed; polling only");
-    }
+/// What the listener tells the reader.
+#[derive(Default)]
+struct Wake {
+    notify: tokio::sync::Notify,
+    /// A notification has arrived: the subscription works.
+    delivered: AtomicBool,
 }
 
-/// Parses and stores pushed documents (on the SDK's thread: nothing else).
+/// Wakes the reader (on the SDK's thread: nothing else).
 struct Listener {
-    governance: Weak<Inner>,
+    wake: Arc<Wake>,
 }
 
 impl ConfigChangeListener for Listener {
-    fn notify(&self, response: ConfigResponse) {
-        if response.content().is_empty() {
-            return; // a deletion: keep the last good rules
-        }
-        if let Some(governance) = Governance::upgrade(&self.governance) {
-            let _refused = governance.apply("nacos", response.content());
-        }
+    fn notify(&self, _response: ConfigResponse) {
+        self.wake.delivered.store(true, Ordering::Relaxed);
+        self.wake.notify.notify_one();
     }
 }

@@ -1,0 +1,148 @@
+//! Governance metrics reach the collector under the names and attributes
+//! the operators' dashboard reads (`deploy/observability/not-emitted.txt`
+//! lists them as emitted on events, not on every run of the walkthrough).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use easynote_testkit::otlp::{OtlpReceiver, Transport};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::Suite;
+
+/// The `event` lines of the dashboard's allow-list: OTLP name → labels
+/// (without `job` and `instance`, which come from the resource).
+fn event_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let text = include_str!("../../deploy/observability/not-emitted.txt");
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells.len() == 5 && cells[1] == "event").then(|| {
+                let labels = cells[4]
+                    .split(',')
+                    .filter(|l| !matches!(*l, "job" | "instance"))
+                    .map(str::to_owned)
+                    .collect();
+                (cells[2].to_owned(), labels)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
+    let expected = event_metrics();
+    assert!(
+        expected.len() >= 4,
+        "not-emitted.txt lists the governance metrics: {expected:?}"
+    );
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let rules = dir.path().join("governance.json");
+    std::fs::write(
+        &rules,
+        json!({
+            "gateway": {"rate_limits": [
+                {"route": "POST /v1/user/register", "key": "global", "per_second": 0.1, "burst": 1}]},
+            "clients": {"easy-note-note": {"QueryNote": {
+                "retry": {"max_attempts": 2}, "breaker": {"min_requests": 2, "error_rate": 0.5}}}},
+            "servers": {"easy-note-user": {"methods": {"CheckUser": {"max_in_flight": 1}}}},
+            "faults": [{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100}]
+        })
+        .to_string(),
+    )
+    .expect("write the rules");
+    let mut env = receiver.exporter_env().to_vec();
+    env.push(("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string()));
+    let suite = Suite::start(&env).await;
+
+    // limited: a second registration within the global bucket.
+    suite.register("metered").await;
+    let body = json!({"username": "metered2", "password": "password123"});
+    let (status, _, _) = suite
+        .call(Method::POST, "/v1/user/register", None, Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // shed: concurrent logins past CheckUser's limit of one.
+    let logins = (0..8).map(|_| {
+        let creds = json!({"username": "metered", "password": "password123"});
+        suite.call(Method::POST, "/v1/user/login", None, Some(creds), None)
+    });
+    let statuses: Vec<StatusCode> = futures_util_join(logins.collect()).await;
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    let token = loop {
+        let creds = json!({"username": "metered", "password": "password123"});
+        let (status, body, _) = suite
+            .call(Method::POST, "/v1/user/login", None, Some(creds), None)
+            .await;
+        if status == StatusCode::OK {
+            break body["token"].as_str().expect("a token").to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // retries and the breaker: queries against an aborting fault.
+    for _ in 0..4 {
+        let (status, _, _) = suite
+            .call(Method::GET, "/v1/note/query", Some(&token), None, None)
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    let received = suite
+        .processes()
+        .eventually(
+            std::time::Duration::from_secs(10),
+            "the governance metrics arrive",
+            || async {
+                let points = receiver.points();
+                let missing: Vec<String> = expected
+                    .iter()
+                    .filter(|(name, labels)| {
+                        !points.iter().any(|p| {
+                            &p.metric == *name
+                                && labels.iter().all(|l| p.attributes.contains_key(l))
+                        })
+                    })
+                    .map(|(name, labels)| format!("{name} {labels:?}"))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(points.len())
+                } else {
+                    Err(format!("missing {missing:?}"))
+                }
+            },
+        )
+        .await;
+    assert!(received > 0);
+    suite.stop().await;
+}
+
+/// Awaits the status of each request, concurrently on this task.
+async fn futures_util_join<F>(futures: Vec<F>) -> Vec<StatusCode>
+where
+    F: Future<Output = (StatusCode, serde_json::Value, Option<String>)>,
+{
+    let mut set = Vec::new();
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pinned.retain_mut(|f| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready((status, _, _)) => {
+                set.push(status);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pinned.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    set
+}
