@@ -163,6 +163,8 @@ impl FromRequestParts<AppState> for AuthUser {
         }
         let token = find_token(parts).ok_or(ApiError::Unauthorized("missing token"))?;
         let claims = state.jwt.verify(&token)?;
+        // The request's span (see `observe`) names who made it.
+        tracing::Span::current().record("user.id", claims.id);
         Ok(Self { id: claims.id })
     }
 }

@@ -189,6 +189,7 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
         .map(|claims| AuthUser { id: claims.id });
     if let Some(user) = user {
         parts.extensions.insert(user);
+        tracing::Span::current().record("user.id", user.id);
     }
     let request = Request::from_parts(parts, body);
 

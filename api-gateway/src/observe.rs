@@ -94,6 +94,7 @@ pub async fn observe(
             client.address = client_address(request.headers(), peer).as_deref(),
             user_agent.original = user_agent,
             http.response.status_code = Empty,
+            user.id = Empty,
             otel.status_code = Empty,
         );
         propagation::set_remote_parent(&span, request.headers());

@@ -53,7 +53,6 @@ impl NoteRepo {
     }
 
     /// Inserts a note and returns its id.
-    #[tracing::instrument(name = "insert note", skip_all)]
     pub async fn create(
         &self,
         user_id: i64,
@@ -77,7 +76,6 @@ impl NoteRepo {
     }
 
     /// The live notes among `ids`, in ascending id order.
-    #[tracing::instrument(name = "select notes by id", skip_all, fields(count = ids.len()))]
     pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<NoteRecord>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -96,11 +94,10 @@ impl NoteRepo {
                 query.fetch_all(pool).await
             })
         };
-        self.db.traced("SELECT", "note", select).await
+        self.db.traced_batch("SELECT", "note", ids.len(), select).await
     }
 
     /// Soft-deletes the owner's live note; `false` when there is none.
-    #[tracing::instrument(name = "soft-delete note", skip_all)]
     pub async fn delete(&self, note_id: i64, owner: i64) -> Result<bool, sqlx::Error> {
         let now = db::now_millis();
         let sql = "UPDATE note SET deleted_at = ?, updated_at = ? WHERE id = ? AND user_id = ? AND deleted_at IS NULL";
@@ -119,7 +116,6 @@ impl NoteRepo {
     }
 
     /// Applies `changes` to the owner's live note; `false` when there is none.
-    #[tracing::instrument(name = "update note", skip_all)]
     pub async fn update(
         &self,
         note_id: i64,
@@ -181,7 +177,6 @@ impl NoteRepo {
     /// One page of the owner's live notes, newest first (ties by id, so
     /// paging is stable), optionally only those whose title or content
     /// contains `search` case-insensitively, as a plain substring.
-    #[tracing::instrument(name = "query notes by owner", skip_all)]
     pub async fn query_by_owner(
         &self,
         owner: i64,

@@ -153,7 +153,6 @@ impl NoteApi {
 
 #[tonic::async_trait]
 impl NoteService for NoteApi {
-    #[tracing::instrument(name = "create note", skip_all)]
     async fn create_note(
         &self,
         request: Request<CreateNoteRequest>,
@@ -161,8 +160,6 @@ impl NoteService for NoteApi {
         let note_id = self.create(request.into_inner()).await?;
         Ok(Response::new(CreateNoteResponse { note_id }))
     }
-
-    #[tracing::instrument(name = "get notes", skip_all)]
     async fn m_get_note(
         &self,
         request: Request<MGetNoteRequest>,
@@ -170,8 +167,6 @@ impl NoteService for NoteApi {
         let notes = self.mget(request.into_inner()).await?;
         Ok(Response::new(MGetNoteResponse { notes }))
     }
-
-    #[tracing::instrument(name = "delete note", skip_all)]
     async fn delete_note(
         &self,
         request: Request<DeleteNoteRequest>,
@@ -179,8 +174,6 @@ impl NoteService for NoteApi {
         self.delete(request.into_inner()).await?;
         Ok(Response::new(DeleteNoteResponse {}))
     }
-
-    #[tracing::instrument(name = "update note", skip_all)]
     async fn update_note(
         &self,
         request: Request<UpdateNoteRequest>,
@@ -188,8 +181,6 @@ impl NoteService for NoteApi {
         self.update(request.into_inner()).await?;
         Ok(Response::new(UpdateNoteResponse {}))
     }
-
-    #[tracing::instrument(name = "query notes", skip_all)]
     async fn query_note(
         &self,
         request: Request<QueryNoteRequest>,

@@ -221,11 +221,34 @@ impl Database {
     /// Runs one statement inside a client span named `"{operation} {table}"`
     /// (e.g. `SELECT note`), with the backend, operation and table as
     /// attributes; a failure marks the span as an error. Parameter values are
-    /// never recorded.
+    /// never recorded. This span is the only one a repository call makes.
     pub async fn traced<T>(
         &self,
         operation: &'static str,
         table: &'static str,
+        statement: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        self.traced_with(operation, table, None, statement).await
+    }
+
+    /// [`Database::traced`] for a statement over `ids` keys at once (`WHERE id
+    /// IN (…)`): their number is the span's `easynote.db.keys` attribute.
+    pub async fn traced_batch<T>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        ids: usize,
+        statement: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        self.traced_with(operation, table, Some(ids), statement)
+            .await
+    }
+
+    async fn traced_with<T>(
+        &self,
+        operation: &'static str,
+        table: &'static str,
+        keys: Option<usize>,
         statement: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
         let span = tracing::info_span!(
@@ -235,6 +258,7 @@ impl Database {
             db.system.name = self.system(),
             db.operation.name = operation,
             db.collection.name = table,
+            easynote.db.keys = keys,
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );

@@ -803,3 +803,94 @@ async fn with_the_sdk_disabled_nothing_is_traced() {
         "nothing is exported with OTEL_SDK_DISABLED=true"
     );
 }
+
+/// Sampling is decided where a trace enters a process, and nothing is built
+/// beneath an unsampled span; the trace id still reaches every hop's logs.
+/// A caller's sampled flag is honoured: that trace is recorded whole, SQL
+/// statements and client calls included.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsampled_traces_keep_their_ids_and_sampled_callers_are_recorded_whole() {
+    let receiver = OtlpReceiver::start(Transport::Grpc).await;
+    let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
+    otel.push(("OTEL_TRACES_SAMPLER", "parentbased_always_off".into()));
+    // The servers' "call received" line (debug) shows which trace reached them.
+    otel.push((
+        "RUST_LOG",
+        "info,easynote_shared::governance::server=debug".into(),
+    ));
+    let suite = Suite::start(&otel).await;
+    let traces = suite.story().await;
+
+    // A caller that samples: its trace is recorded whole.
+    let token = suite.login_token().await;
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, body, trace) = suite
+        .call(
+            reqwest::Method::GET,
+            "/v1/note/query",
+            Some(&token),
+            None,
+            Some(&format!("00-{caller_trace}-b7ad6b7169203331-01")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(trace.as_deref(), Some(caller_trace));
+    let expected: &[(&str, &[&str])] = &[(
+        "sampled",
+        &["easy-note-gateway", "easy-note-note", "easy-note-user"],
+    )];
+    let sampled = BTreeMap::from([("sampled", caller_trace.to_owned())]);
+    let spans = receiver
+        .wait_for_spans(WITHIN, |spans| complete(spans, &sampled, expected))
+        .await;
+    assert_trace_shape(
+        &spans,
+        "sampled query",
+        caller_trace,
+        &["easy-note-gateway", "easy-note-note", "easy-note-user"],
+        Some("b7ad6b7169203331"),
+    );
+    let recorded = in_trace(&spans, caller_trace);
+    for (kind, what) in [(CLIENT, "gRPC client"), (SERVER, "gRPC server")] {
+        assert!(
+            recorded
+                .iter()
+                .filter(|s| s.kind == kind && s.attr("rpc.method").is_some())
+                .count()
+                >= 2,
+            "{what} spans of both hops are recorded"
+        );
+    }
+    assert!(
+        recorded
+            .iter()
+            .filter(|s| s.attr("db.system.name").is_some())
+            .count()
+            >= 2,
+        "the SQL statements of both services are recorded"
+    );
+
+    // The story's own traces started here, unsampled: each hop still logs
+    // under the request's trace id (the query's reached note-service and,
+    // from there, user-service)...
+    let query = &traces["query"];
+    for (service, logs) in [
+        ("gateway", suite.gateway.proc.output()),
+        ("note-service", suite.note.proc.output()),
+        ("user-service", suite.user.proc.output()),
+    ] {
+        assert!(
+            logs.contains(&format!("trace_id={query}")),
+            "{service} logs the unsampled query's trace id:\n{logs}"
+        );
+    }
+    // ... and nothing of them is exported.
+    suite.stop().await;
+    let spans = receiver.spans();
+    for (case, trace) in &traces {
+        assert!(
+            in_trace(&spans, trace).is_empty(),
+            "{case}: an unsampled trace exports nothing"
+        );
+    }
+}

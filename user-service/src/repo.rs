@@ -47,7 +47,6 @@ impl UserRepo {
     }
 
     /// Inserts a user; the unique index decides races between equal names.
-    #[tracing::instrument(name = "insert user", skip_all)]
     pub async fn create(&self, username: &str, password_hash: &str) -> Result<i64, CreateError> {
         let now = db::now_millis();
         let sql = "INSERT INTO user (username, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)";
@@ -69,7 +68,6 @@ impl UserRepo {
     }
 
     /// The credentials of a live user with exactly this name.
-    #[tracing::instrument(name = "select user credentials", skip_all)]
     pub async fn credentials_by_username(
         &self,
         username: &str,
@@ -85,7 +83,6 @@ impl UserRepo {
     }
 
     /// The live users among `ids`, in ascending id order; unknown ids are skipped.
-    #[tracing::instrument(name = "select users by id", skip_all, fields(count = ids.len()))]
     pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<UserRecord>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -107,6 +104,6 @@ impl UserRepo {
                 query.fetch_all(pool).await
             })
         };
-        self.db.traced("SELECT", "user", select).await
+        self.db.traced_batch("SELECT", "user", ids.len(), select).await
     }
 }

@@ -88,7 +88,6 @@ impl UserApi {
 
 #[tonic::async_trait]
 impl UserService for UserApi {
-    #[tracing::instrument(name = "create user", skip_all)]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -97,8 +96,6 @@ impl UserService for UserApi {
         tracing::info!(user_id, "user created");
         Ok(Response::new(CreateUserResponse { user_id }))
     }
-
-    #[tracing::instrument(name = "get users", skip_all)]
     async fn m_get_user(
         &self,
         request: Request<MGetUserRequest>,
@@ -106,8 +103,6 @@ impl UserService for UserApi {
         let users = self.mget(request.into_inner()).await?;
         Ok(Response::new(MGetUserResponse { users }))
     }
-
-    #[tracing::instrument(name = "check user credentials", skip_all)]
     async fn check_user(
         &self,
         request: Request<CheckUserRequest>,

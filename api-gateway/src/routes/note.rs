@@ -70,8 +70,6 @@ pub struct CreateBody {
 pub struct Created {
     note_id: i64,
 }
-
-#[tracing::instrument(name = "create note", skip_all, fields(user_id = user.id))]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -121,8 +119,6 @@ pub struct NotePage {
     total: i64,
     notes: Vec<NoteView>,
 }
-
-#[tracing::instrument(name = "query notes", skip_all, fields(user_id = user.id))]
 async fn query(
     State(state): State<AppState>,
     user: AuthUser,
@@ -154,8 +150,6 @@ async fn query(
         notes: reply.notes.into_iter().map(NoteView::from).collect(),
     }))
 }
-
-#[tracing::instrument(name = "get note", skip_all, fields(user_id = user.id, note_id = id))]
 async fn fetch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -184,8 +178,6 @@ pub struct UpdateBody {
     title: Option<String>,
     content: Option<String>,
 }
-
-#[tracing::instrument(name = "update note", skip_all, fields(user_id = user.id, note_id = id))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -217,8 +209,6 @@ async fn update(
         .await?;
     Ok(Envelope::empty())
 }
-
-#[tracing::instrument(name = "delete note", skip_all, fields(user_id = user.id, note_id = id))]
 async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

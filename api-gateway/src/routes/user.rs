@@ -37,8 +37,6 @@ impl std::fmt::Debug for Credentials {
             .finish_non_exhaustive()
     }
 }
-
-#[tracing::instrument(name = "register", skip_all)]
 async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
@@ -73,8 +71,6 @@ pub struct LoginReply {
     expire: String,
     data: TokenData,
 }
-
-#[tracing::instrument(name = "login", skip_all)]
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,

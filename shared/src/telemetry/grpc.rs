@@ -414,7 +414,7 @@ impl Service<Request<Body>> for TracedChannel {
             otel.status_description = Empty,
         );
         if !span.is_disabled() {
-            propagation::inject(&span.context(), request.headers_mut());
+            propagation::inject(&propagation::context_of(&span), request.headers_mut());
         }
         let started = Instant::now();
         let future = self.channel.call(request);

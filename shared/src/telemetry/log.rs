@@ -4,19 +4,22 @@
 use std::fmt;
 
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     registry::LookupSpan,
 };
 
-/// The trace and span id of the current span, if it has a valid context.
+/// The trace and span id of the innermost OpenTelemetry span entered on
+/// this thread, if any: the current span's own, or, for a span beneath an
+/// unsampled one (never built, see `sampled_or_root`), its nearest built
+/// ancestor's.
 pub(crate) fn current_ids() -> Option<(String, String)> {
-    let context = tracing::Span::current().context();
-    let span = opentelemetry::trace::TraceContextExt::span(&context);
-    let ids = span.span_context();
-    ids.is_valid()
-        .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    opentelemetry::Context::map_current(|context| {
+        let span = opentelemetry::trace::TraceContextExt::span(context);
+        let ids = span.span_context();
+        ids.is_valid()
+            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
+    })
 }
 
 /// Wraps an event formatter to add `trace_id` and `span_id` to every line

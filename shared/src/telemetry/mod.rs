@@ -5,8 +5,17 @@
 //! - Traces: `tracing` spans become OpenTelemetry spans (W3C trace context
 //!   propagation). They are exported over OTLP (gRPC or HTTP/protobuf) when
 //!   an endpoint is configured with the standard `OTEL_*` variables; without
-//!   one, spans still get ids (for logs and propagation) and nothing is sent.
-//!   `OTEL_SDK_DISABLED=true` turns the OpenTelemetry layer off entirely.
+//!   one, requests still get trace ids (for logs and propagation) and
+//!   nothing is sent. `OTEL_SDK_DISABLED=true` turns the OpenTelemetry layer
+//!   off entirely.
+//!
+//! What a span costs is paid only for spans that are sampled. The sampler
+//! decides at a trace's entry into the process (the HTTP server span, a
+//! gRPC server span); the spans beneath an unsampled one are never built:
+//! their logs carry the trace id of the span they run in, and calls they
+//! make carry its context on (see [`sampled_or_root`]). Without an
+//! exporter nothing is sampled unless the caller's trace is (then it stays
+//! sampled for the next hop, whose process may export it).
 //! - Metrics: the RED instruments of [`metrics`], exported over OTLP too.
 //!
 //! Export runs in the background with bounded queues: a collector that is
@@ -91,6 +100,23 @@ fn exported(meta: &Metadata<'_>) -> bool {
     } else {
         *meta.level() <= tracing::Level::WARN
     }
+}
+
+/// Whether a span opened now is worth building: it would be a root here
+/// (no OpenTelemetry span is active on this thread: the sampler decides),
+/// or the span it would be a child of is sampled. Beneath an unsampled span
+/// nothing is recorded, so its children are not built at all; the active
+/// context stays the unsampled parent's, which logs and propagation use.
+///
+/// The active context is the one the layer attaches when a span it built
+/// is entered (context activation), so this reads a thread-local and
+/// allocates nothing.
+fn sampled_or_root() -> bool {
+    opentelemetry::Context::map_current(|cx| {
+        let parent = cx.span();
+        let parent = parent.span_context();
+        !parent.is_valid() || parent.is_sampled()
+    })
 }
 
 /// The installed providers; flush them with [`Telemetry::shutdown`] before exit.
@@ -225,12 +251,24 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
             KeyValue::new("host.name", host_name()),
         ])
         .build();
+    let exports_traces = config
+        .otlp
+        .as_ref()
+        .is_some_and(|otlp| !otlp.traces_endpoint.is_empty());
+    // With nowhere to send spans, a trace that starts here is not sampled:
+    // it still gets its ids, and its spans cost nothing more. A caller's
+    // sampled trace stays sampled, for the next hop that may export it.
+    let sampler = if exports_traces {
+        config.sampler.sampler()
+    } else {
+        SamplerConfig::ParentBasedAlwaysOff.sampler()
+    };
     let mut tracer_builder = SdkTracerProvider::builder()
-        .with_sampler(config.sampler.sampler())
+        .with_sampler(sampler)
         .with_resource(resource.clone());
     let mut meter = None;
     if let Some(otlp) = &config.otlp {
-        if !otlp.traces_endpoint.is_empty() {
+        if exports_traces {
             let processor = BatchSpanProcessor::builder(span_exporter(otlp)?, runtime::Tokio)
                 // A collector that is down fills the queue; what does not fit is dropped.
                 .with_batch_config(
@@ -254,10 +292,18 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         }
     }
     let tracer_provider = tracer_builder.build();
+    // Spans carry what the code names, nothing per span that costs an
+    // allocation or a clock read and that no one asked for: no source
+    // location, target, thread or busy/idle times.
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer_provider.tracer("easy-note"))
+        .with_location(false)
+        .with_target(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(
-            dynamic_filter_fn(|meta, _| exported(meta)).with_callsite_filter(|meta| {
+            dynamic_filter_fn(|meta, _| exported(meta) && (!meta.is_span() || sampled_or_root()))
+                .with_callsite_filter(|meta| {
                 // Never `always`: see `exported`.
                 if exported(meta) {
                     Interest::sometimes()

@@ -3,6 +3,7 @@
 
 use opentelemetry::{
     Context, global,
+    trace::TraceContextExt as _,
     propagation::{Extractor, Injector},
 };
 use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue};
@@ -40,6 +41,18 @@ pub(crate) fn inject(context: &Context, headers: &mut HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(context, &mut HeaderInjector(headers))
     });
+}
+
+/// The trace context to carry on from `span`: its own, or, when it was not
+/// built (beneath an unsampled span, see the module `telemetry`), the active
+/// one it runs in, so the next hop continues the same trace.
+pub(crate) fn context_of(span: &tracing::Span) -> Context {
+    let own = span.context();
+    if own.span().span_context().is_valid() {
+        own
+    } else {
+        Context::current()
+    }
 }
 
 /// Makes `span`, just created, the child of the remote parent carried by
