@@ -25,6 +25,8 @@ Scenarios (the services are the ones users run; only the settings differ):
   governance-off     the all-in-one with EASYNOTE_GOVERNANCE=off (against all-in-one's default rules)
   overload           the all-in-one's login capacity closed-loop, then logins open-loop at 3x it
   overload-off       the same offered load with EASYNOTE_GOVERNANCE=off (no shedding)
+  *-before           with EASYNOTE_BENCH_BEFORE=<an earlier easy-note binary>: all-in-one and
+                     three processes on that build, to compare builds in one run
 
 Every suite process runs the default governance rules with one change, in a
 rules file (EASYNOTE_GOVERNANCE_FILE): the per-IP login limit is lifted,
@@ -48,6 +50,7 @@ ROOT = suite.ROOT
 SUITE = suite.EASY_NOTE
 BENCH = os.path.join(suite.RELEASE, "easy-note-bench")
 RECEIVER = suite.OTLP_RECEIVER
+BEFORE = os.environ.get("EASYNOTE_BENCH_BEFORE")
 TICKS = os.sysconf("SC_CLK_TCK")
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
 # The default rules without the per-IP login limit (one load generator is
@@ -92,9 +95,9 @@ class Scenario:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def service(self, name, role, env):
+    def service(self, name, role, env, binary=SUITE):
         """An Easy-Note process on port 0, measured; its bound addresses."""
-        child, addrs = suite.start_service(self.group, name, role, env, binary=SUITE)
+        child, addrs = suite.start_service(self.group, name, role, env, binary=binary)
         self.services.append(child)
         if "http" in addrs:
             self.url = f"http://{addrs['http']}"
@@ -138,15 +141,15 @@ class Scenario:
         self.group.stop_all()
 
 
-def three_processes(scenario, database, extra):
+def three_processes(scenario, database, extra, binary=SUITE):
     """user-service, note-service and api-gateway, in dependency order, each
     given the addresses the ones before it bound."""
     user = scenario.service("user-service", "user-service",
-                            scenario.base_env(EASYNOTE_DATABASE_URL=database("user"), **extra))["user_grpc"]
+                            scenario.base_env(EASYNOTE_DATABASE_URL=database("user"), **extra), binary)["user_grpc"]
     note = scenario.service("note-service", "note-service", scenario.base_env(
-        EASYNOTE_DATABASE_URL=database("note"), EASYNOTE_USER_ADDRS=user, **extra))["note_grpc"]
+        EASYNOTE_DATABASE_URL=database("note"), EASYNOTE_USER_ADDRS=user, **extra), binary)["note_grpc"]
     scenario.service("api-gateway", "api-gateway",
-                     scenario.base_env(EASYNOTE_USER_ADDRS=user, EASYNOTE_NOTE_ADDRS=note, **extra))
+                     scenario.base_env(EASYNOTE_USER_ADDRS=user, EASYNOTE_NOTE_ADDRS=note, **extra), binary)
 
 
 def scenarios(args, workdir):
@@ -167,8 +170,8 @@ def scenarios(args, workdir):
         s.group.wait_for("baseline ready", lambda: suite.http_ok(f"{s.url}/readyz", timeout=1), interval=0.01)
         child.ready_at = time.monotonic()
 
-    def all_in_one(s, **extra):
-        s.service("easy-note", "all", s.base_env(EASYNOTE_DATABASE_URL=sqlite(s)("easy-note"), **extra))
+    def all_in_one(s, binary=SUITE, **extra):
+        s.service("easy-note", "all", s.base_env(EASYNOTE_DATABASE_URL=sqlite(s)("easy-note"), **extra), binary)
 
     # Overload: the login path (argon2id, the suite's most expensive) driven
     # open-loop at three times the capacity measured closed-loop below the
@@ -202,7 +205,21 @@ def scenarios(args, workdir):
                                        "NACOS_CACHE_DIR": os.path.join(s.workdir, "nacos-cache"),
                                        "EASYNOTE_DEREGISTER_GRACE": "0s"})
 
-    return [
+    # An earlier build of `easy-note` to compare with, side by side in this
+    # run (EASYNOTE_BENCH_BEFORE=path/to/easy-note, with its commit in
+    # EASYNOTE_BENCH_BEFORE_LABEL): the query path, all-in-one and three
+    # processes, default settings.
+    before = []
+    if BEFORE:
+        label = os.environ.get("EASYNOTE_BENCH_BEFORE_LABEL", "earlier build")
+        before = [
+            ("all-in-one-before", f"all-in-one, SQLite ({label})",
+             lambda s: all_in_one(s, binary=BEFORE), [("query", query + closed)]),
+            ("three-processes-before", f"3 processes, SQLite, static ({label})",
+             lambda s: three_processes(s, sqlite(s), {}, binary=BEFORE), [("query", query + closed)]),
+        ]
+
+    return before + [
         ("baseline", "no-RPC baseline (SQLite)", baseline, full_loads),
         ("all-in-one", "all-in-one, SQLite", all_in_one, full_loads + [("query-open", query + opened)]),
         ("all-in-one-otel-off", "all-in-one, OTEL_SDK_DISABLED",

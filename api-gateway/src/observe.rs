@@ -14,9 +14,8 @@ use axum::{
     response::Response,
 };
 use easynote_shared::telemetry::{metrics::HttpServerMetrics, propagation};
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::context::FutureExt as _;
 use tracing::{Instrument as _, field::Empty, info_span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The response header carrying the request's trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
@@ -97,12 +96,16 @@ pub async fn observe(
             user.id = Empty,
             otel.status_code = Empty,
         );
-        propagation::set_remote_parent(&span, request.headers());
         span
     };
-    let trace_id = span.context().span().span_context().trace_id();
+    let carried = propagation::continue_trace(&span, request.headers());
+    let trace_id = propagation::trace_id_of(&span, carried.as_ref());
 
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let handled = next.run(request).instrument(span.clone());
+    let mut response = match carried.clone() {
+        Some(context) => handled.with_context(context).await,
+        None => handled.await,
+    };
 
     let status = response.status();
     let elapsed = started.elapsed();
@@ -123,6 +126,7 @@ pub async fn observe(
         {
             response.headers_mut().insert(TRACE_ID_HEADER, value);
         }
+        let _carried = carried.map(opentelemetry::Context::attach);
         span.in_scope(|| {
             tracing::info!(
                 status = status.as_u16(),

@@ -94,7 +94,9 @@ impl NoteRepo {
                 query.fetch_all(pool).await
             })
         };
-        self.db.traced_batch("SELECT", "note", ids.len(), select).await
+        self.db
+            .traced_batch("SELECT", "note", ids.len(), select)
+            .await
     }
 
     /// Soft-deletes the owner's live note; `false` when there is none.

@@ -894,3 +894,47 @@ async fn unsampled_traces_keep_their_ids_and_sampled_callers_are_recorded_whole(
         );
     }
 }
+
+/// Without an exporter no span is built, yet every request has a trace id:
+/// in its `x-trace-id`, in the log lines of every hop it crosses, and the
+/// caller's own when it sent a `traceparent`.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_exporter_every_hop_logs_the_trace_id_and_a_callers_trace_continues() {
+    let suite = Suite::start(&[(
+        "RUST_LOG",
+        "info,easynote_shared::governance::server=debug".into(),
+    )])
+    .await;
+    let traces = suite.story().await;
+    let distinct: std::collections::BTreeSet<_> = traces.values().collect();
+    assert_eq!(distinct.len(), traces.len(), "one trace per request");
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (status, body, trace) = suite
+        .call(
+            reqwest::Method::POST,
+            "/v1/user/login",
+            None,
+            Some(json!({"username": "tracy", "password": "password123"})),
+            Some(&format!("00-{caller_trace}-00f067aa0ba902b7-01")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(trace.as_deref(), Some(caller_trace), "the caller's trace id");
+    let logs = [
+        ("gateway", suite.gateway.proc.output()),
+        ("note-service", suite.note.proc.output()),
+        ("user-service", suite.user.proc.output()),
+    ];
+    for (service, log) in &logs {
+        assert!(
+            log.contains(&format!("trace_id={}", traces["query"])),
+            "{service} logs the query's trace id:\n{log}"
+        );
+    }
+    assert!(
+        logs[2].1.contains(&format!("trace_id={caller_trace}")),
+        "user-service logs the caller's trace id:\n{}",
+        logs[2].1
+    );
+    suite.stop().await;
+}

@@ -104,6 +104,8 @@ impl UserRepo {
                 query.fetch_all(pool).await
             })
         };
-        self.db.traced_batch("SELECT", "user", ids.len(), select).await
+        self.db
+            .traced_batch("SELECT", "user", ids.len(), select)
+            .await
     }
 }

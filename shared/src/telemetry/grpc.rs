@@ -33,8 +33,8 @@ use tower::{
     Layer, Service,
     layer::util::{Identity, Stack},
 };
+use opentelemetry::context::FutureExt as _;
 use tracing::{Instrument as _, Span, field::Empty, info_span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{
     metrics::{RpcMetrics, RpcOutcome, RpcSide},
@@ -332,12 +332,19 @@ where
             otel.status_code = Empty,
             otel.status_description = Empty,
         );
-        propagation::set_remote_parent(&span, request.headers());
+        let carried = propagation::continue_trace(&span, request.headers());
         let started = Instant::now();
-        let future = span.in_scope(|| self.inner.call(request));
+        let future = {
+            let _carried = carried.clone().map(opentelemetry::Context::attach);
+            span.in_scope(|| self.inner.call(request))
+        };
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let result = future.instrument(span.clone()).await;
+            let instrumented = future.instrument(span.clone());
+            let result = match carried {
+                Some(context) => instrumented.with_context(context).await,
+                None => instrumented.await,
+            };
             let mut call = CallRecord {
                 span,
                 side: RpcSide::Server,

@@ -9,13 +9,15 @@
 //!   nothing is sent. `OTEL_SDK_DISABLED=true` turns the OpenTelemetry layer
 //!   off entirely.
 //!
-//! What a span costs is paid only for spans that are sampled. The sampler
-//! decides at a trace's entry into the process (the HTTP server span, a
-//! gRPC server span); the spans beneath an unsampled one are never built:
-//! their logs carry the trace id of the span they run in, and calls they
-//! make carry its context on (see [`sampled_or_root`]). Without an
-//! exporter nothing is sampled unless the caller's trace is (then it stays
-//! sampled for the next hop, whose process may export it).
+//! What a span costs is paid only where it can be exported. Without a
+//! traces endpoint no OpenTelemetry layer is installed: each request runs
+//! under W3C trace ids only (see [`propagation::continue_trace`]), which
+//! its logs, its `x-trace-id` and its calls carry, and a caller's sampled
+//! flag goes on untouched to the next hop. With one, the sampler decides at
+//! a trace's entry into the process (the HTTP server span, a gRPC server
+//! span) and the spans beneath an unsampled one are never built (see
+//! [`sampled_or_root`]): their logs carry the trace id of the span they run
+//! in, and calls they make carry its context on.
 //! - Metrics: the RED instruments of [`metrics`], exported over OTLP too.
 //!
 //! Export runs in the background with bounded queues: a collector that is
@@ -113,7 +115,7 @@ fn exported(meta: &Metadata<'_>) -> bool {
 /// allocates nothing.
 fn sampled_or_root() -> bool {
     opentelemetry::Context::map_current(|cx| {
-        let parent = cx.span();
+        let parent = opentelemetry::trace::TraceContextExt::span(cx);
         let parent = parent.span_context();
         !parent.is_valid() || parent.is_sampled()
     })
@@ -226,6 +228,7 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
             .boxed(),
     };
     if config.sdk_disabled {
+        propagation::set_carrier(propagation::Carrier::Off);
         let _ = tracing_subscriber::registry().with(fmt_layer).try_init();
         return Ok(Telemetry::default());
     }
@@ -251,47 +254,65 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
             KeyValue::new("host.name", host_name()),
         ])
         .build();
-    let exports_traces = config
+    let mut meter = None;
+    if let Some(otlp) = config.otlp.as_ref().filter(|o| !o.metrics_endpoint.is_empty()) {
+        let reader = PeriodicReader::builder(metric_exporter(otlp)?, runtime::Tokio)
+            .with_interval(otlp.metrics_interval)
+            .with_timeout(otlp.timeout)
+            .build();
+        meter = Some(
+            SdkMeterProvider::builder()
+                .with_reader(reader)
+                .with_resource(resource.clone())
+                .build(),
+        );
+    }
+    let flush_timeout = config
         .otlp
         .as_ref()
-        .is_some_and(|otlp| !otlp.traces_endpoint.is_empty());
-    // With nowhere to send spans, a trace that starts here is not sampled:
-    // it still gets its ids, and its spans cost nothing more. A caller's
-    // sampled trace stays sampled, for the next hop that may export it.
-    let sampler = if exports_traces {
-        config.sampler.sampler()
-    } else {
-        SamplerConfig::ParentBasedAlwaysOff.sampler()
+        .map_or(Duration::from_secs(1), |otlp| otlp.timeout);
+
+    let Some(otlp) = config.otlp.as_ref().filter(|o| !o.traces_endpoint.is_empty()) else {
+        // Nowhere to send spans: no OpenTelemetry layer at all. Requests
+        // still run under W3C trace ids (logs, `x-trace-id`, the next hop),
+        // carried by `propagation::continue_trace` at a fraction of a
+        // span's cost.
+        if tracing_subscriber::registry()
+            .with(fmt_layer)
+            .try_init()
+            .is_err()
+        {
+            if let Some(meter) = meter {
+                let _ = meter.shutdown();
+            }
+            return Ok(Telemetry::default());
+        }
+        propagation::set_carrier(propagation::Carrier::Ids);
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        if let Some(meter) = &meter {
+            global::set_meter_provider(meter.clone());
+            tracing::info!(otlp = ?config.otlp, "exporting metrics over OTLP");
+        }
+        return Ok(Telemetry {
+            tracer: None,
+            meter,
+            flush_timeout,
+        });
     };
-    let mut tracer_builder = SdkTracerProvider::builder()
-        .with_sampler(sampler)
-        .with_resource(resource.clone());
-    let mut meter = None;
-    if let Some(otlp) = &config.otlp {
-        if exports_traces {
-            let processor = BatchSpanProcessor::builder(span_exporter(otlp)?, runtime::Tokio)
-                // A collector that is down fills the queue; what does not fit is dropped.
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(4096)
-                        .build(),
-                )
-                .build();
-            tracer_builder = tracer_builder.with_span_processor(processor);
-        }
-        if !otlp.metrics_endpoint.is_empty() {
-            let reader = PeriodicReader::builder(metric_exporter(otlp)?, runtime::Tokio)
-                .with_interval(otlp.metrics_interval)
-                .with_timeout(otlp.timeout)
-                .build();
-            let provider = SdkMeterProvider::builder()
-                .with_reader(reader)
-                .with_resource(resource)
-                .build();
-            meter = Some(provider);
-        }
-    }
-    let tracer_provider = tracer_builder.build();
+
+    let processor = BatchSpanProcessor::builder(span_exporter(otlp)?, runtime::Tokio)
+        // A collector that is down fills the queue; what does not fit is dropped.
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(4096)
+                .build(),
+        )
+        .build();
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_sampler(config.sampler.sampler())
+        .with_resource(resource)
+        .with_span_processor(processor)
+        .build();
     // Spans carry what the code names, nothing per span that costs an
     // allocation or a clock read and that no one asked for: no source
     // location, target, thread or busy/idle times.
@@ -304,13 +325,13 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         .with_filter(
             dynamic_filter_fn(|meta, _| exported(meta) && (!meta.is_span() || sampled_or_root()))
                 .with_callsite_filter(|meta| {
-                // Never `always`: see `exported`.
-                if exported(meta) {
-                    Interest::sometimes()
-                } else {
-                    Interest::never()
-                }
-            }),
+                    // Never `always`: see `exported`.
+                    if exported(meta) {
+                        Interest::sometimes()
+                    } else {
+                        Interest::never()
+                    }
+                }),
         );
     if tracing_subscriber::registry()
         .with(fmt_layer)
@@ -325,21 +346,17 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         }
         return Ok(Telemetry::default());
     }
+    propagation::set_carrier(propagation::Carrier::Spans);
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(tracer_provider.clone());
     if let Some(meter) = &meter {
         global::set_meter_provider(meter.clone());
     }
-    if let Some(otlp) = &config.otlp {
-        tracing::info!(?otlp, "exporting telemetry over OTLP");
-    }
+    tracing::info!(?otlp, "exporting telemetry over OTLP");
     Ok(Telemetry {
         tracer: Some(tracer_provider),
         meter,
-        flush_timeout: config
-            .otlp
-            .as_ref()
-            .map_or(Duration::from_secs(1), |otlp| otlp.timeout),
+        flush_timeout,
     })
 }
 
