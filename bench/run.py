@@ -56,6 +56,10 @@ JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
 # The default rules without the per-IP login limit (one load generator is
 # one address); the per-user limit of the defaults is kept.
 BENCH_RULES = {"gateway": {"rate_limits": [{"route": "*", "key": "user", "per_second": 100, "burst": 200}]}}
+# The overload runs measure shedding, not rate limits: none at all (a login
+# has no user, so the per-user limit would key it by address).
+NO_RATE_LIMITS = {"gateway": {"rate_limits": []}}
+RULES_FOR = {"overload": NO_RATE_LIMITS, "overload-off": NO_RATE_LIMITS}
 
 
 def status_mb(child, field):
@@ -78,12 +82,13 @@ class Scenario:
 
     def __init__(self, name, title, workdir):
         self.name, self.title = name, title
+        rules = RULES_FOR.get(name, BENCH_RULES)
         self.group = suite.Group(os.path.join(workdir, name))
         self.workdir = self.group.workdir
         os.makedirs(self.workdir)
         self.rules = os.path.join(self.workdir, "rules.json")
         with open(self.rules, "w") as f:
-            json.dump(BENCH_RULES, f)
+            json.dump(rules, f)
         self.services = []  # children we measure; rnacos and the OTLP receiver are not
         self.idle_rss_mb = {}
         self.url = None  # the gateway's (or baseline's) base URL
@@ -109,10 +114,10 @@ class Scenario:
         for child in self.services:
             self.idle_rss_mb[child.name] = status_mb(child, "VmRSS")
 
-    def load(self, label, args, out_dir, smoke):
+    def load(self, label, args, out_dir, smoke, suffix=None):
         if callable(args):  # arguments that depend on an earlier run
             args = args(self)
-        out = os.path.join(out_dir, f"{self.name}.{label}.json")
+        out = os.path.join(out_dir, f"{self.name}.{label}{'.' + suffix if suffix else ''}.json")
         argv = [BENCH, "run", "--url", self.url, "--label", f"{self.name}/{label}", "--out", out, *args]
         if smoke:
             argv += ["--users", "4", "--notes", "4", "--duration", "2s", "--warmup", "1s"]
@@ -154,7 +159,9 @@ def three_processes(scenario, database, extra, binary=SUITE):
 
 def scenarios(args, workdir):
     """(name, title, start, loads): what runs, in order."""
-    query = ["--mix", "query=1"]
+    # Closed-loop query runs are short and repeated (--rounds): the median
+    # of three 10-second runs is steadier than one long run.
+    query = ["--mix", "query=1"] + ([] if args.smoke else ["--duration", "10s", "--warmup", "2s"])
     closed = ["--concurrency", "4" if args.smoke else "32"]
     opened = ["--rate", "50" if args.smoke else "1000"]
     sqlite = lambda scenario: lambda name: f"sqlite://{scenario.workdir}/{name}.db"  # noqa: E731
@@ -243,6 +250,19 @@ def scenarios(args, workdir):
     ]
 
 
+def run_scenario(scenario, start, loads, out_dir, smoke, suffix=None):
+    """Starts a scenario, runs its loads, stops it: its result."""
+    try:
+        start(scenario)
+        scenario.settle()
+        for label, load_args in loads:
+            scenario.load(label, load_args, out_dir, smoke, suffix)
+        return scenario.finish()
+    except BaseException:
+        scenario.abort()
+        raise
+
+
 def git_commit():
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     # What a run writes itself (results, the page and chart) does not count.
@@ -266,7 +286,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a second or two per run at low load; docs untouched")
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the closed-loop query runs (the docs report the median; default 3)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 1
     for binary in (SUITE, BENCH, RECEIVER):
         if not os.path.exists(binary):
             sys.exit(f"{binary} is missing: build with bench/run.sh (cargo build --release --locked ...)")
@@ -277,20 +301,21 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="easy-note-bench-work-")
     only = set(args.only.split(",")) if args.only else None
+    plan = [entry for entry in scenarios(args, workdir) if not only or entry[0] in only]
     results = []
-    for name, title, start, loads in scenarios(args, workdir):
-        if only and name not in only:
-            continue
-        scenario = Scenario(name, title, workdir)
-        try:
-            start(scenario)
-            scenario.settle()
-            for label, load_args in loads:
-                scenario.load(label, load_args, out_dir, args.smoke)
-            results.append(scenario.finish())
-        except BaseException:
-            scenario.abort()
-            raise
+    for name, title, start, loads in plan:
+        results.append(run_scenario(Scenario(name, title, workdir), start, loads, out_dir, args.smoke))
+    # Further rounds of the closed-loop query runs, each scenario started
+    # afresh, so that a drift of the machine's speed during the run shows
+    # in every scenario alike: the docs report each scenario's median.
+    for round_no in range(2, args.rounds + 1):
+        for (name, title, start, loads), result in zip(plan, results):
+            query = [(label, load_args) for label, load_args in loads if label == "query"]
+            if not query:
+                continue
+            scenario = Scenario(name, title, os.path.join(workdir, f"round-{round_no}"))
+            again = run_scenario(scenario, start, query, out_dir, args.smoke, suffix=f"round-{round_no}")
+            result["runs"].extend(again["runs"])
     summary = {"date": stamp.strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(), "machine": machine(),
                "smoke": args.smoke, "scenarios": results}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
