@@ -48,6 +48,10 @@ pub struct JwtConfig {
     pub ttl: Duration,
 }
 
+/// Bounds of `EASYNOTE_JWT_TTL`.
+const JWT_TTL_MIN: Duration = Duration::from_secs(60);
+const JWT_TTL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl JwtConfig {
     /// Reads the JWT settings, refusing the development key in production.
     pub fn from_env(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
@@ -83,10 +87,12 @@ impl JwtConfig {
             }
         };
         let ttl = env.duration("EASYNOTE_JWT_TTL", Duration::from_secs(3600))?;
-        if ttl.is_zero() {
+        if !(JWT_TTL_MIN..=JWT_TTL_MAX).contains(&ttl) {
+            // A token cannot be revoked before it expires: its lifetime is
+            // what a stolen one is worth.
             return Err(ConfigError::invalid(
                 "EASYNOTE_JWT_TTL",
-                "must be longer than zero",
+                "must be between 1m and 7d",
             ));
         }
         Ok(Self { secret, ttl })
@@ -154,9 +160,14 @@ mod tests {
         let config = jwt(&[]).expect("development default");
         assert_eq!(config.secret.expose_secret(), DEV_JWT_SECRET);
         assert_eq!(config.ttl, Duration::from_secs(3600));
-        let err = jwt(&[("EASYNOTE_JWT_TTL", "0s")])
-            .expect_err("zero ttl")
-            .to_string();
-        assert!(err.contains("EASYNOTE_JWT_TTL"), "{err}");
+        for bad in ["0s", "59s", "8d", "3650d"] {
+            let err = jwt(&[("EASYNOTE_JWT_TTL", bad)])
+                .expect_err("an unbounded ttl")
+                .to_string();
+            assert!(err.contains("EASYNOTE_JWT_TTL"), "{bad}: {err}");
+        }
+        for good in ["1m", "1h", "7d"] {
+            assert!(jwt(&[("EASYNOTE_JWT_TTL", good)]).is_ok(), "{good}");
+        }
     }
 }

@@ -116,10 +116,10 @@ impl IntoResponse for ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         match status.code() {
-            // Messages of these codes are written by our services for callers.
-            Code::InvalidArgument | Code::OutOfRange => {
-                Self::BadRequest(status.message().to_owned())
-            }
+            // Messages of this code are written by our services for callers.
+            // (OUT_OF_RANGE is not: tonic answers it for a message over the
+            // size limit, with its own text, which is no client's fault.)
+            Code::InvalidArgument => Self::BadRequest(status.message().to_owned()),
             Code::AlreadyExists => Self::UserExists,
             Code::Unauthenticated => Self::Unauthorized("wrong username or password"),
             Code::NotFound => Self::NoteNotFound,
@@ -164,5 +164,33 @@ impl From<PathRejection> for ApiError {
 impl From<easynote_shared::validate::Invalid> for ApiError {
     fn from(invalid: easynote_shared::validate::Invalid) -> Self {
         Self::BadRequest(invalid.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_statuses_map_to_the_contract_and_library_text_stays_inside() {
+        let cases = [
+            (Code::InvalidArgument, "title is too long", StatusCode::BAD_REQUEST),
+            (
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 6556402 bytes",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (Code::Internal, "h2 protocol error", StatusCode::INTERNAL_SERVER_ERROR),
+            (Code::Unavailable, "connection refused", StatusCode::SERVICE_UNAVAILABLE),
+            (Code::ResourceExhausted, "busy", StatusCode::SERVICE_UNAVAILABLE),
+        ];
+        for (code, message, expected) in cases {
+            let error = ApiError::from(tonic::Status::new(code, message));
+            assert_eq!(error.status(), expected, "{code:?}");
+            let shown = error.to_string();
+            if expected != StatusCode::BAD_REQUEST {
+                assert!(!shown.contains(message), "{code:?} leaks {message:?}: {shown}");
+            }
+        }
     }
 }

@@ -4,13 +4,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use easynote_shared::{
     discovery::Upstream,
+    grpc,
     proto::{
         note::v1::{
             CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse,
             MGetNoteRequest, MGetNoteResponse, Note, QueryNoteRequest, QueryNoteResponse,
             UpdateNoteRequest, UpdateNoteResponse, note_service_server::NoteService,
         },
-        user::v1::{MGetUserRequest, User, user_service_client::UserServiceClient},
+        user::v1::{MGetUserRequest, User},
     },
     validate::{self, Invalid},
 };
@@ -50,7 +51,7 @@ impl NoteApi {
         let users: HashMap<i64, User> = self
             .users
             .call("MGetUser", request, |channel, request| async move {
-                UserServiceClient::new(channel).m_get_user(request).await
+                grpc::user_client(channel).m_get_user(request).await
             })
             .await
             .map_err(NoteError::UserService)?

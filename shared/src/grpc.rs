@@ -26,6 +26,37 @@ use crate::{
     telemetry,
 };
 
+/// The largest gRPC message any hop sends or accepts, both ways, set on
+/// every client and server of the suite. The largest legitimate message is
+/// a full page: `LIMIT_MAX` notes of `CONTENT_MAX_BYTES` each, with a
+/// title of `TITLE_MAX_CHARS` (at most 4 bytes a character), and a few
+/// bytes of framing per note: about 6.6 MB, beyond tonic's 4 MiB default.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+const _: () = {
+    use crate::validate::{CONTENT_MAX_BYTES, LIMIT_MAX, TITLE_MAX_CHARS};
+    let page = LIMIT_MAX as usize * (CONTENT_MAX_BYTES + 4 * TITLE_MAX_CHARS + 256);
+    assert!(page < MAX_MESSAGE_BYTES, "a full page must fit in one message");
+};
+
+/// A user-service client on `channel`, within [`MAX_MESSAGE_BYTES`].
+pub fn user_client(
+    channel: telemetry::grpc::TracedChannel,
+) -> crate::proto::user::v1::user_service_client::UserServiceClient<telemetry::grpc::TracedChannel> {
+    crate::proto::user::v1::user_service_client::UserServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A note-service client on `channel`, within [`MAX_MESSAGE_BYTES`].
+pub fn note_client(
+    channel: telemetry::grpc::TracedChannel,
+) -> crate::proto::note::v1::note_service_client::NoteServiceClient<telemetry::grpc::TracedChannel> {
+    crate::proto::note::v1::note_service_client::NoteServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// The settings every gRPC service of the suite reads.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

@@ -13,6 +13,26 @@ pub mod user {
     /// Version 1 of the user API.
     pub mod v1 {
         tonic::include_proto!("easynote.user.v1");
+
+        /// Shows the username, never the password.
+        impl std::fmt::Debug for CreateUserRequest {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("CreateUserRequest")
+                    .field("username", &self.username)
+                    .field("password", &"[redacted]")
+                    .finish()
+            }
+        }
+
+        /// Shows the username, never the password.
+        impl std::fmt::Debug for CheckUserRequest {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("CheckUserRequest")
+                    .field("username", &self.username)
+                    .field("password", &"[redacted]")
+                    .finish()
+            }
+        }
     }
 }
 
@@ -21,5 +41,30 @@ pub mod note {
     /// Version 1 of the note API.
     pub mod v1 {
         tonic::include_proto!("easynote.note.v1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user::v1::{CheckUserRequest, CreateUserRequest};
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let create = CreateUserRequest {
+            username: "ada".into(),
+            password: "hunter2-secret".into(),
+        };
+        let check = CheckUserRequest {
+            username: "ada".into(),
+            password: "hunter2-secret".into(),
+        };
+        for shown in [
+            format!("{create:?}"),
+            format!("{check:?}"),
+            format!("{:?}", tonic::Request::new(check.clone())),
+        ] {
+            assert!(shown.contains("ada"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 }

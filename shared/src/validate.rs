@@ -53,10 +53,39 @@ fn no_control_chars(field: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// 1–128 characters, no control characters, no surrounding whitespace.
+/// Invisible characters that make two names look alike, or reorder how one
+/// is shown: zero-width characters, joiners, bidirectional controls, the
+/// byte order mark and other format characters (Unicode category Cf).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// The form a username is stored and compared in: Unicode NFKC, so that
+/// compatibility variants (full-width letters, ligatures, composed and
+/// decomposed accents) name one account, not several look-alikes.
+pub fn normalize_username(value: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    value.nfkc().collect()
+}
+
+/// 1–128 characters, no control, zero-width or bidirectional control
+/// characters, no surrounding whitespace. Check the normalised form
+/// ([`normalize_username`]).
 pub fn username(value: &str) -> Result<(), Invalid> {
     char_count_within("username", value, 1, USERNAME_MAX_CHARS)?;
     no_control_chars("username", value)?;
+    if value.chars().any(is_invisible_format) {
+        return Err(invalid(
+            "username must not contain zero-width or bidirectional control characters",
+        ));
+    }
     if value.trim() != value {
         return Err(invalid("username must not start or end with whitespace"));
     }
@@ -126,6 +155,27 @@ pub fn search_key(value: &str) -> Result<(), Invalid> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn usernames_are_nfkc_normalised_and_invisible_characters_refused() {
+        // Full-width letters, a ligature, a decomposed accent: one name each.
+        assert_eq!(normalize_username("ｆｏｏ"), "foo");
+        assert_eq!(normalize_username("ﬁle"), "file");
+        assert_eq!(normalize_username("e\u{301}lise"), "élise");
+        assert_eq!(normalize_username("élise"), "élise");
+        for sneaky in [
+            "ad\u{200B}min",     // zero-width space
+            "ad\u{200D}min",     // zero-width joiner
+            "\u{202E}nimda",     // right-to-left override
+            "admin\u{2066}",     // left-to-right isolate
+            "\u{FEFF}admin",     // byte order mark
+        ] {
+            let err = username(&normalize_username(sneaky)).expect_err(sneaky);
+            assert!(err.0.contains("zero-width"), "{sneaky:?}: {err}");
+        }
+        assert!(username(&normalize_username("Zoë 李")).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -333,3 +333,55 @@ async fn login_answers_an_unknown_user_and_a_wrong_password_alike() {
         "the replies must not tell which one was wrong"
     );
 }
+
+/// The largest page the contract allows, 100 notes of 64 KiB, comes back
+/// whole on every backend: the gRPC message limits are set for it on both
+/// sides (the default 4 MiB used to answer 400 with the library's text).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_page_of_the_largest_notes_comes_back_whole() {
+    for db in TestDatabase::all().await {
+        let backend = db.backend;
+        let app = TestApp::spawn_on(db).await;
+        let token = app.signed_up("hoarder").await;
+        let content = "x".repeat(easynote_shared::validate::CONTENT_MAX_BYTES);
+        for i in 0..easynote_shared::validate::LIMIT_MAX {
+            app.create_note(&token, &format!("note {i}"), &content).await;
+        }
+        let (status, body) = app
+            .get("/v1/note/query?limit=100", Some(&token))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {}", &body.to_string()[..200.min(body.to_string().len())]);
+        let notes = body["data"]["notes"].as_array().expect("notes");
+        assert_eq!(notes.len(), 100, "{backend}");
+        assert_eq!(body["data"]["total"], 100, "{backend}");
+        assert!(
+            notes.iter().all(|n| n["content"].as_str() == Some(content.as_str())),
+            "{backend}: every note whole"
+        );
+    }
+}
+
+/// Look-alike names are one account: a full-width name logs in as its
+/// plain form and cannot be registered twice; invisible characters are
+/// refused with a clear message and create nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn look_alike_usernames_are_one_account_and_invisible_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.register("ｇｒａｃｅ", "hopper-1906").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app.login("grace", "hopper-1906").await;
+    assert_eq!(status, StatusCode::OK, "the plain form logs in: {body}");
+    let again = app.register("grace", "another-pw").await;
+    assert_error("the plain form is taken", &again, StatusCode::CONFLICT, 10003);
+    let before = app.row_counts().await;
+    for sneaky in ["gr\u{200B}ace", "\u{202E}ecarg"] {
+        let (status, body) = app.register(sneaky, "hopper-1906").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sneaky:?}: {body}");
+        assert_eq!(body["code"], 10002, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains("zero-width"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.row_counts().await, before, "nothing was created");
+}

@@ -35,10 +35,11 @@ impl UserApi {
     }
 
     async fn create(&self, req: CreateUserRequest) -> Result<i64, UserError> {
-        validate::username(&req.username)?;
+        let username = validate::normalize_username(&req.username);
+        validate::username(&username)?;
         validate::password(&req.password)?;
         let hash = self.hasher.hash(req.password).await?;
-        match self.repo.create(&req.username, &hash).await {
+        match self.repo.create(&username, &hash).await {
             Ok(id) => Ok(id),
             Err(CreateError::UsernameTaken) => Err(UserError::UsernameTaken),
             Err(CreateError::Database(err)) => Err(err.into()),
@@ -48,10 +49,11 @@ impl UserApi {
     async fn check(&self, req: CheckUserRequest) -> Result<i64, UserError> {
         // Malformed credentials cannot match a stored account; answering them
         // like a wrong password keeps the reply uniform.
-        if validate::username(&req.username).is_err() || req.password.is_empty() {
+        let username = validate::normalize_username(&req.username);
+        if validate::username(&username).is_err() || req.password.is_empty() {
             return Err(UserError::BadCredentials);
         }
-        let stored = self.repo.credentials_by_username(&req.username).await?;
+        let stored = self.repo.credentials_by_username(&username).await?;
         let (id, phc) = stored.map_or((None, None), |c| (Some(c.id), Some(c.password_hash)));
         match (self.hasher.verify(req.password, phc).await?, id) {
             (true, Some(id)) => Ok(id),

@@ -6,9 +6,10 @@ use axum::{
     routing::{get, post},
 };
 use easynote_shared::{
+    grpc,
     proto::note::v1::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
-        UpdateNoteRequest, note_service_client::NoteServiceClient,
+        UpdateNoteRequest,
     },
     validate::{self, Invalid},
 };
@@ -85,7 +86,7 @@ async fn create(
     let note_id = state
         .notes
         .call("CreateNote", request, |channel, request| async move {
-            NoteServiceClient::new(channel).create_note(request).await
+            grpc::note_client(channel).create_note(request).await
         })
         .await?
         .into_inner()
@@ -141,7 +142,7 @@ async fn query(
     let reply = state
         .notes
         .call("QueryNote", request, |channel, request| async move {
-            NoteServiceClient::new(channel).query_note(request).await
+            grpc::note_client(channel).query_note(request).await
         })
         .await?
         .into_inner();
@@ -159,7 +160,7 @@ async fn fetch(
     let note = state
         .notes
         .call("MGetNote", request, |channel, request| async move {
-            NoteServiceClient::new(channel).m_get_note(request).await
+            grpc::note_client(channel).m_get_note(request).await
         })
         .await?
         .into_inner()
@@ -204,7 +205,7 @@ async fn update(
     state
         .notes
         .call("UpdateNote", request, |channel, request| async move {
-            NoteServiceClient::new(channel).update_note(request).await
+            grpc::note_client(channel).update_note(request).await
         })
         .await?;
     Ok(Envelope::empty())
@@ -221,7 +222,7 @@ async fn delete(
     state
         .notes
         .call("DeleteNote", request, |channel, request| async move {
-            NoteServiceClient::new(channel).delete_note(request).await
+            grpc::note_client(channel).delete_note(request).await
         })
         .await?;
     Ok(Envelope::empty())

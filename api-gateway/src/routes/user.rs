@@ -3,8 +3,9 @@
 use std::time::SystemTime;
 
 use axum::{Json, Router, extract::State, routing::post};
-use easynote_shared::proto::user::v1::{
-    CheckUserRequest, CreateUserRequest, user_service_client::UserServiceClient,
+use easynote_shared::{
+    grpc,
+    proto::user::v1::{CheckUserRequest, CreateUserRequest},
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,7 @@ async fn register(
     state
         .users
         .call("CreateUser", request, |channel, request| async move {
-            UserServiceClient::new(channel).create_user(request).await
+            grpc::user_client(channel).create_user(request).await
         })
         .await?;
     Ok(Envelope::empty())
@@ -82,7 +83,7 @@ async fn login(
     let user_id = state
         .users
         .call("CheckUser", request, |channel, request| async move {
-            UserServiceClient::new(channel).check_user(request).await
+            grpc::user_client(channel).check_user(request).await
         })
         .await?
         .into_inner()
