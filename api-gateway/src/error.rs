@@ -174,22 +174,41 @@ mod tests {
     #[test]
     fn downstream_statuses_map_to_the_contract_and_library_text_stays_inside() {
         let cases = [
-            (Code::InvalidArgument, "title is too long", StatusCode::BAD_REQUEST),
+            (
+                Code::InvalidArgument,
+                "title is too long",
+                StatusCode::BAD_REQUEST,
+            ),
             (
                 Code::OutOfRange,
                 "Error, decoded message length too large: found 6556402 bytes",
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
-            (Code::Internal, "h2 protocol error", StatusCode::INTERNAL_SERVER_ERROR),
-            (Code::Unavailable, "connection refused", StatusCode::SERVICE_UNAVAILABLE),
-            (Code::ResourceExhausted, "busy", StatusCode::SERVICE_UNAVAILABLE),
+            (
+                Code::Internal,
+                "h2 protocol error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                Code::Unavailable,
+                "connection refused",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Code::ResourceExhausted,
+                "busy",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
         ];
         for (code, message, expected) in cases {
             let error = ApiError::from(tonic::Status::new(code, message));
             assert_eq!(error.status(), expected, "{code:?}");
             let shown = error.to_string();
             if expected != StatusCode::BAD_REQUEST {
-                assert!(!shown.contains(message), "{code:?} leaks {message:?}: {shown}");
+                assert!(
+                    !shown.contains(message),
+                    "{code:?} leaks {message:?}: {shown}"
+                );
             }
         }
     }

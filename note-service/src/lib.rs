@@ -79,9 +79,12 @@ impl NoteServer {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = service::NoteApi::new(repo::NoteRepo::new(self.service.db().clone()), self.users);
         self.service
-            .serve(NoteServiceServer::new(api)
+            .serve(
+                NoteServiceServer::new(api)
                     .max_decoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES), shutdown)
+                    .max_encoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES),
+                shutdown,
+            )
             .await
     }
 }

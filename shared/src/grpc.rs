@@ -36,13 +36,17 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 const _: () = {
     use crate::validate::{CONTENT_MAX_BYTES, LIMIT_MAX, TITLE_MAX_CHARS};
     let page = LIMIT_MAX as usize * (CONTENT_MAX_BYTES + 4 * TITLE_MAX_CHARS + 256);
-    assert!(page < MAX_MESSAGE_BYTES, "a full page must fit in one message");
+    assert!(
+        page < MAX_MESSAGE_BYTES,
+        "a full page must fit in one message"
+    );
 };
 
 /// A user-service client on `channel`, within [`MAX_MESSAGE_BYTES`].
 pub fn user_client(
     channel: telemetry::grpc::TracedChannel,
-) -> crate::proto::user::v1::user_service_client::UserServiceClient<telemetry::grpc::TracedChannel> {
+) -> crate::proto::user::v1::user_service_client::UserServiceClient<telemetry::grpc::TracedChannel>
+{
     crate::proto::user::v1::user_service_client::UserServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -51,7 +55,8 @@ pub fn user_client(
 /// A note-service client on `channel`, within [`MAX_MESSAGE_BYTES`].
 pub fn note_client(
     channel: telemetry::grpc::TracedChannel,
-) -> crate::proto::note::v1::note_service_client::NoteServiceClient<telemetry::grpc::TracedChannel> {
+) -> crate::proto::note::v1::note_service_client::NoteServiceClient<telemetry::grpc::TracedChannel>
+{
     crate::proto::note::v1::note_service_client::NoteServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)

@@ -164,11 +164,11 @@ mod tests {
         assert_eq!(normalize_username("e\u{301}lise"), "élise");
         assert_eq!(normalize_username("élise"), "élise");
         for sneaky in [
-            "ad\u{200B}min",     // zero-width space
-            "ad\u{200D}min",     // zero-width joiner
-            "\u{202E}nimda",     // right-to-left override
-            "admin\u{2066}",     // left-to-right isolate
-            "\u{FEFF}admin",     // byte order mark
+            "ad\u{200B}min", // zero-width space
+            "ad\u{200D}min", // zero-width joiner
+            "\u{202E}nimda", // right-to-left override
+            "admin\u{2066}", // left-to-right isolate
+            "\u{FEFF}admin", // byte order mark
         ] {
             let err = username(&normalize_username(sneaky)).expect_err(sneaky);
             assert!(err.0.contains("zero-width"), "{sneaky:?}: {err}");

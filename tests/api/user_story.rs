@@ -345,17 +345,23 @@ async fn a_full_page_of_the_largest_notes_comes_back_whole() {
         let token = app.signed_up("hoarder").await;
         let content = "x".repeat(easynote_shared::validate::CONTENT_MAX_BYTES);
         for i in 0..easynote_shared::validate::LIMIT_MAX {
-            app.create_note(&token, &format!("note {i}"), &content).await;
+            app.create_note(&token, &format!("note {i}"), &content)
+                .await;
         }
-        let (status, body) = app
-            .get("/v1/note/query?limit=100", Some(&token))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{backend}: {}", &body.to_string()[..200.min(body.to_string().len())]);
+        let (status, body) = app.get("/v1/note/query?limit=100", Some(&token)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{backend}: {}",
+            &body.to_string()[..200.min(body.to_string().len())]
+        );
         let notes = body["data"]["notes"].as_array().expect("notes");
         assert_eq!(notes.len(), 100, "{backend}");
         assert_eq!(body["data"]["total"], 100, "{backend}");
         assert!(
-            notes.iter().all(|n| n["content"].as_str() == Some(content.as_str())),
+            notes
+                .iter()
+                .all(|n| n["content"].as_str() == Some(content.as_str())),
             "{backend}: every note whole"
         );
     }
@@ -372,14 +378,22 @@ async fn look_alike_usernames_are_one_account_and_invisible_characters_are_refus
     let (status, body) = app.login("grace", "hopper-1906").await;
     assert_eq!(status, StatusCode::OK, "the plain form logs in: {body}");
     let again = app.register("grace", "another-pw").await;
-    assert_error("the plain form is taken", &again, StatusCode::CONFLICT, 10003);
+    assert_error(
+        "the plain form is taken",
+        &again,
+        StatusCode::CONFLICT,
+        10003,
+    );
     let before = app.row_counts().await;
     for sneaky in ["gr\u{200B}ace", "\u{202E}ecarg"] {
         let (status, body) = app.register(sneaky, "hopper-1906").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{sneaky:?}: {body}");
         assert_eq!(body["code"], 10002, "{body}");
         assert!(
-            body["message"].as_str().unwrap_or("").contains("zero-width"),
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("zero-width"),
             "{body}"
         );
     }

@@ -919,7 +919,11 @@ async fn without_an_exporter_every_hop_logs_the_trace_id_and_a_callers_trace_con
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(trace.as_deref(), Some(caller_trace), "the caller's trace id");
+    assert_eq!(
+        trace.as_deref(),
+        Some(caller_trace),
+        "the caller's trace id"
+    );
     let logs = [
         ("gateway", suite.gateway.proc.output()),
         ("note-service", suite.note.proc.output()),

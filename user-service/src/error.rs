@@ -31,7 +31,7 @@ impl From<UserError> for Status {
             UserError::UsernameTaken => Status::already_exists(err.to_string()),
             UserError::BadCredentials => Status::unauthenticated(err.to_string()),
             UserError::Hashing(crate::password::HashError::Busy) => {
-                Status::resource_exhausted(err.to_string())
+                easynote_shared::governance::shed_status(err.to_string())
             }
             UserError::Database(_) | UserError::Hashing(_) => {
                 grpc::internal("user operation failed", &err)

@@ -70,9 +70,12 @@ impl UserServer {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = service::UserApi::new(repo::UserRepo::new(self.service.db().clone()));
         self.service
-            .serve(UserServiceServer::new(api)
+            .serve(
+                UserServiceServer::new(api)
                     .max_decoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES), shutdown)
+                    .max_encoding_message_size(easynote_shared::grpc::MAX_MESSAGE_BYTES),
+                shutdown,
+            )
             .await
     }
 }

@@ -513,12 +513,15 @@ impl Upstream {
 
 /// Failures that count against a breaker: the downstream is unavailable,
 /// too slow or overloaded, or the connection failed. Answers such as
-/// NOT_FOUND or INVALID_ARGUMENT are business as usual.
+/// NOT_FOUND or INVALID_ARGUMENT are business as usual, and so is a
+/// healthy server shedding what it cannot take at once
+/// ([`governance::is_shed`](crate::governance::is_shed)).
 fn counts_against_breaker(status: &Status) -> bool {
-    matches!(
+    (matches!(
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-    ) || is_connection_failure(status)
+    ) && !crate::governance::is_shed(status))
+        || is_connection_failure(status)
 }
 
 /// Whether a CANCELLED status is tonic's own client-side timeout.
@@ -817,6 +820,11 @@ mod tests {
         assert!(!is_retryable(&Status::cancelled("deadline")));
         assert!(counts_against_breaker(&Status::unavailable("down")));
         assert!(!counts_against_breaker(&Status::not_found("no such note")));
+        assert!(counts_against_breaker(&Status::resource_exhausted("quota")));
+        assert!(
+            !counts_against_breaker(&crate::governance::shed_status("at its limit".into())),
+            "a server shedding load is healthy"
+        );
         assert!(!is_connection_failure(&Status::unavailable(
             "from the server"
         )));

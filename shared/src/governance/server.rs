@@ -133,7 +133,7 @@ impl ServerState {
             ],
         );
         super::refused_event(rule, method);
-        Status::resource_exhausted(format!(
+        super::shed_status(format!(
             "{} is at its in-flight limit for {method}",
             self.service
         ))

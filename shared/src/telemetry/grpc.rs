@@ -24,6 +24,7 @@ use std::{
 };
 
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use opentelemetry::context::FutureExt as _;
 use tonic::{
     body::Body,
     codegen::http::{HeaderMap, Request, Response},
@@ -33,7 +34,6 @@ use tower::{
     Layer, Service,
     layer::util::{Identity, Stack},
 };
-use opentelemetry::context::FutureExt as _;
 use tracing::{Instrument as _, Span, field::Empty, info_span};
 
 use super::{

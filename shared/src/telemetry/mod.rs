@@ -255,7 +255,11 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         ])
         .build();
     let mut meter = None;
-    if let Some(otlp) = config.otlp.as_ref().filter(|o| !o.metrics_endpoint.is_empty()) {
+    if let Some(otlp) = config
+        .otlp
+        .as_ref()
+        .filter(|o| !o.metrics_endpoint.is_empty())
+    {
         let reader = PeriodicReader::builder(metric_exporter(otlp)?, runtime::Tokio)
             .with_interval(otlp.metrics_interval)
             .with_timeout(otlp.timeout)
@@ -272,7 +276,11 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         .as_ref()
         .map_or(Duration::from_secs(1), |otlp| otlp.timeout);
 
-    let Some(otlp) = config.otlp.as_ref().filter(|o| !o.traces_endpoint.is_empty()) else {
+    let Some(otlp) = config
+        .otlp
+        .as_ref()
+        .filter(|o| !o.traces_endpoint.is_empty())
+    else {
         // Nowhere to send spans: no OpenTelemetry layer at all. Requests
         // still run under W3C trace ids (logs, `x-trace-id`, the next hop),
         // carried by `propagation::continue_trace` at a fraction of a

@@ -117,7 +117,11 @@ fn ids_only(parent: &Context) -> Context {
             caller.trace_state().clone(),
         )
     } else {
-        (ids.new_trace_id(), TraceFlags::default(), TraceState::default())
+        (
+            ids.new_trace_id(),
+            TraceFlags::default(),
+            TraceState::default(),
+        )
     };
     parent.with_remote_span_context(SpanContext::new(
         trace_id,
@@ -171,13 +175,23 @@ mod tests {
         );
         let continued = ids_only(&parent);
         let ids = continued.span().span_context().clone();
-        assert_eq!(ids.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(ids.span_id().to_string(), "00f067aa0ba902b7", "a span id of its own");
+        assert_eq!(
+            ids.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_ne!(
+            ids.span_id().to_string(),
+            "00f067aa0ba902b7",
+            "a span id of its own"
+        );
         assert!(ids.is_sampled(), "the caller's sampled flag goes on");
 
         let fresh = ids_only(&Context::new());
         let fresh = fresh.span().span_context().clone();
-        assert!(fresh.is_valid() && !fresh.is_sampled(), "a new trace, unsampled");
+        assert!(
+            fresh.is_valid() && !fresh.is_sampled(),
+            "a new trace, unsampled"
+        );
         let mut out = HeaderMap::new();
         opentelemetry::propagation::TextMapPropagator::inject_context(
             &propagator,
