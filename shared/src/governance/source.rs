@@ -175,3 +175,55 @@ impl ConfigChangeListener for Listener {
         self.wake.notify.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{Governance, GovernanceConfig};
+
+    /// Waits up to 3 s for the gateway's in-flight limit to be `want`.
+    async fn in_force(governance: &Governance, want: u32) -> bool {
+        for _ in 0..60 {
+            if governance.active().rules.gateway.max_in_flight == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_file_is_followed_and_bad_or_missing_documents_keep_the_last_good_rules() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("rules.json");
+        std::fs::write(&path, r#"{"gateway": {"max_in_flight": 7}}"#).expect("write");
+        let governance = Governance::start(&GovernanceConfig {
+            file: Some(path.clone()),
+            ..GovernanceConfig::defaults()
+        });
+        assert!(in_force(&governance, 7).await, "the first document");
+        let first = governance.active().version.clone();
+
+        std::fs::write(&path, r#"{"gateway": {"max_in_flight": "lots"}}"#).expect("write");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            governance.active().version,
+            first,
+            "a bad document is refused"
+        );
+
+        std::fs::write(&path, r#"{"gateway": {"max_in_flight": 900}}"#).expect("write");
+        assert!(in_force(&governance, 900).await, "a change");
+
+        std::fs::remove_file(&path).expect("remove");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            governance.active().rules.gateway.max_in_flight,
+            900,
+            "a missing file keeps the last good rules"
+        );
+        std::fs::write(&path, r#"{"gateway": {"max_in_flight": 11}}"#).expect("write");
+        assert!(in_force(&governance, 11).await, "the file is back");
+    }
+}

@@ -440,6 +440,54 @@ fn host_name() -> String {
 mod tests {
     use super::*;
 
+    /// Both transports' exporters build from the settings (a header that is
+    /// no valid gRPC metadata is skipped, not fatal), and a shutdown with
+    /// spans and metrics queued for a collector that is not there returns
+    /// within its bound instead of hanging the process's exit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exporters_build_for_both_transports_and_shutdown_is_bounded() {
+        use opentelemetry::trace::Tracer as _;
+        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+            // Port 9 (discard): nothing listens there.
+            let otlp = OtlpConfig {
+                protocol,
+                traces_endpoint: "http://127.0.0.1:9/v1/traces".into(),
+                metrics_endpoint: "http://127.0.0.1:9/v1/metrics".into(),
+                headers: vec![
+                    ("Authentication".into(), "token-123".into()),
+                    ("not a header".into(), "x".into()),
+                ],
+                timeout: Duration::from_millis(300),
+                metrics_interval: Duration::from_secs(60),
+            };
+            let spans = span_exporter(&otlp).expect("span exporter");
+            let metrics = metric_exporter(&otlp).expect("metric exporter");
+            let tracer = SdkTracerProvider::builder()
+                .with_span_processor(BatchSpanProcessor::builder(spans, runtime::Tokio).build())
+                .build();
+            let meter = SdkMeterProvider::builder()
+                .with_reader(PeriodicReader::builder(metrics, runtime::Tokio).build())
+                .build();
+            tracer.tracer("test").in_span("queued", |_| {});
+            opentelemetry::metrics::MeterProvider::meter(&meter, "test")
+                .u64_counter("queued")
+                .build()
+                .add(1, &[]);
+            let telemetry = Telemetry {
+                tracer: Some(tracer),
+                meter: Some(meter),
+                flush_timeout: otlp.timeout,
+            };
+            let started = std::time::Instant::now();
+            telemetry.shutdown().await;
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{protocol:?}: shutdown took {:?} with a 300 ms bound",
+                started.elapsed()
+            );
+        }
+    }
+
     #[test]
     fn instance_ids_are_fresh_version_4_uuids() {
         let (a, b) = (new_instance_id(), new_instance_id());
