@@ -14,25 +14,20 @@ pub mod user {
     pub mod v1 {
         tonic::include_proto!("easynote.user.v1");
 
-        /// Shows the username, never the password.
-        impl std::fmt::Debug for CreateUserRequest {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct("CreateUserRequest")
-                    .field("username", &self.username)
-                    .field("password", &"[redacted]")
-                    .finish()
-            }
+        /// `Debug` that shows the username, never the password.
+        macro_rules! redacted_debug {
+            ($($message:ident),+) => {$(
+                impl std::fmt::Debug for $message {
+                    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.debug_struct(stringify!($message))
+                            .field("username", &self.username)
+                            .field("password", &"[redacted]")
+                            .finish()
+                    }
+                }
+            )+};
         }
-
-        /// Shows the username, never the password.
-        impl std::fmt::Debug for CheckUserRequest {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct("CheckUserRequest")
-                    .field("username", &self.username)
-                    .field("password", &"[redacted]")
-                    .finish()
-            }
-        }
+        redacted_debug!(CreateUserRequest, CheckUserRequest);
     }
 }
 

@@ -161,6 +161,32 @@ impl Suite {
         traces
     }
 
+    /// Each process's log so far, by service.
+    fn logs(&self) -> [(&'static str, String); 3] {
+        [
+            ("gateway", self.gateway.proc.output()),
+            ("note-service", self.note.proc.output()),
+            ("user-service", self.user.proc.output()),
+        ]
+    }
+
+    /// Logs in as `username` (password `password123`) from a caller whose
+    /// trace is `traceparent`; answers status, body and `x-trace-id`.
+    async fn login_in_trace(
+        &self,
+        username: &str,
+        traceparent: &str,
+    ) -> (StatusCode, Value, Option<String>) {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/user/login",
+            None,
+            Some(json!({"username": username, "password": "password123"})),
+            Some(traceparent),
+        )
+        .await
+    }
+
     /// Logs in again as the user `story` registered; answers the token.
     async fn login_token(&self) -> String {
         let creds = json!({"username": "tracy", "password": "password123"});
@@ -536,13 +562,7 @@ async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let (status, body, trace) = suite
-        .call(
-            reqwest::Method::POST,
-            "/v1/user/login",
-            None,
-            Some(json!({"username": "nobody", "password": "password123"})),
-            Some(&format!("00-{caller_trace}-{caller_span}-01")),
-        )
+        .login_in_trace("nobody", &format!("00-{caller_trace}-{caller_span}-01"))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(
@@ -874,11 +894,7 @@ async fn unsampled_traces_keep_their_ids_and_sampled_callers_are_recorded_whole(
     // under the request's trace id (the query's reached note-service and,
     // from there, user-service)...
     let query = &traces["query"];
-    for (service, logs) in [
-        ("gateway", suite.gateway.proc.output()),
-        ("note-service", suite.note.proc.output()),
-        ("user-service", suite.user.proc.output()),
-    ] {
+    for (service, logs) in suite.logs() {
         assert!(
             logs.contains(&format!("trace_id={query}")),
             "{service} logs the unsampled query's trace id:\n{logs}"
@@ -910,13 +926,7 @@ async fn without_an_exporter_every_hop_logs_the_trace_id_and_a_callers_trace_con
     assert_eq!(distinct.len(), traces.len(), "one trace per request");
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let (status, body, trace) = suite
-        .call(
-            reqwest::Method::POST,
-            "/v1/user/login",
-            None,
-            Some(json!({"username": "tracy", "password": "password123"})),
-            Some(&format!("00-{caller_trace}-00f067aa0ba902b7-01")),
-        )
+        .login_in_trace("tracy", &format!("00-{caller_trace}-00f067aa0ba902b7-01"))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -924,11 +934,7 @@ async fn without_an_exporter_every_hop_logs_the_trace_id_and_a_callers_trace_con
         Some(caller_trace),
         "the caller's trace id"
     );
-    let logs = [
-        ("gateway", suite.gateway.proc.output()),
-        ("note-service", suite.note.proc.output()),
-        ("user-service", suite.user.proc.output()),
-    ];
+    let logs = suite.logs();
     for (service, log) in &logs {
         assert!(
             log.contains(&format!("trace_id={}", traces["query"])),
