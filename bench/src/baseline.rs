@@ -228,12 +228,9 @@ async fn get_note(State(state): AppState, headers: HeaderMap, Path(note_id): Pat
     let owner = user_id(&state, &headers)?;
     let records: Vec<NoteRecord> = state
         .notes
-        .find_many(&[note_id])
+        .find_many(&[note_id], owner)
         .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|r| r.user_id == owner)
-        .collect();
+        .map_err(internal)?;
     let note = with_authors(&state, records)
         .await?
         .pop()

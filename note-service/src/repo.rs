@@ -76,14 +76,14 @@ impl NoteRepo {
     }
 
     /// The live notes among `ids`, in ascending id order.
-    pub async fn find_many(&self, ids: &[i64]) -> Result<Vec<NoteRecord>, sqlx::Error> {
+    pub async fn find_many(&self, ids: &[i64], owner: i64) -> Result<Vec<NoteRecord>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         // Only the number of placeholders is formatted in; every value is bound.
         let placeholders = vec!["?"; ids.len()].join(", ");
         let sql = format!(
-            "SELECT {COLUMNS} FROM note WHERE id IN ({placeholders}) AND deleted_at IS NULL ORDER BY id"
+            "SELECT {COLUMNS} FROM note WHERE id IN ({placeholders}) AND user_id = ? AND deleted_at IS NULL ORDER BY id"
         );
         let select = async {
             on_pool!(&self.db, |pool| {
@@ -91,7 +91,7 @@ impl NoteRepo {
                 for id in ids {
                     query = query.bind(id);
                 }
-                query.fetch_all(pool).await
+                query.bind(owner).fetch_all(pool).await
             })
         };
         self.db

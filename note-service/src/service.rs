@@ -99,8 +99,9 @@ impl NoteApi {
         for &id in &ids {
             validate::id("note_id", id)?;
         }
+        validate::id("user_id", req.user_id)?;
         let ids: Vec<i64> = ids.into_iter().collect();
-        let records = self.repo.find_many(&ids).await?;
+        let records = self.repo.find_many(&ids, req.user_id).await?;
         self.with_authors(records).await
     }
 

@@ -17,6 +17,7 @@ use easynote_shared::{
         },
         user::v1::{CreateUserRequest, user_service_client::UserServiceClient},
     },
+    tls::TlsSettings,
 };
 use easynote_testkit::{
     TestDatabase, assert_grpc_serving, assert_status, eventually, server::RunningServer,
@@ -50,6 +51,7 @@ async fn start_users(db: TestDatabase, addr: SocketAddr) -> Users {
             discovery: discovery("127.0.0.1:1".parse().expect("an address")),
             lifecycle: Default::default(),
             governance: GovernanceConfig::defaults(),
+            tls: TlsSettings::plaintext(),
         },
     };
     let server = UserServer::build(config)
@@ -104,6 +106,7 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
             discovery: discovery(users.server.addr),
             lifecycle: Default::default(),
             governance: GovernanceConfig::defaults(),
+            tls: TlsSettings::plaintext(),
         },
         rpc: ChannelSettings::default(),
     };
@@ -163,8 +166,8 @@ impl TestApp {
             .unwrap_or_else(|status| panic!("create note {title:?}: {status:?}"))
     }
 
-    async fn mget(&self, note_ids: Vec<i64>) -> Result<Vec<Note>, Status> {
-        let request = MGetNoteRequest { note_ids };
+    async fn mget(&self, user_id: i64, note_ids: Vec<i64>) -> Result<Vec<Note>, Status> {
+        let request = MGetNoteRequest { note_ids, user_id };
         Ok(self
             .notes
             .clone()
@@ -236,7 +239,7 @@ async fn notes_round_trip_on_every_backend() {
             .await
             .unwrap_or_else(|status| panic!("{backend}: create: {status:?}"));
         let notes = app
-            .mget(vec![id])
+            .mget(alice, vec![id])
             .await
             .unwrap_or_else(|s| panic!("{backend}: mget: {s:?}"));
         let found: Vec<(i64, &str, &str, &str)> = notes
@@ -262,7 +265,7 @@ async fn notes_round_trip_on_every_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notes_of_several_authors_come_back_with_each_authors_name() {
+async fn mget_returns_only_the_owners_notes_each_with_the_authors_name() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
@@ -273,25 +276,39 @@ async fn notes_of_several_authors_come_back_with_each_authors_name() {
     let stranger = app.note(424_242, "by nobody registered").await;
     let after = unix_seconds();
 
-    let notes = app
-        .mget(vec![b1, stranger, a2 + 1000, a1, a2, a1])
-        .await
-        .expect("mget");
-    let found: Vec<(i64, i64, &str, &str)> = notes
-        .iter()
-        .map(|n| (n.note_id, n.user_id, n.user_name.as_str(), n.title.as_str()))
-        .collect();
+    let asked = vec![b1, stranger, a2 + 1000, a1, a2, a1];
+    let found = |notes: &[Note]| -> Vec<(i64, i64, String, String)> {
+        notes
+            .iter()
+            .map(|n| (n.note_id, n.user_id, n.user_name.clone(), n.title.clone()))
+            .collect()
+    };
+    let alices = app.mget(alice, asked.clone()).await.expect("mget as alice");
     assert_eq!(
-        found,
+        found(&alices),
         [
-            (a1, alice, "alice", "alice one"),
-            (b1, bob, "bob", "bob one"),
-            (a2, alice, "alice", "alice two"),
-            (stranger, 424_242, "", "by nobody registered"),
+            (a1, alice, "alice".into(), "alice one".into()),
+            (a2, alice, "alice".into(), "alice two".into()),
         ],
-        "known notes in id order, each with its author's name (none for an unknown author)"
+        "alice's notes only, in id order, with her name; duplicates once"
     );
-    for note in &notes {
+    let bobs = app.mget(bob, asked.clone()).await.expect("mget as bob");
+    assert_eq!(found(&bobs), [(b1, bob, "bob".into(), "bob one".into())]);
+    let strangers = app
+        .mget(424_242, asked)
+        .await
+        .expect("mget as an unknown user");
+    assert_eq!(
+        found(&strangers),
+        [(
+            stranger,
+            424_242,
+            String::new(),
+            "by nobody registered".into()
+        )],
+        "an unknown author has no name"
+    );
+    for note in alices.iter().chain(&bobs).chain(&strangers) {
         assert_eq!(note.content, "some content", "content of {}", note.note_id);
         assert_eq!(note.user_avatar, "", "avatar of {}", note.note_id);
         assert!(
@@ -302,7 +319,10 @@ async fn notes_of_several_authors_come_back_with_each_authors_name() {
         );
     }
     assert!(
-        app.mget(vec![]).await.expect("mget of none").is_empty(),
+        app.mget(alice, vec![])
+            .await
+            .expect("mget of none")
+            .is_empty(),
         "no ids, no notes"
     );
     app.stop().await;
@@ -345,7 +365,7 @@ async fn owners_can_update_and_delete_their_notes() {
         app.update(id, alice, title, content)
             .await
             .unwrap_or_else(|status| panic!("{case}: {status:?}"));
-        let notes = read(app.mget(vec![id]).await.expect("mget"));
+        let notes = read(app.mget(alice, vec![id]).await.expect("mget"));
         assert_eq!(
             notes,
             [(want_title.to_owned(), want_content.to_owned())],
@@ -355,7 +375,7 @@ async fn owners_can_update_and_delete_their_notes() {
 
     app.delete(id, alice).await.expect("delete");
     assert!(
-        app.mget(vec![id]).await.expect("mget").is_empty(),
+        app.mget(alice, vec![id]).await.expect("mget").is_empty(),
         "a deleted note is gone"
     );
     let page = app.query(alice, None, 0, 10).await.expect("query");
@@ -395,7 +415,14 @@ async fn missing_foreign_and_deleted_notes_are_not_found() {
             &format!("delete {case}"),
         );
     }
-    let notes = app.mget(vec![hers]).await.expect("mget");
+    assert!(
+        app.mget(mallory, vec![hers])
+            .await
+            .expect("mget")
+            .is_empty(),
+        "another user's note is left out"
+    );
+    let notes = app.mget(alice, vec![hers]).await.expect("mget");
     assert_eq!(notes.len(), 1, "her note survives");
     assert_eq!(
         (notes[0].title.as_str(), notes[0].user_id),
@@ -497,12 +524,17 @@ async fn invalid_arguments_are_refused_with_a_message_naming_the_rule() {
         ),
         (
             "mget: note id 0",
-            app.mget(vec![id, 0]).await.map(drop),
+            app.mget(alice, vec![id, 0]).await.map(drop),
             "note_id must be a positive integer",
         ),
         (
+            "mget: user id 0",
+            app.mget(0, vec![id]).await.map(drop),
+            "user_id must be a positive integer",
+        ),
+        (
             "mget: 101 ids",
-            app.mget((1..=101).collect()).await.map(drop),
+            app.mget(alice, (1..=101).collect()).await.map(drop),
             "at most 100 note ids per call",
         ),
     ];
@@ -522,7 +554,7 @@ async fn invalid_arguments_are_refused_with_a_message_naming_the_rule() {
     let page = app.query(alice, None, 0, 100).await.expect("query");
     assert_eq!(page.total, 2, "only the valid notes exist");
     assert_eq!(
-        app.mget(vec![id]).await.expect("mget")[0].title,
+        app.mget(alice, vec![id]).await.expect("mget")[0].title,
         "fine",
         "the note is unchanged"
     );
@@ -608,7 +640,7 @@ async fn a_stopped_user_service_is_unavailable_and_a_restarted_one_is_used_again
         "query while user-service is down",
     );
     assert_status(
-        app.mget(vec![id]).await,
+        app.mget(alice, vec![id]).await,
         Code::Unavailable,
         "user-service is unavailable",
         "mget while user-service is down",

@@ -27,11 +27,11 @@ impl Backend {
             .unwrap_or_else(|err| panic!("{}: create {title:?}: {err}", self.name()))
     }
 
-    /// The live note `id`, if any.
+    /// The live note `id` of [`OWNER`], if any.
     async fn find(&self, id: i64) -> Option<NoteRecord> {
         let mut found = self
             .repo
-            .find_many(&[id])
+            .find_many(&[id], OWNER)
             .await
             .unwrap_or_else(|err| panic!("{}: find {id}: {err}", self.name()));
         found.pop()
@@ -134,26 +134,31 @@ async fn created_notes_are_found_by_id_in_id_order() {
             b.name()
         );
 
-        let found = b
-            .repo
-            .find_many(&[third, third + 100, first, second])
-            .await
-            .expect("find many");
-        let summary: Vec<(i64, i64, &str, usize)> = found
-            .iter()
-            .map(|n| (n.id, n.user_id, n.title.as_str(), n.content.len()))
-            .collect();
+        let asked = [third, third + 100, first, second];
+        let found = b.repo.find_many(&asked, OWNER).await.expect("find many");
+        let others = b.repo.find_many(&asked, OTHER).await.expect("find many");
+        let summary = |found: &[NoteRecord]| -> Vec<(i64, i64, String, usize)> {
+            found
+                .iter()
+                .map(|n| (n.id, n.user_id, n.title.clone(), n.content.len()))
+                .collect()
+        };
         assert_eq!(
-            summary,
+            summary(&found),
             [
-                (first, OWNER, "first", 3),
-                (second, OTHER, "second", 0),
-                (third, OWNER, "third", 64 * 1024)
+                (first, OWNER, "first".into(), 3),
+                (third, OWNER, "third".into(), 64 * 1024)
             ],
-            "{}: known notes in id order, unknown ids skipped",
+            "{}: the owner's notes in id order, unknown and others' ids skipped",
             b.name()
         );
-        for note in &found {
+        assert_eq!(
+            summary(&others),
+            [(second, OTHER, "second".into(), 0)],
+            "{}: the other owner's note only",
+            b.name()
+        );
+        for note in found.iter().chain(&others) {
             assert!(
                 (before..=after).contains(&note.created_at),
                 "{}: created_at {} outside {before}..={after}",
@@ -162,7 +167,11 @@ async fn created_notes_are_found_by_id_in_id_order() {
             );
         }
         assert!(
-            b.repo.find_many(&[]).await.expect("find none").is_empty(),
+            b.repo
+                .find_many(&[], OWNER)
+                .await
+                .expect("find none")
+                .is_empty(),
             "{}",
             b.name()
         );

@@ -156,7 +156,10 @@ async fn fetch(
     user: AuthUser,
     NoteId(id): NoteId,
 ) -> ApiResult<Envelope<NoteView>> {
-    let request = MGetNoteRequest { note_ids: vec![id] };
+    let request = MGetNoteRequest {
+        note_ids: vec![id],
+        user_id: user.id,
+    };
     let note = state
         .notes
         .call("MGetNote", request, |channel, request| async move {
@@ -166,7 +169,8 @@ async fn fetch(
         .into_inner()
         .notes
         .into_iter()
-        // Another user's note is answered exactly like a missing one.
+        // note-service leaves out other users' notes: another user's note
+        // is answered exactly like a missing one.
         .find(|n| n.note_id == id && n.user_id == user.id)
         .ok_or(ApiError::NoteNotFound)?;
     Ok(Envelope::ok(note.into()))
