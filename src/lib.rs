@@ -14,8 +14,9 @@ use anyhow::Context as _;
 use api_gateway::Gateway;
 use easynote_shared::{
     config::Env,
-    default_addr,
+    default_addr, service_name,
     shutdown::{self, Shutdown},
+    tls::{self, Tls},
 };
 use note_service::NoteServer;
 use tonic_health::pb::{
@@ -35,9 +36,11 @@ pub async fn run_all(env: Env, shutdown: Shutdown) -> anyhow::Result<()> {
         &env,
         &[("http", gateway), ("user_grpc", user), ("note_grpc", note)],
     )?;
+    let tls = suite.tls();
     let running = tokio::spawn(suite.run(shutdown));
-    wait_until_serving(user, Duration::from_secs(10)).await?;
-    wait_until_serving(note, Duration::from_secs(10)).await?;
+    let wait = Duration::from_secs(10);
+    wait_until_serving(user, tls.as_ref(), service_name::USER, wait).await?;
+    wait_until_serving(note, tls.as_ref(), service_name::NOTE, wait).await?;
     tracing::info!(%user, %note, "user-service and note-service are serving");
     println!(
         "Easy-Note is ready at http://{gateway}  (try: curl http://{gateway}/ping; Ctrl-C stops)"
@@ -103,6 +106,12 @@ impl Suite {
         self.note.local_addr()
     }
 
+    /// Mutual TLS, when on (the all-in-one process has one identity for
+    /// its three roles).
+    pub fn tls(&self) -> Option<Tls> {
+        self.user.tls()
+    }
+
     /// Runs the three until `shutdown`, then stops them front to back: the
     /// gateway drains first, while the services it calls still answer.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -121,12 +130,17 @@ impl Suite {
     }
 }
 
-/// Waits until the gRPC server at `addr` reports SERVING, for at most `timeout`.
-pub async fn wait_until_serving(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until the gRPC server of `service` at `addr` reports SERVING,
+/// for at most `timeout`; over mutual TLS when `tls` is given.
+pub async fn wait_until_serving(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    service: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
     loop {
-        let last = match endpoint.connect().await {
+        let last = match tls::health_channel(addr, tls, service).await {
             Ok(channel) => match HealthClient::new(channel)
                 .check(HealthCheckRequest::default())
                 .await

@@ -2,7 +2,7 @@
 //! (SQLite under `./data/`, static discovery) — `cargo run --release` — or
 //! any one service: `easy-note user-service|note-service|api-gateway`.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use easynote_shared::app::{self, ServiceCommand};
@@ -48,6 +48,24 @@ enum Command {
         #[arg(value_enum)]
         role: Option<Role>,
     },
+    /// Write a development CA and a certificate per service (and one for
+    /// the all-in-one process), to turn mutual TLS on locally. Not for
+    /// production.
+    DevCerts {
+        /// Where to write them.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Replace an existing set.
+        #[arg(long, conflicts_with = "if_missing")]
+        force: bool,
+        /// Do nothing when a set is already there (for a container's first start).
+        #[arg(long)]
+        if_missing: bool,
+        /// Also write a random JWT key to `jwt-secret` (for
+        /// `EASYNOTE_JWT_SECRET_FILE`).
+        #[arg(long)]
+        jwt_secret: bool,
+    },
 }
 
 /// The roles one `easy-note` process can play.
@@ -66,6 +84,12 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (role, check) = match cli.command {
+        Some(Command::DevCerts {
+            out,
+            force,
+            if_missing,
+            jwt_secret,
+        }) => return dev_certs(&out, force, if_missing, jwt_secret),
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
         Some(Command::UserService { check }) => (Role::UserService, check),
@@ -96,5 +120,52 @@ fn main() -> ExitCode {
             check,
             api_gateway::serve,
         ),
+    }
+}
+
+/// `easy-note dev-certs`: writes the set and says how to use it.
+fn dev_certs(out: &std::path::Path, force: bool, if_missing: bool, jwt_secret: bool) -> ExitCode {
+    use easynote_shared::tls::devcert;
+    // The CA is written last: its presence marks a complete set.
+    if !force && out.join("ca.pem").exists() {
+        if if_missing {
+            println!("{}: a certificate set is already there", out.display());
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "easy-note dev-certs: {} exists; pass --force to replace the set",
+            out.join("ca.pem").display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let written = (|| {
+        let mut written = Vec::new();
+        if jwt_secret {
+            written.push(devcert::write_jwt_secret(out)?);
+        }
+        written.extend(devcert::write(out, true)?);
+        anyhow::Ok(written)
+    })();
+    match written {
+        Ok(written) => {
+            for file in &written {
+                println!("wrote {}", file.display());
+            }
+            let all = devcert::files(out, devcert::ALL_IN_ONE);
+            println!(
+                "\nMutual TLS for the all-in-one process:\n  \
+                 EASYNOTE_TLS_CA={} EASYNOTE_TLS_CERT={} EASYNOTE_TLS_KEY={} cargo run --release\n\
+                 Each service takes its own pair ({}/<registry name>.pem and .key) and the same CA.",
+                all.ca.display(),
+                all.cert.display(),
+                all.key.display(),
+                out.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("easy-note dev-certs: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

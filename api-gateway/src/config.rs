@@ -7,6 +7,7 @@ use easynote_shared::{
     discovery::{ChannelSettings, DiscoveryConfig},
     governance::GovernanceConfig,
     lifecycle::LifecycleConfig,
+    tls::TlsSettings,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Shutdown bounds and instance metadata.
     pub lifecycle: LifecycleConfig,
+    /// Mutual TLS to the services (`EASYNOTE_TLS_*`).
+    pub tls: TlsSettings,
 }
 
 /// JWT settings.
@@ -52,21 +55,59 @@ pub struct JwtConfig {
 const JWT_TTL_MIN: Duration = Duration::from_secs(60);
 const JWT_TTL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Keys that are public because they are written in this repository (the
+/// development default, and the demo values compose and the local
+/// Kubernetes overlay once carried): production refuses each of them, and
+/// any key that says it is a placeholder.
+pub const COMMITTED_JWT_SECRETS: [&str; 3] = [
+    DEV_JWT_SECRET,
+    "compose-demo-jwt-secret-replace-me-0123456789",
+    "local-demo-jwt-secret-replace-me-0123456789",
+];
+
+/// Words that mark a key as a placeholder.
+const PLACEHOLDER_MARKS: [&str; 2] = ["replace-me", "change-me"];
+
 impl JwtConfig {
-    /// Reads the JWT settings, refusing the development key in production.
+    /// Reads the JWT settings: the key from `EASYNOTE_JWT_SECRET`, else
+    /// from the file `EASYNOTE_JWT_SECRET_FILE` names (trailing whitespace
+    /// trimmed); production refuses a missing, short or public key.
     pub fn from_env(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
-        let secret = match (env.secret("EASYNOTE_JWT_SECRET"), environment) {
+        let (var, secret) = match (
+            env.secret("EASYNOTE_JWT_SECRET"),
+            env.get("EASYNOTE_JWT_SECRET_FILE"),
+        ) {
+            (Some(secret), _) => ("EASYNOTE_JWT_SECRET", Some(secret)),
+            (None, Some(path)) if !path.is_empty() => {
+                let key = std::fs::read_to_string(path).map_err(|err| {
+                    ConfigError::invalid("EASYNOTE_JWT_SECRET_FILE", format!("{path}: {err}"))
+                })?;
+                let key = key.trim_end();
+                if key.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "EASYNOTE_JWT_SECRET_FILE",
+                        format!("{path} is empty"),
+                    ));
+                }
+                ("EASYNOTE_JWT_SECRET_FILE", Some(SecretString::from(key)))
+            }
+            (None, _) => ("EASYNOTE_JWT_SECRET", None),
+        };
+        let secret = match (secret, environment) {
             (Some(secret), Environment::Production) => {
                 let key = secret.expose_secret();
-                if key == DEV_JWT_SECRET {
+                if COMMITTED_JWT_SECRETS.contains(&key)
+                    || PLACEHOLDER_MARKS.iter().any(|mark| key.contains(mark))
+                {
                     return Err(ConfigError::invalid(
-                        "EASYNOTE_JWT_SECRET",
-                        "is the development default; set a random key in production",
+                        var,
+                        "is a public key from this repository (a default, demo or placeholder); \
+                         set a random key in production",
                     ));
                 }
                 if key.len() < MIN_JWT_SECRET_BYTES {
                     return Err(ConfigError::invalid(
-                        "EASYNOTE_JWT_SECRET",
+                        var,
                         format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
                     ));
                 }
@@ -76,7 +117,8 @@ impl JwtConfig {
             (None, Environment::Production) => {
                 return Err(ConfigError::Missing {
                     var: "EASYNOTE_JWT_SECRET".into(),
-                    hint: " in production (e.g. `openssl rand -base64 48`)".into(),
+                    hint: " in production (or EASYNOTE_JWT_SECRET_FILE; e.g. `openssl rand -base64 48`)"
+                        .into(),
                 });
             }
             (None, Environment::Development) => {
@@ -119,6 +161,7 @@ impl Config {
             governance: GovernanceConfig::from_env(env)?,
             body_limit,
             lifecycle: LifecycleConfig::from_env(env)?,
+            tls: TlsSettings::from_env(env, environment)?,
         })
     }
 }
@@ -139,7 +182,7 @@ mod tests {
             (vec![prod], "EASYNOTE_JWT_SECRET must be set in production"),
             (
                 vec![prod, ("EASYNOTE_JWT_SECRET", DEV_JWT_SECRET)],
-                "is the development default",
+                "is a public key from this repository",
             ),
             (
                 vec![prod, ("EASYNOTE_JWT_SECRET", "short")],
@@ -153,6 +196,110 @@ mod tests {
         }
         let good = "k".repeat(40);
         assert!(jwt(&[prod, ("EASYNOTE_JWT_SECRET", &good)]).is_ok());
+    }
+
+    /// Every `EASYNOTE_JWT_SECRET` value written in compose or a
+    /// Kubernetes overlay (`KEY: value`, `KEY=value`, `${KEY:-value}`).
+    fn committed_jwt_secrets() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("docker-compose.yml")];
+        let mut dirs = vec![root.join("deploy")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("deploy/") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a deploy file");
+            for line in text.lines() {
+                let Some(at) = line.find("EASYNOTE_JWT_SECRET") else {
+                    continue;
+                };
+                let rest = &line[at + "EASYNOTE_JWT_SECRET".len()..];
+                let value = if let Some(default) = rest.strip_prefix(":-") {
+                    default.split('}').next().unwrap_or_default()
+                } else if let Some(value) =
+                    rest.strip_prefix('=').or_else(|| rest.strip_prefix(':'))
+                {
+                    value
+                } else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                if !value.is_empty() && !value.starts_with("${") && !value.starts_with('$') {
+                    found.push(value.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn production_refuses_every_key_committed_to_the_repository() {
+        let prod = ("EASYNOTE_ENV", "production");
+        let mut keys: Vec<String> = COMMITTED_JWT_SECRETS
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect();
+        keys.extend(committed_jwt_secrets());
+        keys.push("my-own-key-but-replace-me-before-going-live-000".into());
+        for key in &keys {
+            let err = jwt(&[prod, ("EASYNOTE_JWT_SECRET", key)])
+                .expect_err("a committed key must be refused")
+                .to_string();
+            assert!(err.contains("public key"), "{key}: {err}");
+            assert!(!err.contains(key.as_str()), "the key leaked into {err:?}");
+        }
+        // The same through a file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwt");
+        std::fs::write(&file, format!("{}\n", COMMITTED_JWT_SECRETS[1])).expect("write");
+        let path = file.display().to_string();
+        let err = jwt(&[prod, ("EASYNOTE_JWT_SECRET_FILE", &path)]).expect_err("refused");
+        assert!(
+            err.to_string().contains("EASYNOTE_JWT_SECRET_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_key_can_come_from_a_file() {
+        let prod = ("EASYNOTE_ENV", "production");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jwt");
+        let key = "f".repeat(48);
+        std::fs::write(&file, format!("{key}\n")).expect("write");
+        let path = file.display().to_string();
+        let config = jwt(&[prod, ("EASYNOTE_JWT_SECRET_FILE", &path)]).expect("a good file");
+        assert_eq!(
+            config.secret.expose_secret(),
+            key,
+            "trailing newline trimmed"
+        );
+        // The variable wins over the file.
+        let other = "g".repeat(48);
+        let config = jwt(&[
+            prod,
+            ("EASYNOTE_JWT_SECRET", &other),
+            ("EASYNOTE_JWT_SECRET_FILE", &path),
+        ])
+        .expect("both");
+        assert_eq!(config.secret.expose_secret(), other);
+        let missing = dir.path().join("missing").display().to_string();
+        let err = jwt(&[prod, ("EASYNOTE_JWT_SECRET_FILE", &missing)]).expect_err("no file");
+        assert!(
+            err.to_string().contains("EASYNOTE_JWT_SECRET_FILE"),
+            "{err}"
+        );
+        std::fs::write(&file, "\n").expect("write");
+        let err = jwt(&[prod, ("EASYNOTE_JWT_SECRET_FILE", &path)]).expect_err("empty");
+        assert!(err.to_string().contains("is empty"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use easynote_shared::{
     lifecycle::{self, Lifecycle},
     service_name,
     shutdown::Shutdown,
+    tls::Tls,
 };
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -67,29 +68,27 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds `config.http_addr`, subscribes to user-service and
-    /// note-service, and starts following the governance rules.
+    /// Loads the TLS files, binds `config.http_addr`, subscribes to
+    /// user-service and note-service, and starts following the governance
+    /// rules.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let discovery = Discovery::from_config(&config.discovery)
             .await
             .context("connecting to the service registry")?;
         let governance = Governance::start(&config.governance);
+        let tls = Tls::start(&config.tls, SERVICE).context("loading the TLS files")?;
+        let rpc = config.rpc.clone().with_tls(tls);
         let users = Upstream::connect(
             &discovery,
             service_name::USER,
-            config.rpc,
+            rpc.clone(),
             governance.clone(),
         )
         .await
         .context("subscribing to user-service")?;
-        let notes = Upstream::connect(
-            &discovery,
-            service_name::NOTE,
-            config.rpc,
-            governance.clone(),
-        )
-        .await
-        .context("subscribing to note-service")?;
+        let notes = Upstream::connect(&discovery, service_name::NOTE, rpc, governance.clone())
+            .await
+            .context("subscribing to note-service")?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_HTTP_ADDR {}", config.http_addr))?;

@@ -12,7 +12,8 @@ pub enum NoteError {
     /// Missing, deleted, or another user's note → `NOT_FOUND`.
     #[error("note not found")]
     NotFound,
-    /// Storage failed → `INTERNAL` (logged, never sent).
+    /// Storage failed → `UNAVAILABLE` when the database is unreachable,
+    /// else `INTERNAL` (logged, never sent).
     #[error("database error")]
     Database(#[from] sqlx::Error),
     /// user-service failed while attaching author names → `UNAVAILABLE`
@@ -35,9 +36,8 @@ impl From<NoteError> for Status {
                 tracing::warn!(code = ?status.code(), message = status.message(), "user-service unavailable");
                 Status::unavailable("user-service is unavailable")
             }
-            NoteError::Database(_) | NoteError::UserService(_) => {
-                grpc::internal("note operation failed", &err)
-            }
+            NoteError::Database(ref db) => grpc::storage("note operation failed", db, &err),
+            NoteError::UserService(_) => grpc::internal("note operation failed", &err),
         }
     }
 }

@@ -16,9 +16,10 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    config::Env,
+    config::{Env, Environment},
     shutdown::{self, Shutdown},
     telemetry::{self, TelemetryConfig},
+    tls::{Tls, TlsSettings},
 };
 
 /// How `healthcheck` probes the server of a binary.
@@ -103,7 +104,7 @@ where
     };
     let env = Env::from_process();
     if command == Some(ServiceCommand::Healthcheck) {
-        return match runtime.block_on(run_probe(probe, &env)) {
+        return match runtime.block_on(run_probe(service, probe, &env)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{service} is not healthy: {err:#}");
@@ -161,8 +162,13 @@ pub fn report_addrs(env: &Env, addrs: &[(&str, SocketAddr)]) -> anyhow::Result<(
         .with_context(|| format!("writing EASYNOTE_ADDR_FILE {path}"))
 }
 
-/// Probes the local server described by `probe` and `env`.
-pub(crate) async fn run_probe(probe: Probe, env: &Env) -> anyhow::Result<()> {
+/// Probes the local server of `service` described by `probe` and `env`
+/// (over mutual TLS as `service` itself when the environment sets it up).
+pub(crate) async fn run_probe(
+    service: &'static str,
+    probe: Probe,
+    env: &Env,
+) -> anyhow::Result<()> {
     let (var, default, grpc) = match probe {
         Probe::Grpc {
             addr_var,
@@ -174,9 +180,18 @@ pub(crate) async fn run_probe(probe: Probe, env: &Env) -> anyhow::Result<()> {
         } => (addr_var, default_addr, false),
     };
     let addr = local_target(env.socket_addr(var, default)?);
+    let tls = if grpc {
+        let settings = TlsSettings::from_env(env, Environment::from_env(env)?)?;
+        settings
+            .files
+            .map(|files| Tls::load(&files, service))
+            .transpose()?
+    } else {
+        None
+    };
     let check = async {
         if grpc {
-            probe_grpc(addr).await
+            probe_grpc(addr, tls.as_ref(), service).await
         } else {
             probe_http(addr).await
         }
@@ -199,10 +214,8 @@ fn local_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn probe_grpc(addr: SocketAddr) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+async fn probe_grpc(addr: SocketAddr, tls: Option<&Tls>, service: &str) -> anyhow::Result<()> {
+    let channel = crate::tls::health_channel(addr, tls, service).await?;
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest::default())
         .await?;
@@ -295,7 +308,10 @@ mod tests {
                 default_addr: "127.0.0.1:1",
             },
         ] {
-            assert!(run_probe(probe, &env).await.is_err(), "{probe:?}");
+            assert!(
+                run_probe("easy-note-user", probe, &env).await.is_err(),
+                "{probe:?}"
+            );
         }
     }
 }

@@ -343,6 +343,20 @@ impl InsertedId for sqlx::mysql::MySqlQueryResult {
     }
 }
 
+/// Whether `err` says the database cannot be reached now (down,
+/// restarting, no connection free within the pool's wait) rather than that
+/// a statement failed: the caller may retry later, or elsewhere.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// Whether `err` is a unique-constraint violation (e.g. a taken username).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())

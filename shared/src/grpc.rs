@@ -3,18 +3,17 @@
 //! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
 //! one place where unexpected errors become `Status::internal`.
 
-use std::{convert::Infallible, error::Error, fmt, net::SocketAddr};
+use std::{convert::Infallible, error::Error, fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::{
     Status,
     body::Body,
     codegen::http::{Request, Response},
     server::NamedService,
 };
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::{ConfigError, Env, Environment},
@@ -24,6 +23,7 @@ use crate::{
     lifecycle::{self, Lifecycle, LifecycleConfig},
     shutdown::Shutdown,
     telemetry,
+    tls::{Tls, TlsSettings, authz::Authorized, server::incoming},
 };
 
 /// The largest gRPC message any hop sends or accepts, both ways, set on
@@ -77,6 +77,8 @@ pub struct ServiceConfig {
     pub lifecycle: LifecycleConfig,
     /// Where the governance rules come from.
     pub governance: GovernanceConfig,
+    /// Mutual TLS on the gRPC hops (`EASYNOTE_TLS_*`).
+    pub tls: TlsSettings,
 }
 
 impl ServiceConfig {
@@ -86,8 +88,10 @@ impl ServiceConfig {
         default_grpc_addr: &str,
         default_database_url: &str,
     ) -> Result<Self, ConfigError> {
+        let environment = Environment::from_env(env)?;
         Ok(Self {
-            environment: Environment::from_env(env)?,
+            environment,
+            tls: TlsSettings::from_env(env, environment)?,
             grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", default_grpc_addr)?,
             database: DatabaseConfig::from_env(env, default_database_url)?,
             discovery: DiscoveryConfig::from_env(env)?,
@@ -107,17 +111,19 @@ pub struct GrpcService {
     discovery: Discovery,
     governance: Governance,
     lifecycle: LifecycleConfig,
+    tls: Option<Tls>,
 }
 
 impl GrpcService {
-    /// Connects storage (applying `migrations`), binds `config.grpc_addr`,
-    /// connects to the registry and starts following the governance rules;
-    /// `name` is the registry name.
+    /// Loads the TLS files, connects storage (applying `migrations`),
+    /// binds `config.grpc_addr`, connects to the registry and starts
+    /// following the governance rules; `name` is the registry name.
     pub async fn build(
         name: &'static str,
         config: &ServiceConfig,
         migrations: &Migrations,
     ) -> anyhow::Result<Self> {
+        let tls = Tls::start(&config.tls, name).context("loading the TLS files")?;
         let db = Database::connect(&config.database, migrations)
             .await
             .with_context(|| format!("connecting the database of {name}"))?;
@@ -134,7 +140,13 @@ impl GrpcService {
             discovery,
             governance: Governance::start(&config.governance),
             lifecycle: config.lifecycle.clone(),
+            tls,
         })
+    }
+
+    /// Mutual TLS, when on: the identity to call other services with.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -159,11 +171,13 @@ impl GrpcService {
         &self.governance
     }
 
-    /// Serves `api` under the governance rules, beside the health service,
-    /// on the traced server, through the [`lifecycle`](crate::lifecycle)
-    /// until `shutdown`, then closes the database pool. Health answers
-    /// SERVING from the start for the server and `api`, and NOT_SERVING
-    /// for both once shutdown begins.
+    /// Serves `api` under the governance rules, to the callers the
+    /// [authorisation table](crate::tls::authz) allows when TLS is on,
+    /// beside the health service, on the traced server, through the
+    /// [`lifecycle`](crate::lifecycle) until `shutdown`, then closes the
+    /// database pool. Health answers SERVING from the start for the server
+    /// and `api`, NOT_SERVING for both while the database does not answer,
+    /// and NOT_SERVING for good once shutdown begins.
     pub async fn serve<S>(self, api: S, shutdown: Shutdown) -> anyhow::Result<()>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -182,16 +196,26 @@ impl GrpcService {
             .await;
         let router = telemetry::grpc::server()
             .add_service(health_service)
-            .add_service(Governed::new(
-                api,
+            .add_service(Authorized::new(
+                Governed::new(
+                    api,
+                    self.name,
+                    self.lifecycle.metadata.clone(),
+                    self.governance.clone(),
+                ),
                 self.name,
-                self.lifecycle.metadata.clone(),
-                self.governance.clone(),
+                self.tls.is_some(),
             ));
-        // TCP_NODELAY: without it, small responses written in more than one
-        // segment wait for the peer's delayed ACK (~40 ms per call on Linux).
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = incoming(self.listener, self.tls);
+        let stopped = Arc::new(tokio::sync::Mutex::new(false));
+        let watcher = tokio::spawn(watch_database(
+            self.db.clone(),
+            health.clone(),
+            name,
+            stopped.clone(),
+        ));
         let stopping = async {
+            *stopped.lock().await = true;
             for service in ["", name] {
                 health
                     .set_service_status(service, ServingStatus::NotServing)
@@ -210,9 +234,68 @@ impl GrpcService {
             stopping,
         )
         .await;
+        watcher.abort();
         self.db.close().await;
         served
     }
+}
+
+/// How often a serving process checks that its database answers.
+const DB_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps health in step with the database: NOT_SERVING (for the server and
+/// `name`) while a check fails or takes longer than [`DB_CHECK_INTERVAL`],
+/// SERVING again once it answers, until `stopped` (shutdown owns health
+/// from then on).
+async fn watch_database(
+    db: Database,
+    health: HealthReporter,
+    name: &'static str,
+    stopped: Arc<tokio::sync::Mutex<bool>>,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(DB_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let answers = matches!(
+            tokio::time::timeout(DB_CHECK_INTERVAL, db.ping()).await,
+            Ok(Ok(()))
+        );
+        if answers == serving {
+            continue;
+        }
+        let stopped = stopped.lock().await;
+        if *stopped {
+            return;
+        }
+        serving = answers;
+        let status = if answers {
+            tracing::info!(service = name, "the database answers again: SERVING");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!(
+                service = name,
+                "the database does not answer: NOT_SERVING until it does"
+            );
+            ServingStatus::NotServing
+        };
+        for service in ["", name] {
+            health.set_service_status(service, status).await;
+        }
+    }
+}
+
+/// A storage failure as the caller sees it: `UNAVAILABLE` (the gateway
+/// answers 503 and may retry elsewhere) when the database cannot be
+/// reached, else a bare `INTERNAL`; logged with its cause chain either way.
+pub fn storage(context: &str, db: &sqlx::Error, err: &(dyn Error + 'static)) -> Status {
+    if crate::db::is_unavailable(db) {
+        tracing::warn!(error = %ErrorChain(err), "{context}: the database is unavailable");
+        return Status::unavailable("the database is unavailable");
+    }
+    internal(context, err)
 }
 
 /// Logs an unexpected error with its whole cause chain, once, and answers the

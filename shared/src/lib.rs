@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 /// Registry names of the three services (Nacos service names, OTel `service.name`).

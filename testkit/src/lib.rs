@@ -7,6 +7,7 @@
 //!   report the address they bound ([`process::Suite`] starts all three);
 //! - [`rnacos`]: a real Nacos-compatible registry;
 //! - [`otlp`]: a real OTLP receiver;
+//! - [`proxy`]: a TCP proxy that takes a real server away and back;
 //! - [`eventually`]: the one way tests wait, failing with what they saw.
 //!
 //! Databases:
@@ -19,6 +20,7 @@
 mod eventually;
 pub mod otlp;
 pub mod process;
+pub mod proxy;
 pub mod rnacos;
 pub mod server;
 

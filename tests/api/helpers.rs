@@ -1,6 +1,6 @@
 //! `TestApp`: a fresh database and the three services started for one test.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use easynote_shared::{
     config::Env,
@@ -16,6 +16,16 @@ use tokio::task::JoinHandle;
 
 /// The JWT key the test servers use, so tests can mint their own tokens.
 pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
+
+/// `env` with the TLS files of `service` from the `dev-certs` directory
+/// `dir`, re-read every 100 ms (so that rotation tests are quick).
+pub fn with_certs(env: Env, dir: &Path, service: &str) -> Env {
+    let files = easynote_shared::tls::devcert::files(dir, service);
+    env.with("EASYNOTE_TLS_CERT", files.cert.display().to_string())
+        .with("EASYNOTE_TLS_KEY", files.key.display().to_string())
+        .with("EASYNOTE_TLS_CA", files.ca.display().to_string())
+        .with("EASYNOTE_TLS_RELOAD_INTERVAL", "100ms")
+}
 
 /// One running server and the means to stop it.
 #[derive(Debug)]
@@ -71,6 +81,13 @@ impl TestApp {
     /// The suite on `db`; user-service and note-service share it, as they
     /// may in a deployment.
     pub async fn spawn_on(db: TestDatabase) -> Self {
+        Self::spawn_with(db, None).await
+    }
+
+    /// The suite on `db`, with mutual TLS on every gRPC hop when `certs`
+    /// names a directory of `easy-note dev-certs` files: each service
+    /// presents its own certificate.
+    pub async fn spawn_with(db: TestDatabase, certs: Option<&Path>) -> Self {
         // Logs are captured per test and shown when one fails.
         let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
         telemetry::init(&telemetry, "easy-note").expect("logging");
@@ -82,17 +99,20 @@ impl TestApp {
             ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s"),
             ("EASYNOTE_DB_MAX_CONNECTIONS", "5"),
         ]);
+        let as_service = |env: &Env, service: &str| match certs {
+            None => env.clone(),
+            Some(dir) => with_certs(env.clone(), dir, service),
+        };
+        let env = as_service(&env, easynote_shared::service_name::USER);
         let user = start_user_service(&env).await;
-        let note_env = env
-            .clone()
+        let note_env = as_service(&env, easynote_shared::service_name::NOTE)
             .with("EASYNOTE_USER_ADDRS", user.addr.to_string());
         let config = note_service::Config::from_env(&note_env).expect("note config");
         let server = note_service::NoteServer::build(config)
             .await
             .expect("build note-service");
         let note = Service::spawn(server.local_addr(), |s| server.run(s));
-        let gateway_env = env
-            .clone()
+        let gateway_env = as_service(&env, easynote_shared::service_name::GATEWAY)
             .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
             .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string());
         let config = api_gateway::Config::from_env(&gateway_env).expect("gateway config");

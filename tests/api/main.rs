@@ -5,4 +5,5 @@
 mod bad_input;
 mod helpers;
 mod resilience;
+mod tls;
 mod user_story;

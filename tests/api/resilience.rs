@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use easynote_shared::{config::Env, shutdown};
-use easynote_testkit::{TestDatabase, eventually};
+use easynote_testkit::{TestDatabase, eventually, proxy::TcpProxy};
 use reqwest::StatusCode;
 use serde_json::json;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{TestApp, assert_error, read};
 
@@ -84,6 +87,138 @@ async fn a_down_note_service_gives_503_while_accounts_keep_working() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// The MySQL server of `url` behind a proxy that can take it away: the
+/// proxy, and `url` pointed at it.
+async fn behind_a_proxy(url: &str) -> (TcpProxy, String) {
+    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
+    let host_start = rest.find('@').map_or(0, |at| at + 1);
+    let host_end = rest[host_start..]
+        .find('/')
+        .map_or(rest.len(), |i| host_start + i);
+    let authority = &rest[host_start..host_end];
+    let target = tokio::net::lookup_host(if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:3306")
+    })
+    .await
+    .expect("resolve the MySQL server")
+    .next()
+    .expect("an address");
+    let proxy = TcpProxy::start(target).await;
+    let proxied = format!(
+        "mysql://{}{}{}",
+        &rest[..host_start],
+        proxy.addr,
+        &rest[host_end..]
+    );
+    (proxy, proxied)
+}
+
+/// gRPC health of the server at `addr`.
+async fn health_of(addr: std::net::SocketAddr) -> Result<ServingStatus, String> {
+    let channel = easynote_shared::tls::health_channel(addr, None, "")
+        .await
+        .map_err(|err| err.to_string())?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|reply| reply.get_ref().status())
+        .map_err(|status| status.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_database_gives_503_and_not_serving_then_recovers() {
+    let Some(mut db) = TestDatabase::mysql().await else {
+        eprintln!(
+            "skipped: no MySQL server configured ({})",
+            easynote_testkit::MYSQL_URL_VAR
+        );
+        return;
+    };
+    let (proxy, proxied) = behind_a_proxy(&db.url).await;
+    db.url = proxied;
+    let app = TestApp::spawn_on(db).await;
+    let token = app.signed_up("ida").await;
+    app.create_note(&token, "before", "the outage").await;
+
+    proxy.cut();
+    // Reads and writes answer 503 / 10001 while it lasts, never 500.
+    eventually(Duration::from_secs(30), "query answers 503", || async {
+        let (status, body) = app.get("/v1/note/query", Some(&token)).await;
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => Ok(()),
+            StatusCode::INTERNAL_SERVER_ERROR => panic!("a database outage is not a 500: {body}"),
+            _ => Err(format!("{status}: {body}")),
+        }
+    })
+    .await;
+    let create = app
+        .post(
+            "/v1/note",
+            Some(&token),
+            &json!({"title": "during", "content": "the outage"}),
+        )
+        .await;
+    assert_error(
+        "create while the database is down",
+        &create,
+        StatusCode::SERVICE_UNAVAILABLE,
+        10001,
+    );
+    let login = app.login("ida", "password123").await;
+    assert_error(
+        "login while the database is down",
+        &login,
+        StatusCode::SERVICE_UNAVAILABLE,
+        10001,
+    );
+    // Both services say so to their health checks, and the gateway is not ready.
+    for (name, addr) in [
+        ("user-service", app.user.addr),
+        ("note-service", app.note.addr),
+    ] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} NOT_SERVING"),
+            || async {
+                match health_of(addr).await? {
+                    ServingStatus::NotServing => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    proxy.restore();
+    for (name, addr) in [
+        ("user-service", app.user.addr),
+        ("note-service", app.note.addr),
+    ] {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{name} SERVING again"),
+            || async {
+                match health_of(addr).await? {
+                    ServingStatus::Serving => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    app.wait_until_ready().await;
+    // Nothing was half-done: only the note made before the outage exists.
+    let (status, body) = app.get("/v1/note/query", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["total"], 1, "{body}");
+    let (status, body) = app.login("ida", "password123").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_under_load_loses_no_acknowledged_write() {
     let mut app = TestApp::spawn().await;
@@ -149,10 +284,10 @@ async fn the_all_in_one_suite_serves_and_stops_cleanly() {
     let (user_addr, note_addr) = (suite.user_addr(), suite.note_addr());
     let (trigger, shutdown) = shutdown::channel();
     let running = tokio::spawn(suite.run(shutdown));
-    easy_note::wait_until_serving(user_addr, Duration::from_secs(5))
+    easy_note::wait_until_serving(user_addr, None, "easy-note-user", Duration::from_secs(5))
         .await
         .expect("user-service serving");
-    easy_note::wait_until_serving(note_addr, Duration::from_secs(5))
+    easy_note::wait_until_serving(note_addr, None, "easy-note-note", Duration::from_secs(5))
         .await
         .expect("note-service serving");
 

@@ -15,7 +15,8 @@ pub enum UserError {
     /// Unknown user or wrong password; deliberately indistinguishable → `UNAUTHENTICATED`.
     #[error("wrong username or password")]
     BadCredentials,
-    /// Storage failed → `INTERNAL` (logged, never sent).
+    /// Storage failed → `UNAVAILABLE` when the database is unreachable,
+    /// else `INTERNAL` (logged, never sent).
     #[error("database error")]
     Database(#[from] sqlx::Error),
     /// Hashing failed → `INTERNAL` (logged, never sent); its queue is
@@ -33,9 +34,8 @@ impl From<UserError> for Status {
             UserError::Hashing(crate::password::HashError::Busy) => {
                 easynote_shared::governance::shed_status(err.to_string())
             }
-            UserError::Database(_) | UserError::Hashing(_) => {
-                grpc::internal("user operation failed", &err)
-            }
+            UserError::Database(ref db) => grpc::storage("user operation failed", db, &err),
+            UserError::Hashing(_) => grpc::internal("user operation failed", &err),
         }
     }
 }

@@ -66,6 +66,11 @@ impl UserServer {
         self.service.local_addr()
     }
 
+    /// Mutual TLS, when on.
+    pub fn tls(&self) -> Option<easynote_shared::tls::Tls> {
+        self.service.tls().cloned()
+    }
+
     /// Serves until `shutdown`, then deregisters, drains and closes the pool.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = service::UserApi::new(repo::UserRepo::new(self.service.db().clone()));

@@ -15,6 +15,7 @@ use easynote_shared::{
         CheckUserRequest, CreateUserRequest, MGetUserRequest, User,
         user_service_client::UserServiceClient,
     },
+    tls::TlsSettings,
 };
 use easynote_testkit::{TestDatabase, assert_grpc_serving, assert_status, server::RunningServer};
 use tonic::{Code, Status, transport::Channel};
@@ -44,6 +45,7 @@ async fn spawn_app(db: TestDatabase) -> TestApp {
             },
             lifecycle: Default::default(),
             governance: GovernanceConfig::defaults(),
+            tls: TlsSettings::plaintext(),
         },
     };
     let server = UserServer::build(config)

@@ -30,14 +30,17 @@ use crate::{
         rules::{ClientPolicy, Rules},
     },
     telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
+    tls::{self, Tls},
 };
 
 /// Client-side settings of the channels an [`Upstream`] opens. Deadlines
 /// of calls are governance rules (`clients.SERVICE.METHOD.timeout_ms`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ChannelSettings {
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
+    /// Mutual TLS, as this process's identity (plaintext when `None`).
+    pub tls: Option<Tls>,
 }
 
 impl ChannelSettings {
@@ -47,7 +50,14 @@ impl ChannelSettings {
         Ok(Self {
             connect_timeout: env
                 .duration("EASYNOTE_RPC_CONNECT_TIMEOUT", defaults.connect_timeout)?,
+            tls: None,
         })
+    }
+
+    /// The same settings, connecting with `tls`.
+    #[must_use]
+    pub fn with_tls(self, tls: Option<Tls>) -> Self {
+        Self { tls, ..self }
     }
 }
 
@@ -55,6 +65,7 @@ impl Default for ChannelSettings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -140,7 +151,7 @@ impl Upstream {
         governance: Governance,
     ) -> Result<Self, DiscoveryError> {
         let mut instances = discovery.subscribe(service).await?;
-        let initial = build_backends(&[], &instances.borrow_and_update(), settings, service);
+        let initial = build_backends(&[], &instances.borrow_and_update(), &settings, service);
         let (tx, rx) = watch::channel(initial);
         let name = service.to_owned();
         tokio::spawn(async move {
@@ -155,7 +166,7 @@ impl Upstream {
                 }
                 let next = {
                     let current = tx.borrow().clone();
-                    build_backends(&current, &instances.borrow_and_update(), settings, &name)
+                    build_backends(&current, &instances.borrow_and_update(), &settings, &name)
                 };
                 let addrs: Vec<&str> = next.iter().map(|b| b.instance.addr.as_str()).collect();
                 tracing::info!(service = %name, instances = ?addrs, "instance set changed");
@@ -610,7 +621,7 @@ fn pick<'a>(
 fn build_backends(
     current: &[Backend],
     instances: &[Instance],
-    settings: ChannelSettings,
+    settings: &ChannelSettings,
     service: &str,
 ) -> Arc<[Backend]> {
     instances
@@ -623,10 +634,10 @@ fn build_backends(
                     ejected_until: existing.ejected_until.clone(),
                 });
             }
-            match endpoint(&instance.addr, settings) {
-                Ok(endpoint) => Some(Backend {
+            match channel(&instance.addr, settings, service) {
+                Ok(channel) => Some(Backend {
                     instance: instance.clone(),
-                    channel: endpoint.connect_lazy(),
+                    channel,
                     ejected_until: Arc::default(),
                 }),
                 Err(err) => {
@@ -638,15 +649,18 @@ fn build_backends(
         .collect()
 }
 
-fn endpoint(
-    addr: &str,
-    settings: ChannelSettings,
-) -> Result<tonic::transport::Endpoint, tonic::codegen::http::uri::InvalidUri> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
+/// A lazily connected channel to the instance at `addr` of `service`:
+/// with TLS, its certificate must be valid for `service`.
+fn channel(addr: &str, settings: &ChannelSettings, service: &str) -> anyhow::Result<Channel> {
+    let endpoint = Channel::from_shared(format!("http://{addr}"))?
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5)))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(match &settings.tls {
+        None => endpoint.connect_lazy(),
+        Some(tls) => endpoint.connect_with_connector_lazy(tls::connector(tls, service)?),
+    })
 }
 
 #[cfg(test)]
@@ -667,12 +681,12 @@ mod tests {
                     weight,
                     ..Instance::new(format!("127.0.0.1:{}", 1000 + i))
                 },
-                channel: endpoint(
+                channel: channel(
                     &format!("127.0.0.1:{}", 1000 + i),
-                    ChannelSettings::default(),
+                    &ChannelSettings::default(),
+                    "svc",
                 )
-                .expect("endpoint")
-                .connect_lazy(),
+                .expect("a channel"),
                 ejected_until: Arc::default(),
             })
             .collect()
