@@ -22,10 +22,29 @@ schema cannot express, so that they cannot quietly break again:
   may take (CHECK_TIMEOUT in api-gateway/src/routes/health.rs);
 - ingress: Services behind an `alb` Ingress are NodePort or LoadBalancer
   (what ACK's ALB needs with the Flannel network plug-in);
-- secrets: every secretKeyRef is listed in the documented Secret tables
-  (between `<!-- secrets:begin -->` and `<!-- secrets:end -->` in
-  deploy/k8s/overlays/aliyun/README.md and docs/tutorial.md), those tables
-  agree, an optional one has `optional: true` and a required one does not.
+- secrets: every secretKeyRef and every mounted Secret is listed in the
+  documented Secret tables (between `<!-- secrets:begin -->` and
+  `<!-- secrets:end -->` in deploy/k8s/overlays/aliyun/README.md and
+  docs/tutorial.md), those tables agree, an optional one has
+  `optional: true` and a required one does not; each Deployment has Secrets
+  of its own (none is shared with another Deployment, except optional
+  ones every service reads alike), the JWT key only in the gateway and the
+  database URL only in the services;
+- mutual TLS: every container of ours sets EASYNOTE_TLS_CERT, _KEY and _CA
+  to files of a mounted Secret, and the gRPC services are probed with
+  `easy-note healthcheck` run in the container (the kubelet's gRPC probe
+  cannot present a client certificate), with a timeout longer than the
+  subcommand's own bound (read from shared/src/app.rs);
+- network policy: the NetworkPolicies let exactly these connections reach
+  the suite's pods, and nothing else: anyone to the gateway's HTTP port,
+  the gateway to user-service and note-service, note-service to
+  user-service, on their gRPC ports (read from the Deployments);
+- compose: the one-shot `easy-note dev-certs` service writes the keys into
+  a volume the three services mount read-only and wait for; each service
+  names its own certificate; the gateway's JWT key comes from that volume
+  (EASYNOTE_JWT_SECRET may only be passed through from `.env`, with no
+  committed default); no database URL in the gateway and no JWT key in the
+  services; Nacos's ports are published on 127.0.0.1 only.
 
 Every failure is printed with the object and the numbers involved, and the
 exit status is 1. `--self-test` proves each rule can fail: it breaks the
@@ -50,6 +69,22 @@ DEFAULT_OVERLAYS = ["deploy/k8s/overlays/local", "deploy/k8s/overlays/aliyun"]
 COMPOSE_FILE = "docker-compose.yml"
 SECRET_DOCS = ["deploy/k8s/overlays/aliyun/README.md", "docs/tutorial.md"]
 READYZ_SOURCE = "api-gateway/src/routes/health.rs"
+HEALTHCHECK_SOURCE = "shared/src/app.rs"
+HEALTHCHECK_COMMAND = ["easy-note", "healthcheck"]
+# Secrets only one role may hold: the others must not be able to read them.
+ROLE_SECRETS = {"EASYNOTE_JWT_SECRET": {"api-gateway", "all"},
+                "EASYNOTE_DATABASE_URL": {"user-service", "note-service", "all"}}
+TLS_VARS = ("EASYNOTE_TLS_CERT", "EASYNOTE_TLS_KEY", "EASYNOTE_TLS_CA")
+# The registry name, and so the certificate's DNS name, of each role.
+IDENTITY = {"api-gateway": "easy-note-gateway", "user-service": "easy-note-user",
+            "note-service": "easy-note-note", "all": "easy-note"}
+GRPC_ROLES = {"user-service", "note-service"}
+# Who may connect to whom: (caller, callee, callee's port name). "*" is anyone.
+ALLOWED_EDGES = {("*", "api-gateway", "http"), ("api-gateway", "user-service", "grpc"),
+                 ("api-gateway", "note-service", "grpc"), ("note-service", "user-service", "grpc")}
+SUITE = ("api-gateway", "user-service", "note-service")
+# Compose services whose host ports must stay on this machine.
+COMPOSE_LOOPBACK_ONLY = ("nacos",)
 
 # The services' own defaults, as the README's configuration table lists them
 # (durations as the services parse them; OTEL_* timeouts in milliseconds).
@@ -127,7 +162,9 @@ def render(overlay):
 
 
 def secret_tables(path, text):
-    """{variable: (secret, "required"|"optional")} from the marked tables of a document."""
+    """{(variable, secret): "required"|"optional"} from the marked tables of a
+    document; rows for mounted files (first cell not a `variable`) count as
+    (None, secret)."""
     rows, errors = {}, []
     blocks = re.findall(r"<!--\s*secrets:begin\s*-->(.*?)<!--\s*secrets:end\s*-->", text, re.S)
     if not blocks:
@@ -136,16 +173,17 @@ def secret_tables(path, text):
     for block in blocks:
         for line in block.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) < 3 or not cells[0].startswith("`"):
+            if len(cells) < 3 or not cells[1].startswith("`"):
                 continue
-            var, secret, need = cells[0].strip("`"), cells[1].strip("`"), cells[2].lower()
+            var = cells[0].strip("`") if re.fullmatch(r"`[A-Z0-9_]+`", cells[0]) else None
+            secret, need = cells[1].strip("`"), cells[2].lower()
             need = "required" if need.startswith("required") else (
                 "optional" if need.startswith("optional") else need)
             if need not in ("required", "optional"):
                 errors.append(f"{path}: Secret table row {var}: third column must say "
                               f"required or optional, not {cells[2]!r}")
                 continue
-            rows[var] = (secret, need)
+            rows[(var, secret)] = need
     return rows, errors
 
 
@@ -166,6 +204,24 @@ def readyz_worst_case():
     return (value if match.group(1) == "secs" else value / 1000), None
 
 
+def healthcheck_bound():
+    """How long `easy-note healthcheck` waits at most before it gives up."""
+    path = os.path.join(ROOT, HEALTHCHECK_SOURCE)
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        return None, (f"{HEALTHCHECK_SOURCE} is gone: point HEALTHCHECK_SOURCE in "
+                      "deploy/check-manifests.py at the file bounding `healthcheck`")
+    match = re.search(r"tokio::time::timeout\(Duration::from_(secs|millis)\((\d+)\),\s*check\)",
+                      text)
+    if not match:
+        return None, (f"{HEALTHCHECK_SOURCE}: no `tokio::time::timeout(Duration::from_secs(..), "
+                      "check)`; update deploy/check-manifests.py to where the health check's "
+                      "bound lives now")
+    value = int(match.group(2))
+    return (value if match.group(1) == "secs" else value / 1000), None
+
+
 class Inputs:
     """Everything checked: rendered overlays, the compose file, the Secret tables."""
 
@@ -175,6 +231,7 @@ class Inputs:
         self.secret_docs = {p: open(os.path.join(ROOT, p), encoding="utf-8").read()
                             for p in SECRET_DOCS}
         self.readyz, self.readyz_error = readyz_worst_case()
+        self.probe_bound, self.probe_bound_error = healthcheck_bound()
 
 
 # ---------------------------------------------------------------- budgets
@@ -269,6 +326,7 @@ def probe_budget(probe):
 
 def check_overlay(name, docs, inputs, errors):
     services = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Service"}
+    users = {}  # Secret -> {workload: {keys read, or "files"}}
     for doc in docs:
         if doc.get("kind") not in WORKLOADS:
             continue
@@ -278,6 +336,10 @@ def check_overlay(name, docs, inputs, errors):
                 where = f"{name}: {doc['kind']} {doc['metadata']['name']}, container " \
                         f"{container['name']}"
                 check_container(where, container, spec, docs, inputs, errors)
+                for secret, key in secrets_read(container, spec):
+                    users.setdefault(secret, {}).setdefault(doc["metadata"]["name"], set()).add(key)
+    check_secret_sharing(name, users, inputs, errors)
+    check_network_policies(name, docs, errors)
     for doc in docs:
         if doc.get("kind") != "Ingress" or doc["spec"].get("ingressClassName") != "alb":
             continue
@@ -338,6 +400,97 @@ def check_container(where, container, pod, docs, inputs, errors):
                 f"{where}: readinessProbe times out after {timeout}s, but /readyz may take "
                 f"{fmt(inputs.readyz)} (CHECK_TIMEOUT in {READYZ_SOURCE}); make it longer")
     check_secret_refs(where, container, inputs, errors)
+    check_role_secrets(where, role, container, errors)
+    check_tls(where, role, env, container, pod, errors)
+    if role in GRPC_ROLES:
+        check_exec_probes(where, container, inputs, errors)
+
+
+def secrets_read(container, pod):
+    """(Secret, key) for every secretKeyRef, (Secret, "files") for every mounted Secret."""
+    found = [(v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+             for v in container.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})]
+    mounted = {m["name"] for m in container.get("volumeMounts", [])}
+    found += [(vol["secret"]["secretName"], "files") for vol in pod.get("volumes", [])
+              if "secret" in vol and vol["name"] in mounted]
+    return found
+
+
+def check_role_secrets(where, role, container, errors):
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["key"] in ROLE_SECRETS and role not in ROLE_SECRETS[ref["key"]]:
+            holders = sorted(ROLE_SECRETS[ref["key"]] - {"all"})
+            errors.append(f"{where}: reads {ref['key']} (Secret {ref['name']}), which only "
+                          f"{', '.join(holders)} may hold: a {role} pod must not be able to")
+
+
+def documented_secret(name, documented):
+    """The documented Secret name `name` stands for (kustomize may add a hash)."""
+    for secret in {s for _, s in documented}:
+        if name == secret or re.fullmatch(re.escape(secret) + r"-[a-z0-9]{10}", name):
+            return secret
+    return None
+
+
+def check_secret_sharing(overlay, users, inputs, errors):
+    """Each Deployment its own Secrets: one read by several workloads is
+    refused unless every key read from it is optional in the docs (the MSE
+    and ARMS credentials, the same for every service)."""
+    for secret, workloads in sorted(users.items()):
+        if len(workloads) < 2:
+            continue
+        doc = documented_secret(secret, inputs.secrets)
+        keys = set().union(*workloads.values())
+        shared_ok = doc is not None and all(
+            key != "files" and inputs.secrets.get((key, doc)) == "optional" for key in keys)
+        if not shared_ok:
+            errors.append(f"{overlay}: Secret {secret} is read by {', '.join(sorted(workloads))}: "
+                          "each Deployment gets Secrets of its own, holding only what it needs")
+    for secret in users:
+        if any(key == "files" for key in set().union(*users[secret].values())) and \
+                documented_secret(secret, inputs.secrets) is None:
+            errors.append(f"{overlay}: Secret {secret} is mounted, but the Secret tables of "
+                          f"{' and '.join(SECRET_DOCS)} do not list it")
+
+
+def check_tls(where, role, env, container, pod, errors):
+    """EASYNOTE_TLS_* name files of a Secret mounted in the container."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = [(m["mountPath"].rstrip("/"), volumes.get(m["name"], {}))
+              for m in container.get("volumeMounts", [])]
+    expected = {"EASYNOTE_TLS_CERT": "tls.crt", "EASYNOTE_TLS_KEY": "tls.key",
+                "EASYNOTE_TLS_CA": "ca.crt"}
+    for var in TLS_VARS:
+        path = env.get(var)
+        if not path:
+            errors.append(f"{where}: no {var}: internal gRPC would be plaintext (and refused "
+                          "in production)")
+            continue
+        directory, file = os.path.split(path)
+        source = next((vol for mount, vol in mounts if mount == directory), None)
+        if not source or "secret" not in source:
+            errors.append(f"{where}: {var}={path} is not in a mounted Secret")
+        elif file != expected[var]:
+            errors.append(f"{where}: {var}={path}: a kubernetes.io/tls Secret holds it as "
+                          f"{expected[var]}")
+
+
+def check_exec_probes(where, container, inputs, errors):
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container.get(name)
+        if not probe:
+            continue
+        if probe.get("exec", {}).get("command") != HEALTHCHECK_COMMAND:
+            kind = next((k for k in ("grpc", "httpGet", "tcpSocket", "exec") if k in probe), "?")
+            errors.append(f"{where}: {name} is a {kind} probe; with mutual TLS the kubelet cannot "
+                          f"pass the handshake: use exec {HEALTHCHECK_COMMAND}")
+            continue
+        timeout = probe.get("timeoutSeconds", PROBE_DEFAULTS["timeoutSeconds"])
+        if inputs.probe_bound is not None and timeout <= inputs.probe_bound:
+            errors.append(f"{where}: {name} timeoutSeconds is {timeout}s, but `easy-note "
+                          f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
+                          f"{HEALTHCHECK_SOURCE}) plus its own start; make it longer")
 
 
 def check_secret_refs(where, container, inputs, errors):
@@ -352,15 +505,18 @@ def check_secret_refs(where, container, inputs, errors):
         if not ref:
             continue
         key, secret, optional = ref["key"], ref["name"], bool(ref.get("optional", False))
-        if key not in documented:
+        listed = sorted(s for k, s in documented if k == key)
+        if not listed:
             errors.append(f"{where}: {var['name']} comes from Secret {secret} key {key}, which "
                           f"the Secret tables of {' and '.join(SECRET_DOCS)} do not list")
             continue
-        doc_secret, need = documented[key]
-        if not (secret == doc_secret or re.fullmatch(re.escape(doc_secret) + r"-[a-z0-9]{10}",
-                                                    secret)):
+        doc_secret = documented_secret(secret, {(key, s): n for (k, s), n in documented.items()
+                                                if k == key})
+        if doc_secret is None:
             errors.append(f"{where}: {key} comes from Secret {secret}, but the docs say "
-                          f"{doc_secret}")
+                          f"{' or '.join(listed)}")
+            continue
+        need = documented[(key, doc_secret)]
         if need == "optional" and not optional:
             errors.append(f"{where}: {key} is optional in the docs but its secretKeyRef is "
                           "required: pods would not start without it (add optional: true)")
@@ -369,10 +525,174 @@ def check_secret_refs(where, container, inputs, errors):
                           "optional: true: a missing Secret would start a broken pod")
 
 
+# ---------------------------------------------------------------- network policy
+
+def selects(selector, labels):
+    """Whether a label selector matches `labels` (an empty selector matches all)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or \
+                (op == "NotIn" and labels.get(key) in values) or \
+                (op == "Exists" and key not in labels) or \
+                (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def edge_text(edge):
+    source, target, port = edge
+    who = "anyone" if source == "*" else source
+    return f"{who} -> {target}:{port}"
+
+
+def check_network_policies(overlay, docs, errors):
+    """The connections the NetworkPolicies let reach the suite's pods are
+    exactly ALLOWED_EDGES, ports read from the Deployments."""
+    workloads = {d["metadata"]["name"]: d["spec"]["template"] for d in docs
+                 if d.get("kind") in WORKLOADS}
+    suite = {name: workloads[name] for name in SUITE if name in workloads}
+    ports = {name: {p.get("name"): p["containerPort"] for c in tmpl["spec"]["containers"]
+                    for p in c.get("ports", [])} for name, tmpl in suite.items()}
+    expected = {(source, target, ports[target].get(port, port))
+                for source, target, port in ALLOWED_EDGES if target in suite}
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    actual = set()
+    for target, tmpl in suite.items():
+        labels = tmpl["metadata"].get("labels") or {}
+        selecting = [p for p in policies
+                     if "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
+                     and selects(p["spec"].get("podSelector") or {}, labels)]
+        if not selecting:
+            errors.append(f"{overlay}: no NetworkPolicy selects {target}'s pods for ingress: "
+                          "every pod in the cluster can connect to it")
+            continue
+        for policy in selecting:
+            for rule in policy["spec"].get("ingress") or []:
+                sources = set()
+                for peer in rule.get("from") or [{}]:
+                    if not peer:
+                        sources.add("*")
+                    elif "podSelector" in peer and "namespaceSelector" not in peer:
+                        sources.update(name for name, other in workloads.items()
+                                       if selects(peer["podSelector"],
+                                                  other["metadata"].get("labels") or {}))
+                    else:
+                        sources.add("*")
+                numbers = {ports[target].get(p.get("port"), p.get("port", "any port"))
+                           for p in rule.get("ports") or [{}]}
+                actual.update((source, target, number) for source in sources
+                              for number in numbers)
+    for edge in sorted(actual - expected, key=str):
+        errors.append(f"{overlay}: the NetworkPolicies let {edge_text(edge)} through, which is "
+                      f"not one of the allowed connections "
+                      f"({', '.join(edge_text(e) for e in sorted(expected, key=str))})")
+    for edge in sorted(expected - actual, key=str):
+        errors.append(f"{overlay}: the NetworkPolicies do not let {edge_text(edge)} through: "
+                      "the suite makes that call")
+
+
 # ---------------------------------------------------------------- compose
 
-def check_compose(compose, errors):
-    for name, service in (compose.get("services") or {}).items():
+def command_of(service):
+    command = service.get("command") or []
+    return command.split() if isinstance(command, str) else [str(c) for c in command]
+
+
+def volume_mounts(service):
+    """(source, target, read_only) of each volume of a compose service."""
+    found = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            found.append((volume.get("source"), volume.get("target"),
+                          bool(volume.get("read_only"))))
+        else:
+            parts = str(volume).split(":")
+            found.append((parts[0], parts[1] if len(parts) > 1 else parts[0],
+                          len(parts) > 2 and "ro" in parts[2].split(",")))
+    return found
+
+
+def check_compose_keys(where, role, raw_env, env, service, inits, errors):
+    """The keys `dev-certs` made: mounted read-only, waited for, each
+    service its own certificate; the gateway's JWT key from the volume."""
+    mounts = [(source, target, ro) for source, target, ro in volume_mounts(service)
+              if source in inits]
+    if not mounts:
+        errors.append(f"{where}: does not mount the volume the dev-certs service writes "
+                      f"({', '.join(sorted(inits)) or 'none'}): it would have no certificates")
+        return
+    source, target, read_only = mounts[0]
+    if not read_only:
+        errors.append(f"{where}: mounts {source} writable; mount the keys read-only (:ro)")
+    init = inits[source]
+    condition = ((service.get("depends_on") or {}).get(init) or {}) \
+        if isinstance(service.get("depends_on"), dict) else {}
+    if condition.get("condition") != "service_completed_successfully":
+        errors.append(f"{where}: does not wait for {init} (depends_on: {init}: condition: "
+                      "service_completed_successfully): it could start before its keys exist")
+    identity = IDENTITY.get(role, "easy-note")
+    wanted = {"EASYNOTE_TLS_CERT": f"{identity}.pem", "EASYNOTE_TLS_KEY": f"{identity}.key",
+              "EASYNOTE_TLS_CA": "ca.pem"}
+    for var in TLS_VARS:
+        path = env.get(var, "")
+        if not path:
+            errors.append(f"{where}: no {var}: internal gRPC would be plaintext (and refused "
+                          "in production)")
+        elif os.path.dirname(path) != target:
+            errors.append(f"{where}: {var}={path} is not in the mounted {source} ({target})")
+        elif os.path.basename(path) != wanted[var]:
+            errors.append(f"{where}: {var}={path}: not its own certificate ({wanted[var]}, "
+                          f"the name {identity} its callers check)")
+    for var, holders in ROLE_SECRETS.items():
+        if env.get(var) and role not in holders:
+            errors.append(f"{where}: has {var}, which only "
+                          f"{', '.join(sorted(holders - {'all'}))} may hold")
+    if role in ROLE_SECRETS["EASYNOTE_JWT_SECRET"]:
+        raw = raw_env.get("EASYNOTE_JWT_SECRET")
+        if raw is not None and not re.fullmatch(r"\$\{EASYNOTE_JWT_SECRET(:?-)?\}", str(raw)):
+            errors.append(f"{where}: EASYNOTE_JWT_SECRET is {raw!r}: a committed key (or "
+                          "default); pass it through from .env only (${EASYNOTE_JWT_SECRET:-}) "
+                          "and read the generated one from EASYNOTE_JWT_SECRET_FILE")
+        key_file = env.get("EASYNOTE_JWT_SECRET_FILE", "")
+        if os.path.dirname(key_file) != target:
+            errors.append(f"{where}: EASYNOTE_JWT_SECRET_FILE is {key_file!r}, not the key "
+                          f"generated in the mounted {source} ({target}/jwt-secret)")
+
+
+def check_compose(compose, inputs, errors):
+    """The one-shot dev-certs service, Nacos's ports, then each of our services."""
+    services = compose.get("services") or {}
+    inits = {}  # named volume -> the dev-certs service writing it
+    for name, service in services.items():
+        command = command_of(service)
+        if command[:1] != ["dev-certs"]:
+            continue
+        where = f"{COMPOSE_FILE}: service {name}"
+        for flag, why in (("--if-missing", "a later `up` would fail on the existing set"),
+                          ("--jwt-secret", "the gateway would have no generated JWT key")):
+            if flag not in command:
+                errors.append(f"{where}: `easy-note {' '.join(command)}` lacks {flag}: {why}")
+        out = command[command.index("--out") + 1] if "--out" in command[:-1] else None
+        written = [source for source, target, ro in volume_mounts(service)
+                   if target == out and not ro and source in (compose.get("volumes") or {})]
+        if not written:
+            errors.append(f"{where}: writes {out}, which is not a writable named volume: the "
+                          "services would not see the keys")
+        for source in written:
+            inits[source] = name
+    for name in COMPOSE_LOOPBACK_ONLY:
+        for port in (services.get(name) or {}).get("ports") or []:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else \
+                (str(port).split(":")[0] if str(port).count(":") == 2 else None)
+            if host_ip != "127.0.0.1":
+                errors.append(f"{COMPOSE_FILE}: service {name} publishes {port!r} beyond this "
+                              "machine; bind it to 127.0.0.1")
+    for name, service in services.items():
+        if command_of(service)[:1] == ["dev-certs"]:
+            continue
         environment = service.get("environment") or {}
         if isinstance(environment, list):
             environment = dict(item.split("=", 1) for item in environment if "=" in item)
@@ -380,16 +700,21 @@ def check_compose(compose, errors):
                 "easy-note"):
             continue
         where = f"{COMPOSE_FILE}: service {name}"
-        env = {k: str(v) for k, v in environment.items()}
+        raw_env = dict(environment)
+        env = {k: re.sub(r"\$\{\w+(:?-([^}]*))?\}", lambda m: m.group(2) or "", str(v))
+               for k, v in environment.items() if v is not None}
+        env = {k: v for k, v in env.items() if v}
         if service.get("command") or service.get("entrypoint"):
             errors.append(f"{where}: picks its role with command/entrypoint; set "
                           "EASYNOTE_SERVICE instead, which `easy-note healthcheck` reads too")
         if env.get("EASYNOTE_SERVICE") not in ROLES:
             errors.append(f"{where}: EASYNOTE_SERVICE is {env.get('EASYNOTE_SERVICE')!r}")
         health = service.get("healthcheck") or {}
-        if health.get("test") != ["CMD", "easy-note", "healthcheck"]:
+        if health.get("test") != ["CMD", *HEALTHCHECK_COMMAND]:
             errors.append(f"{where}: healthcheck is {health.get('test')}; use "
                           "[\"CMD\", \"easy-note\", \"healthcheck\"] (it probes EASYNOTE_SERVICE)")
+        role = env.get("EASYNOTE_SERVICE")
+        check_compose_keys(where, role, raw_env, env, service, inits, errors)
         try:
             have = (seconds(health.get("start_period", "0s"), "start_period")
                     + seconds(health.get("interval", "30s"), "interval")
@@ -399,6 +724,11 @@ def check_compose(compose, errors):
                 errors.append(f"{where}: healthcheck turns unhealthy after {fmt(have)} "
                               f"(start_period + retries x interval) but start-up may take "
                               f"{fmt(need)} ({why})")
+            timeout = seconds(health.get("timeout", "30s"), "timeout")
+            if inputs.probe_bound is not None and timeout <= inputs.probe_bound:
+                errors.append(f"{where}: healthcheck timeout is {fmt(timeout)}, but `easy-note "
+                              f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
+                              f"{HEALTHCHECK_SOURCE}) plus its own start")
             grace = seconds(service.get("stop_grace_period", "10s"), "stop_grace_period")
             need, why = shutdown_required(env, 0)
             if grace < need:
@@ -419,17 +749,21 @@ def check(inputs):
         errors.extend(problems)
         tables[path] = rows
     for path, rows in tables.items():
-        for var, row in rows.items():
-            if var in inputs.secrets and inputs.secrets[var] != row:
-                errors.append(f"{path}: Secret table says {var} is {row[1]} in {row[0]}, "
-                              f"another document says {inputs.secrets[var][1]} in "
-                              f"{inputs.secrets[var][0]}")
-            inputs.secrets.setdefault(var, row)
-    if inputs.readyz_error:
-        errors.append(inputs.readyz_error)
+        for (var, secret), need in rows.items():
+            if (var, secret) in inputs.secrets and inputs.secrets[(var, secret)] != need:
+                errors.append(f"{path}: Secret table says {var or 'the files'} in {secret} is "
+                              f"{need}, another document says {inputs.secrets[(var, secret)]}")
+            inputs.secrets.setdefault((var, secret), need)
+    for path, rows in tables.items():
+        for var, secret in sorted(set(inputs.secrets) - set(rows), key=str):
+            errors.append(f"{path}: its Secret table lacks {var or 'the files'} in {secret}, "
+                          "which another document lists")
+    for error in (inputs.readyz_error, inputs.probe_bound_error):
+        if error:
+            errors.append(error)
     for name, docs in inputs.overlays.items():
         check_overlay(name, docs, inputs, errors)
-    check_compose(inputs.compose, errors)
+    check_compose(inputs.compose, inputs, errors)
     return errors
 
 
@@ -510,6 +844,64 @@ def mutations():
          lambda d: container(d, "note-service")["env"].remove(
              env_var(container(d, "note-service"), "EASYNOTE_SERVICE")),
          "EASYNOTE_SERVICE is None"),
+        # Network policy: exactly the allowed edges.
+        ("note-service open to anyone", "local",
+         lambda d: find(d, "NetworkPolicy", "note-service-ingress")["spec"]["ingress"][0].pop(
+             "from"), "let anyone -> note-service:8888 through"),
+        ("user-service selected by no policy", "aliyun",
+         lambda d: (d.remove(find(d, "NetworkPolicy", "user-service-ingress")),
+                    find(d, "NetworkPolicy", "easy-note-default-deny")["spec"]["podSelector"][
+                        "matchExpressions"][0]["values"].remove("user-service")),
+         "no NetworkPolicy selects user-service"),
+        ("the gateway reaches note-service on every port", "local",
+         lambda d: find(d, "NetworkPolicy", "note-service-ingress")["spec"]["ingress"][0].pop(
+             "ports"), "api-gateway -> note-service:any port"),
+        ("note-service can no longer call user-service", "aliyun",
+         lambda d: find(d, "NetworkPolicy", "user-service-ingress")["spec"]["ingress"][0][
+             "from"].pop(1), "do not let note-service -> user-service:8889"),
+        ("every pod of the namespace may call user-service", "local",
+         lambda d: find(d, "NetworkPolicy", "user-service-ingress")["spec"]["ingress"][0][
+             "from"].append({"podSelector": {}}), "let mysql -> user-service:8889"),
+        # Secrets: each Deployment its own, and only what its role needs.
+        ("the gateway reads the database URL", "aliyun",
+         lambda d: container(d, "api-gateway")["env"].append(
+             {"name": "EASYNOTE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
+                 "name": "user-service-db", "key": "EASYNOTE_DATABASE_URL"}}}),
+         "reads EASYNOTE_DATABASE_URL"),
+        ("note-service reads the JWT key", "local",
+         lambda d: container(d, "note-service")["env"].append(
+             {"name": "EASYNOTE_JWT_SECRET", "valueFrom": {"secretKeyRef": {
+                 "name": "api-gateway-jwt", "key": "EASYNOTE_JWT_SECRET"}}}),
+         "reads EASYNOTE_JWT_SECRET"),
+        ("two Deployments share a database Secret", "aliyun",
+         lambda d: env_var(container(d, "note-service"), "EASYNOTE_DATABASE_URL")["valueFrom"][
+             "secretKeyRef"].update(name="user-service-db"),
+         "Secret user-service-db is read by note-service, user-service"),
+        ("the gateway mounts user-service's certificate", "local",
+         lambda d: next(v for v in find(d, "Deployment", "api-gateway")["spec"]["template"][
+             "spec"]["volumes"] if v["name"] == "tls")["secret"].update(
+                 secretName="user-service-tls"),
+         "Secret user-service-tls is read by api-gateway, user-service"),
+        ("a mounted Secret nobody documented", "aliyun",
+         lambda d: next(v for v in find(d, "Deployment", "note-service")["spec"]["template"][
+             "spec"]["volumes"] if v["name"] == "tls")["secret"].update(
+                 secretName="undocumented-tls"),
+         "Secret undocumented-tls is mounted"),
+        # Mutual TLS and the probes that go with it.
+        ("user-service without its TLS key", "local",
+         lambda d: container(d, "user-service")["env"].remove(
+             env_var(container(d, "user-service"), "EASYNOTE_TLS_KEY")),
+         "no EASYNOTE_TLS_KEY"),
+        ("note-service's certificate outside the mounted Secret", "aliyun",
+         lambda d: env_var(container(d, "note-service"), "EASYNOTE_TLS_CERT").update(
+             value="/tmp/tls.crt"), "EASYNOTE_TLS_CERT=/tmp/tls.crt is not in a mounted Secret"),
+        ("user-service's readiness back to the kubelet's gRPC probe", "local",
+         lambda d: container(d, "user-service").update(readinessProbe={
+             "grpc": {"port": 8889}, "periodSeconds": 5, "timeoutSeconds": 2}),
+         "readinessProbe is a grpc probe"),
+        ("note-service's liveness gives up before the health check does", "aliyun",
+         lambda d: container(d, "note-service")["livenessProbe"].update(timeoutSeconds=3),
+         "livenessProbe timeoutSeconds is 3s"),
     ]
 
 
@@ -531,6 +923,42 @@ def compose_mutations():
          "turns unhealthy after"),
         ("compose role given as command",
          lambda c: svc(c, "user-service").update(command=["user-service"]), "command/entrypoint"),
+        ("compose gateway with a committed JWT key",
+         lambda c: svc(c, "api-gateway")["environment"].update(
+             EASYNOTE_JWT_SECRET="${EASYNOTE_JWT_SECRET:-a-key-written-into-the-file-0123456789}"),
+         "a committed key"),
+        ("compose gateway without the generated JWT key",
+         lambda c: svc(c, "api-gateway")["environment"].pop("EASYNOTE_JWT_SECRET_FILE"),
+         "EASYNOTE_JWT_SECRET_FILE is ''"),
+        ("compose user-service without the certificates",
+         lambda c: svc(c, "user-service").pop("volumes"), "does not mount the volume"),
+        ("compose note-service mounts the keys writable",
+         lambda c: svc(c, "note-service").update(volumes=["certs:/app/certs"]),
+         "mount the keys read-only"),
+        ("compose note-service with user-service's certificate",
+         lambda c: svc(c, "note-service")["environment"].update(
+             EASYNOTE_TLS_CERT="/app/certs/easy-note-user.pem"), "not its own certificate"),
+        ("compose gateway without mutual TLS",
+         lambda c: svc(c, "api-gateway")["environment"].pop("EASYNOTE_TLS_CA"),
+         "no EASYNOTE_TLS_CA"),
+        ("compose gateway starts before the keys exist",
+         lambda c: svc(c, "api-gateway")["depends_on"].pop("certs"), "does not wait for certs"),
+        ("compose gateway with the database URL",
+         lambda c: svc(c, "api-gateway")["environment"].update(
+             EASYNOTE_DATABASE_URL="mysql://easynote:x@mysql:3306/easynote"),
+         "has EASYNOTE_DATABASE_URL"),
+        ("compose dev-certs without --if-missing",
+         lambda c: svc(c, "certs")["command"].remove("--if-missing"), "lacks --if-missing"),
+        ("compose Nacos console on every interface",
+         lambda c: svc(c, "nacos").update(ports=["8848:8848", "127.0.0.1:9848:9848"]),
+         "publishes '8848:8848' beyond this machine"),
+        ("compose Nacos gRPC on every interface",
+         lambda c: svc(c, "nacos").update(ports=["127.0.0.1:8848:8848", "9848:9848"]),
+         "publishes '9848:9848' beyond this machine"),
+        ("compose health check timeout within the check's own bound",
+         lambda c: svc(c, "note-service").update(healthcheck={
+             **svc(c, "note-service")["healthcheck"], "timeout": "3s"}),
+         "healthcheck timeout is 3s"),
     ]
 
 
@@ -541,6 +969,11 @@ def doc_mutations():
              "| `NACOS_ACCESS_KEY` | `easy-note-mse` | optional",
              "| `NACOS_ACCESS_KEY` | `easy-note-mse` | required")}),
          "another document says"),
+        ("a Secret one document forgets",
+         lambda docs: docs.update({SECRET_DOCS[1]: re.sub(
+             r"\| `EASYNOTE_DATABASE_URL` \| `note-service-db` [^\n]*\n", "",
+             docs[SECRET_DOCS[1]])}),
+         "lacks EASYNOTE_DATABASE_URL in note-service-db"),
     ]
 
 
@@ -591,8 +1024,9 @@ def main():
         for error in errors:
             print(f"  - {error}", file=sys.stderr)
         return 1
-    print(f"manifests: probes, start-up and shutdown budgets, ALB Service type and Secrets "
-          f"agree ({', '.join(inputs.overlays)} and {COMPOSE_FILE})")
+    print(f"manifests: probes, start-up and shutdown budgets, ALB Service type, Secrets, "
+          f"mutual TLS and network policy agree ({', '.join(inputs.overlays)} and "
+          f"{COMPOSE_FILE})")
     return 0
 
 

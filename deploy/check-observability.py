@@ -56,7 +56,7 @@ COMPOSE = "docker-compose.yml"
 LOCAL_OVERLAY = "deploy/k8s/overlays/local"
 OBSERVABILITY_SERVICES = ("otel-collector", "prometheus", "grafana", "jaeger")
 # Published ports of admin UIs and endpoints added for operators: loopback only.
-LOOPBACK_ONLY = ("otel-collector", "prometheus", "grafana")
+LOOPBACK_ONLY = ("otel-collector", "prometheus", "grafana", "jaeger")
 OUR_SERVICES = ("user-service", "note-service", "api-gateway")
 COLLECTOR_OTLP = "otel-collector:4317"
 # Grafana's own variables, replaced by a sample value before parsing.

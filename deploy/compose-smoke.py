@@ -13,6 +13,14 @@ containers are replaced by real local stand-ins:
 Jaeger, Prometheus and Grafana sit behind the collector and are not
 started: what reaches the collector is checked instead.
 
+One-shot services that run `easy-note dev-certs` (the `certs` service,
+which makes the development CA, each service's certificate and the JWT key
+on the first `up`) run first, natively, with their named volume replaced
+by a directory of this run; every container path under a mount of that
+volume, in the services' settings, becomes the same path in that directory.
+So the services talk mutual TLS with each other and the gateway signs with
+the generated key, as in compose.
+
 Container networking maps to loopback: every `service:port` in a setting
 becomes 127.0.0.1 and the port that service's stand-in listens on here, and
 `0.0.0.0` binds become 127.0.0.1 binds. Ports that compose publishes (the
@@ -116,6 +124,49 @@ def role_of(name, spec, env):
     return role, [str(part) for part in command]
 
 
+def volume_mounts(spec):
+    """(source, target) of each volume of a compose service."""
+    mounts = []
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((volume.get("source"), volume.get("target")))
+        else:
+            parts = str(volume).split(":")
+            mounts.append((parts[0], parts[1] if len(parts) > 1 else parts[0]))
+    return mounts
+
+
+def run_init_steps(services, workdir):
+    """Runs each `easy-note dev-certs` one-shot service natively; returns
+    {named volume: the directory standing in for it}."""
+    volumes = {}
+    for name, spec in services.items():
+        command = spec.get("command") or []
+        command = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+        if command[:1] != ["dev-certs"]:
+            continue
+        args = list(command)
+        for source, target in volume_mounts(spec):
+            directory = volumes.setdefault(source, os.path.join(workdir, f"volume-{source}"))
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            args = [directory + arg[len(target):] if arg == target or arg.startswith(target + "/")
+                    else arg for arg in args]
+        result = subprocess.run([suite.EASY_NOTE, *args], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise SmokeFailure(f"{name}: easy-note {' '.join(args)} failed ({result.returncode}):\n"
+                               f"{result.stdout}{result.stderr}")
+        print(f"{name} -> easy-note {' '.join(args)}")
+    return volumes
+
+
+def to_volume_dirs(value, spec, volumes):
+    """A container path under a mount of an init volume, as the path here."""
+    for source, target in volume_mounts(spec):
+        if source in volumes and (value == target or value.startswith(target + "/")):
+            return volumes[source] + value[len(target):]
+    return value
+
+
 def readme_variables():
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     return set(re.findall(r"`((?:EASYNOTE|NACOS|OTEL|RUST)_?[A-Z0-9_]*)`", text))
@@ -175,12 +226,17 @@ def run(services, group):
     moved = {("nacos", 8848): f"127.0.0.1:{nacos_port}", ("nacos", 9848): f"127.0.0.1:{nacos_port + 1000}",
              ("otel-collector", 4317): otlp}
 
+    # --- one-shot init services (dev-certs), before anything that needs them
+    volumes = run_init_steps(services, group.workdir)
+
     # --- the services, in depends_on order, with their container env -----
     documented = readme_variables()
     started = {}  # compose service -> its children (replicas)
     for name in OURS:
         spec = services[name]
-        env = {k: to_loopback(interpolate(v, outer), list(services), moved)
+        # Volume paths first: a path such as /app/certs/... must not be read
+        # as a mention of the service `certs`.
+        env = {k: to_loopback(to_volume_dirs(interpolate(v, outer), spec, volumes), list(services), moved)
                for k, v in (spec.get("environment") or {}).items()}
         undocumented = sorted(k for k in env if k not in documented)
         if undocumented:

@@ -7,14 +7,17 @@
 # - the rules no schema knows, on the rendered overlays and the compose file
 #   (deploy/check-manifests.py: probes, start-up and shutdown budgets from
 #   the services' settings, the ALB Service type, optional vs required
-#   Secrets), after its self-test proves that each rule can fail;
+#   Secrets, each Deployment's own Secrets, mutual TLS and exec probes,
+#   NetworkPolicies allowing exactly the suite's calls, compose's generated
+#   keys and loopback-only Nacos), after its self-test proves that each rule
+#   can fail;
 # - the telemetry pipeline (deploy/observability/): the collector's config
 #   against the schema of its components, prometheus.yml with Prometheus's
 #   own `promtool check config`, the Grafana dashboard's structure and every
 #   query through Prometheus's parser, and the wiring between compose, the
 #   local overlay and those files (deploy/check-observability.py), after
 #   its self-test proves that each rule can fail;
-# - deploy/local-image.sh parses.
+# - deploy/local-image.sh and deploy/local-secrets.sh parse.
 # Installs what it needs from Debian and PyPI when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,4 +75,5 @@ echo "deploy/check-observability.py"
 "$venv/bin/python" deploy/check-observability.py
 
 bash -n deploy/local-image.sh
+bash -n deploy/local-secrets.sh
 echo "deploy: compose file, both overlays and the telemetry pipeline are valid and keep their rules"
