@@ -10,6 +10,8 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::http::HttpConfig;
+
 /// The default HTTP listen address.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
 
@@ -25,6 +27,8 @@ pub struct Config {
     pub environment: Environment,
     /// `EASYNOTE_HTTP_ADDR` (default `127.0.0.1:8080`).
     pub http_addr: SocketAddr,
+    /// Timeouts and the connection bound of the HTTP server.
+    pub http: HttpConfig,
     /// Token signing.
     pub jwt: JwtConfig,
     /// Where user-service and note-service are.
@@ -113,6 +117,7 @@ impl Config {
         Ok(Self {
             environment,
             http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
+            http: HttpConfig::from_env(env)?,
             jwt: JwtConfig::from_env(env, environment)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,

@@ -10,6 +10,7 @@ mod envelope;
 mod error;
 mod extract;
 pub mod governance;
+mod http;
 pub mod observe;
 mod routes;
 mod state;
@@ -17,9 +18,7 @@ mod state;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{
-    Router, extract::DefaultBodyLimit, middleware, response::IntoResponse, serve::ListenerExt as _,
-};
+use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
@@ -33,6 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use config::{Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
+pub use http::HttpConfig;
 pub use state::AppState;
 
 /// Registry and telemetry name of the gateway.
@@ -123,26 +123,13 @@ impl Gateway {
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
+            request_timeout: self.config.http.request_timeout,
         };
         prune_idle_buckets(&state.edge, &shutdown);
         let app = app(state);
-        // TCP_NODELAY, or a response written in two segments waits for
-        // the client's delayed ACK (~40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "TCP_NODELAY not set");
-            }
-        });
+        let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
-            |stop| {
-                // The peer's address is the span's `client.address` (observe.rs).
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop)
-                .into_future()
-            },
+            |stop| http::serve(listener, app, http, stop),
             Lifecycle {
                 discovery: self.discovery,
                 registration: Registration::new(SERVICE, addr, "http")
@@ -176,10 +163,10 @@ fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdow
 }
 
 /// The whole HTTP application over `state`: routes, body limit, panics
-/// answered as 500s, governance at the edge, and a traced, measured span
-/// per request.
+/// answered as 500s, governance at the edge, the request timeout, and a
+/// traced, measured span per request.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.body_limit;
+    let (body_limit, request_timeout) = (state.body_limit, state.request_timeout);
     routes::router()
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
@@ -188,6 +175,10 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             governance::govern,
+        ))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            http::bound_request,
         ))
         .layer(middleware::from_fn_with_state(
             HttpServerMetrics::new(),

@@ -21,4 +21,6 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// Shedding, rate limits, deadlines and lanes.
     pub edge: Arc<EdgeGovernance>,
+    /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
+    pub request_timeout: std::time::Duration,
 }

@@ -68,9 +68,19 @@ impl TestApp {
         Self::spawn_on(TestDatabase::sqlite()).await
     }
 
+    /// The suite on a fresh SQLite database, with `gateway_env` added to
+    /// the gateway's settings.
+    pub async fn spawn_with(gateway_env: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(TestDatabase::sqlite(), gateway_env).await
+    }
+
     /// The suite on `db`; user-service and note-service share it, as they
     /// may in a deployment.
     pub async fn spawn_on(db: TestDatabase) -> Self {
+        Self::spawn_configured(db, &[]).await
+    }
+
+    async fn spawn_configured(db: TestDatabase, gateway_env: &[(&str, &str)]) -> Self {
         // Logs are captured per test and shown when one fails.
         let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
         telemetry::init(&telemetry, "easy-note").expect("logging");
@@ -91,10 +101,12 @@ impl TestApp {
             .await
             .expect("build note-service");
         let note = Service::spawn(server.local_addr(), |s| server.run(s));
-        let gateway_env = env
-            .clone()
-            .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
-            .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string());
+        let gateway_env = gateway_env.iter().fold(
+            env.clone()
+                .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
+                .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string()),
+            |env, (var, value)| env.with(var, *value),
+        );
         let config = api_gateway::Config::from_env(&gateway_env).expect("gateway config");
         let server = api_gateway::Gateway::build(config)
             .await

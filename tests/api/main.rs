@@ -3,6 +3,7 @@
 //! checked directly afterwards.
 
 mod bad_input;
+mod edge;
 mod helpers;
 mod resilience;
 mod user_story;
