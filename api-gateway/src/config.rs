@@ -10,7 +10,7 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::http::HttpConfig;
+use crate::{http::HttpConfig, login_throttle::LoginThrottleConfig};
 
 /// The default HTTP listen address.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
@@ -29,6 +29,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Timeouts and the connection bound of the HTTP server.
     pub http: HttpConfig,
+    /// Thresholds of the failed-login throttle.
+    pub login_throttle: LoginThrottleConfig,
     /// Token signing.
     pub jwt: JwtConfig,
     /// Where user-service and note-service are.
@@ -118,6 +120,7 @@ impl Config {
             environment,
             http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
             http: HttpConfig::from_env(env)?,
+            login_throttle: LoginThrottleConfig::from_env(env)?,
             jwt: JwtConfig::from_env(env, environment)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,

@@ -269,7 +269,7 @@ fn route_matches(rule: &str, route: &str) -> bool {
 
 /// The client's IP: the peer's, or with `hops` trusted proxies in front,
 /// the address the outermost trusted proxy saw in `X-Forwarded-For`.
-fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
         return peer;
     }

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 pub mod governance;
 mod http;
+pub mod login_throttle;
 pub mod observe;
 mod routes;
 mod state;
@@ -33,6 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use config::{Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
 pub use http::HttpConfig;
+pub use login_throttle::LoginThrottleConfig;
 pub use state::AppState;
 
 /// Registry and telemetry name of the gateway.
@@ -123,9 +125,12 @@ impl Gateway {
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
+            logins: Arc::new(login_throttle::LoginThrottle::new(
+                self.config.login_throttle,
+            )),
             request_timeout: self.config.http.request_timeout,
         };
-        prune_idle_buckets(&state.edge, &shutdown);
+        prune_idle_state(&state, &shutdown);
         let app = app(state);
         let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
@@ -144,9 +149,11 @@ impl Gateway {
     }
 }
 
-/// Forgets idle rate-limit buckets every minute until shutdown.
-fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdown) {
-    let edge = Arc::downgrade(edge);
+/// Forgets idle rate-limit buckets and expired failed-login counts every
+/// minute until shutdown.
+fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
+    let edge = Arc::downgrade(&state.edge);
+    let logins = Arc::downgrade(&state.logins);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -156,8 +163,11 @@ fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdow
                 _ = tick.tick() => {}
                 () = shutdown.requested() => return,
             }
-            let Some(edge) = edge.upgrade() else { return };
+            let (Some(edge), Some(logins)) = (edge.upgrade(), logins.upgrade()) else {
+                return;
+            };
             edge.prune();
+            logins.prune();
         }
     });
 }

@@ -5,5 +5,6 @@
 mod bad_input;
 mod edge;
 mod helpers;
+mod login_throttle;
 mod resilience;
 mod user_story;
