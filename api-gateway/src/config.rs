@@ -11,6 +11,8 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::{http::HttpConfig, login_throttle::LoginThrottleConfig};
+
 /// The default HTTP listen address.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
 
@@ -26,6 +28,10 @@ pub struct Config {
     pub environment: Environment,
     /// `EASYNOTE_HTTP_ADDR` (default `127.0.0.1:8080`).
     pub http_addr: SocketAddr,
+    /// Timeouts and the connection bound of the HTTP server.
+    pub http: HttpConfig,
+    /// Thresholds of the failed-login throttle.
+    pub login_throttle: LoginThrottleConfig,
     /// Token signing.
     pub jwt: JwtConfig,
     /// Where user-service and note-service are.
@@ -155,6 +161,8 @@ impl Config {
         Ok(Self {
             environment,
             http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
+            http: HttpConfig::from_env(env)?,
+            login_throttle: LoginThrottleConfig::from_env(env)?,
             jwt: JwtConfig::from_env(env, environment)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// 413, code 10002: the body exceeds the limit.
     #[error("request body is too large (limit {0} bytes)")]
     PayloadTooLarge(usize),
+    /// 408, code 10002: the request's body did not arrive within the
+    /// request timeout.
+    #[error("request not received within {}", humantime::format_duration(*.0))]
+    RequestTimeout(std::time::Duration),
     /// 404, code 10002: no such route.
     #[error("no route for {method} {path}")]
     NoRoute {
@@ -69,6 +73,7 @@ impl ApiError {
             Self::Internal | Self::Unavailable | Self::Overloaded => 10001,
             Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
+            | Self::RequestTimeout(_)
             | Self::NoRoute { .. }
             | Self::MethodNotAllowed => 10002,
             Self::UserExists => 10003,
@@ -83,6 +88,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NoRoute { .. } | Self::NoteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UserExists => StatusCode::CONFLICT,

@@ -1,10 +1,15 @@
 //! Extractors that answer bad input with the contract's errors instead of
 //! axum's plain-text rejections.
 
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+};
+
 use axum::{
     Json,
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Request},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use easynote_shared::validate;
@@ -79,5 +84,36 @@ impl<S: Send + Sync> FromRequestParts<S> for NoteId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
         Ok(Self(validate::parse_id("note_id", &raw)?))
+    }
+}
+
+/// The client's IP as governance derives it: the peer's, or the one the
+/// outermost of `trusted_proxy_hops` proxies saw; `None` without a peer.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let hops = state
+            .edge
+            .governance()
+            .active()
+            .rules
+            .gateway
+            .trusted_proxy_hops;
+        Ok(Self(crate::governance::client_ip(
+            peer,
+            &parts.headers,
+            hops,
+        )))
     }
 }

@@ -6,7 +6,8 @@
 //!    user or globally; over the limit, 429 (code 10006) with an integer
 //!    `Retry-After`;
 //! 3. the route's deadline, for the whole request: what is left of it
-//!    travels downstream as each call's `grpc-timeout`; past it, 503;
+//!    travels downstream as each call's `grpc-timeout`; past it, 503 (408
+//!    when the request's body has not arrived yet);
 //! 4. the request's lane (a header value, or a stable share of users),
 //!    carried across hops.
 //!
@@ -228,6 +229,10 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
     // 3. and 4. The deadline and the lane travel with the request.
     let timeout = active.rules.route_timeout(&route);
     let lane = lane_of(&active.rules, request.headers(), user);
+    let received = request
+        .extensions()
+        .get::<crate::http::BodyReceived>()
+        .cloned();
     drop(active);
     let context = CallContext {
         deadline: Instant::now().checked_add(timeout),
@@ -241,7 +246,7 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(%route, ?timeout, "request deadline passed");
-            ApiError::Unavailable.into_response()
+            crate::http::out_of_time(received.as_ref(), timeout).into_response()
         }
     }
 }
@@ -264,7 +269,7 @@ fn route_matches(rule: &str, route: &str) -> bool {
 
 /// The client's IP: the peer's, or with `hops` trusted proxies in front,
 /// the address the outermost trusted proxy saw in `X-Forwarded-For`.
-fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
         return peer;
     }

@@ -10,6 +10,8 @@ mod envelope;
 mod error;
 mod extract;
 pub mod governance;
+mod http;
+pub mod login_throttle;
 pub mod observe;
 mod routes;
 mod state;
@@ -17,9 +19,7 @@ mod state;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{
-    Router, extract::DefaultBodyLimit, middleware, response::IntoResponse, serve::ListenerExt as _,
-};
+use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
@@ -34,6 +34,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use config::{Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
+pub use http::HttpConfig;
+pub use login_throttle::LoginThrottleConfig;
 pub use state::AppState;
 
 /// Registry and telemetry name of the gateway.
@@ -122,26 +124,16 @@ impl Gateway {
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
+            logins: Arc::new(login_throttle::LoginThrottle::new(
+                self.config.login_throttle,
+            )),
+            request_timeout: self.config.http.request_timeout,
         };
-        prune_idle_buckets(&state.edge, &shutdown);
+        prune_idle_state(&state, &shutdown);
         let app = app(state);
-        // TCP_NODELAY, or a response written in two segments waits for
-        // the client's delayed ACK (~40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "TCP_NODELAY not set");
-            }
-        });
+        let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
-            |stop| {
-                // The peer's address is the span's `client.address` (observe.rs).
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop)
-                .into_future()
-            },
+            |stop| http::serve(listener, app, http, stop),
             Lifecycle {
                 discovery: self.discovery,
                 registration: Registration::new(SERVICE, addr, "http")
@@ -156,9 +148,11 @@ impl Gateway {
     }
 }
 
-/// Forgets idle rate-limit buckets every minute until shutdown.
-fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdown) {
-    let edge = Arc::downgrade(edge);
+/// Forgets idle rate-limit buckets and expired failed-login counts every
+/// minute until shutdown.
+fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
+    let edge = Arc::downgrade(&state.edge);
+    let logins = Arc::downgrade(&state.logins);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -168,17 +162,20 @@ fn prune_idle_buckets(edge: &Arc<governance::EdgeGovernance>, shutdown: &Shutdow
                 _ = tick.tick() => {}
                 () = shutdown.requested() => return,
             }
-            let Some(edge) = edge.upgrade() else { return };
+            let (Some(edge), Some(logins)) = (edge.upgrade(), logins.upgrade()) else {
+                return;
+            };
             edge.prune();
+            logins.prune();
         }
     });
 }
 
 /// The whole HTTP application over `state`: routes, body limit, panics
-/// answered as 500s, governance at the edge, and a traced, measured span
-/// per request.
+/// answered as 500s, governance at the edge, the request timeout, and a
+/// traced, measured span per request.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.body_limit;
+    let (body_limit, request_timeout) = (state.body_limit, state.request_timeout);
     routes::router()
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
@@ -187,6 +184,10 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             governance::govern,
+        ))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            http::bound_request,
         ))
         .layer(middleware::from_fn_with_state(
             HttpServerMetrics::new(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
-use crate::{auth::JwtKeys, governance::EdgeGovernance};
+use crate::{auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle};
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
 #[derive(Debug, Clone)]
@@ -21,4 +21,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// Shedding, rate limits, deadlines and lanes.
     pub edge: Arc<EdgeGovernance>,
+    /// Failed logins per username.
+    pub logins: Arc<LoginThrottle>,
+    /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
+    pub request_timeout: std::time::Duration,
 }

@@ -78,16 +78,30 @@ impl TestApp {
         Self::spawn_on(TestDatabase::sqlite()).await
     }
 
+    /// The suite on a fresh SQLite database, with `gateway_env` added to
+    /// the gateway's settings.
+    pub async fn spawn_with(gateway_env: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(TestDatabase::sqlite(), None, gateway_env).await
+    }
+
     /// The suite on `db`; user-service and note-service share it, as they
     /// may in a deployment.
     pub async fn spawn_on(db: TestDatabase) -> Self {
-        Self::spawn_with(db, None).await
+        Self::spawn_configured(db, None, &[]).await
     }
 
-    /// The suite on `db`, with mutual TLS on every gRPC hop when `certs`
-    /// names a directory of `easy-note dev-certs` files: each service
-    /// presents its own certificate.
-    pub async fn spawn_with(db: TestDatabase, certs: Option<&Path>) -> Self {
+    /// The suite on `db`, with mutual TLS on every gRPC hop: `certs` is a
+    /// directory of `easy-note dev-certs` files, and each service presents
+    /// its own certificate.
+    pub async fn spawn_with_tls(db: TestDatabase, certs: &Path) -> Self {
+        Self::spawn_configured(db, Some(certs), &[]).await
+    }
+
+    async fn spawn_configured(
+        db: TestDatabase,
+        certs: Option<&Path>,
+        gateway_env: &[(&str, &str)],
+    ) -> Self {
         // Logs are captured per test and shown when one fails.
         let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
         telemetry::init(&telemetry, "easy-note").expect("logging");
@@ -112,9 +126,12 @@ impl TestApp {
             .await
             .expect("build note-service");
         let note = Service::spawn(server.local_addr(), |s| server.run(s));
-        let gateway_env = as_service(&env, easynote_shared::service_name::GATEWAY)
-            .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
-            .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string());
+        let gateway_env = gateway_env.iter().fold(
+            as_service(&env, easynote_shared::service_name::GATEWAY)
+                .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
+                .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string()),
+            |env, (var, value)| env.with(var, *value),
+        );
         let config = api_gateway::Config::from_env(&gateway_env).expect("gateway config");
         let server = api_gateway::Gateway::build(config)
             .await

@@ -3,7 +3,9 @@
 //! checked directly afterwards.
 
 mod bad_input;
+mod edge;
 mod helpers;
+mod login_throttle;
 mod resilience;
 mod tls;
 mod user_story;

@@ -74,7 +74,7 @@ fn certs() -> tempfile::TempDir {
 #[tokio::test]
 async fn the_walkthrough_runs_over_mutual_tls() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     // Register and login: the gateway to user-service.
     let token = app.signed_up("alice").await;
     // Create, then read with the author's name: gateway to note-service,
@@ -93,7 +93,7 @@ async fn the_walkthrough_runs_over_mutual_tls() {
 #[tokio::test]
 async fn callers_without_a_certificate_of_the_ca_are_refused() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     let user = app.user.addr;
 
     // Plaintext gRPC to a TLS server.
@@ -161,7 +161,7 @@ async fn callers_without_a_certificate_of_the_ca_are_refused() {
 #[tokio::test]
 async fn each_method_is_open_only_to_its_callers() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     let (user, note) = (app.user.addr, app.note.addr);
 
     // note-service's identity: MGetUser yes, CheckUser no.
@@ -215,7 +215,7 @@ async fn each_method_is_open_only_to_its_callers() {
 #[tokio::test]
 async fn servers_are_checked_by_their_registry_name() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     // An instance registered as user-service must prove it: note-service's
     // certificate, reached at an address said to be user-service, is refused
     // by the client before any request (and so any password) is sent.
@@ -232,7 +232,7 @@ async fn servers_are_checked_by_their_registry_name() {
 #[tokio::test]
 async fn a_rotated_certificate_set_is_used_without_a_restart() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     let user = app.user.addr;
     let old = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(certs.path()).expect("certs") {
@@ -273,7 +273,7 @@ async fn a_rotated_certificate_set_is_used_without_a_restart() {
 #[tokio::test]
 async fn the_healthcheck_subcommand_speaks_tls() {
     let certs = certs();
-    let app = TestApp::spawn_with(TestDatabase::sqlite(), Some(certs.path())).await;
+    let app = TestApp::spawn_with_tls(TestDatabase::sqlite(), certs.path()).await;
     let probe = |identity: &str, with_tls: bool| {
         let files = devcert::files(certs.path(), identity);
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_easy-note"));

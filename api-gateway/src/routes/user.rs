@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     envelope::{Envelope, SUCCESS},
     error::ApiResult,
-    extract::ApiJson,
+    extract::{ApiJson, ClientIp},
+    login_throttle::Attempt,
     state::AppState,
 };
 
@@ -72,22 +73,38 @@ pub struct LoginReply {
     expire: String,
     data: TokenData,
 }
+/// Throttled per username (login_throttle.rs): the check comes before
+/// user-service is asked and does not depend on the account existing, so
+/// a 429 says nothing about it.
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<LoginReply>> {
+    let attempt = Attempt::new(&body.username, ip);
+    state.logins.check(&attempt)?;
     let request = CheckUserRequest {
         username: body.username,
         password: body.password,
     };
-    let user_id = state
+    let checked = state
         .users
         .call("CheckUser", request, |channel, request| async move {
             grpc::user_client(channel).check_user(request).await
         })
-        .await?
-        .into_inner()
-        .user_id;
+        .await;
+    let user_id = match checked {
+        Ok(reply) => {
+            state.logins.succeeded(&attempt);
+            reply.into_inner().user_id
+        }
+        Err(status) => {
+            if status.code() == tonic::Code::Unauthenticated {
+                state.logins.failed(&attempt);
+            }
+            return Err(status.into());
+        }
+    };
     let issued = state.jwt.issue(user_id)?;
     let expire = rfc3339(issued.expires_at);
     Ok(Json(LoginReply {
