@@ -65,6 +65,19 @@ async fn check_user(channel: Channel) -> Result<(), tonic::Status> {
         })
 }
 
+/// A QueryNote call on `channel` (user 1's first page).
+async fn query_notes(channel: Channel) -> Result<(), tonic::Status> {
+    NoteServiceClient::new(channel)
+        .query_note(QueryNoteRequest {
+            user_id: 1,
+            search_key: None,
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .map(drop)
+}
+
 fn certs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     devcert::write(dir.path(), false).expect("dev certs");
@@ -181,13 +194,7 @@ async fn each_method_is_open_only_to_its_callers() {
     let as_user = channel_as(certs.path(), USER, NOTE, note)
         .await
         .expect("connects");
-    let status = NoteServiceClient::new(as_user)
-        .query_note(QueryNoteRequest {
-            user_id: 1,
-            search_key: None,
-            offset: 0,
-            limit: 10,
-        })
+    let status = query_notes(as_user)
         .await
         .expect_err("user-service may not call note-service");
     assert_eq!(status.code(), Code::PermissionDenied, "{status}");
@@ -201,13 +208,7 @@ async fn each_method_is_open_only_to_its_callers() {
     let as_gateway = channel_as(certs.path(), GATEWAY, NOTE, note)
         .await
         .expect("connects");
-    NoteServiceClient::new(as_gateway)
-        .query_note(QueryNoteRequest {
-            user_id: 1,
-            search_key: None,
-            offset: 0,
-            limit: 10,
-        })
+    query_notes(as_gateway)
         .await
         .expect("the gateway may query notes");
 }
