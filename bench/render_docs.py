@@ -76,6 +76,11 @@ def targets(summary):
         if run and ref:
             cost = 1 - run["throughput_rps"] / ref["throughput_rps"]
             rows.append((target, f"{-cost * 100:+.1f}%", cost < limit))
+    tls, plain = run_of(summary, "three-processes", "query"), run_of(summary, "three-processes-plaintext", "query")
+    if tls and plain:
+        cost = 1 - tls["throughput_rps"] / plain["throughput_rps"]
+        rows.append(("mutual TLS on every gRPC hop vs plaintext, 3 processes (no target)",
+                     f"{-cost * 100:+.1f}%", None))
     capacity = run_of(summary, "overload", "login-capacity")
     for scenario, what in (("overload", "with shedding"), ("overload-off", "governance off")):
         run = run_of(summary, scenario, "login-overload")

@@ -17,6 +17,7 @@ Scenarios (the services are the ones users run; only the settings differ):
   all-in-one         `easy-note` on SQLite (the README's first command)
   all-in-one-otel-off  the same with OTEL_SDK_DISABLED=true
   three-processes    user-service, note-service, api-gateway on SQLite, static discovery
+  three-processes-plaintext  the same with internal gRPC in plaintext (EASYNOTE_INSECURE_INTERNAL)
   mysql              the same on MySQL/MariaDB (EASYNOTE_BENCH_MYSQL_URL, default the local server)
   otlp-export        three processes exporting every span to an OTLP/gRPC receiver
   otlp-sampled       the same with 10% of traces sampled (parentbased_traceidratio)
@@ -28,7 +29,9 @@ Scenarios (the services are the ones users run; only the settings differ):
   *-before           with EASYNOTE_BENCH_BEFORE=<an earlier easy-note binary>: all-in-one and
                      three processes on that build, to compare builds in one run
 
-Every suite process runs the default governance rules with one change, in a
+Every suite process runs in production mode, so internal gRPC is mutual TLS
+with certificates `easy-note dev-certs` writes once per run (all but
+three-processes-plaintext), and the default governance rules with one change, in a
 rules file (EASYNOTE_GOVERNANCE_FILE): the per-IP login limit is lifted,
 because the load generator is one address. The per-user limit stays.
 """
@@ -60,6 +63,11 @@ BENCH_RULES = {"gateway": {"rate_limits": [{"route": "*", "key": "user", "per_se
 # has no user, so the per-user limit would key it by address).
 NO_RATE_LIMITS = {"gateway": {"rate_limits": []}}
 RULES_FOR = {"overload": NO_RATE_LIMITS, "overload-off": NO_RATE_LIMITS}
+# Each role's certificate (easy-note dev-certs file stems); the all-in-one's
+# holds all three names.
+CERT_FOR = {"all": "easy-note", "api-gateway": "easy-note-gateway",
+            "user-service": "easy-note-user", "note-service": "easy-note-note"}
+PLAINTEXT = {"EASYNOTE_INSECURE_INTERNAL": "true"}
 
 
 def status_mb(child, field):
@@ -80,8 +88,8 @@ def cpu_seconds(child):
 class Scenario:
     """Processes of one scenario and what they measured."""
 
-    def __init__(self, name, title, workdir):
-        self.name, self.title = name, title
+    def __init__(self, name, title, workdir, certs):
+        self.name, self.title, self.certs = name, title, certs
         rules = RULES_FOR.get(name, BENCH_RULES)
         self.group = suite.Group(os.path.join(workdir, name))
         self.workdir = self.group.workdir
@@ -101,7 +109,12 @@ class Scenario:
         return env
 
     def service(self, name, role, env, binary=SUITE):
-        """An Easy-Note process on port 0, measured; its bound addresses."""
+        """An Easy-Note process on port 0, measured; its bound addresses.
+        Mutual TLS with the role's certificate unless the env says plaintext."""
+        if env.get("EASYNOTE_INSECURE_INTERNAL") != "true":
+            stem = os.path.join(self.certs, CERT_FOR[role])
+            env = {**env, "EASYNOTE_TLS_CERT": f"{stem}.pem", "EASYNOTE_TLS_KEY": f"{stem}.key",
+                   "EASYNOTE_TLS_CA": os.path.join(self.certs, "ca.pem")}
         child, addrs = suite.start_service(self.group, name, role, env, binary=binary)
         self.services.append(child)
         if "http" in addrs:
@@ -232,6 +245,8 @@ def scenarios(args, workdir):
         ("all-in-one-otel-off", "all-in-one, OTEL_SDK_DISABLED",
          lambda s: all_in_one(s, OTEL_SDK_DISABLED="true"), [("query", query + closed)]),
         ("three-processes", "3 processes, SQLite, static", lambda s: three_processes(s, sqlite(s), {}), full_loads),
+        ("three-processes-plaintext", "3 processes, internal gRPC in plaintext",
+         lambda s: three_processes(s, sqlite(s), PLAINTEXT), [("query", query + closed)]),
         ("mysql", "3 processes, MySQL (MariaDB)", on_mysql, full_loads),
         ("otlp-export", "3 processes, OTLP export on", otlp, [("query", query + closed)]),
         ("otlp-sampled", "3 processes, OTLP export, 10% sampled", lambda s: otlp(s, {
@@ -300,11 +315,13 @@ def main():
         os.path.join(ROOT, "bench", "results", stamp.strftime("%Y%m%dT%H%M%SZ"))
     os.makedirs(out_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="easy-note-bench-work-")
+    certs = os.path.join(workdir, "certs")
+    subprocess.run([SUITE, "dev-certs", "--out", certs], check=True, stdout=subprocess.DEVNULL)
     only = set(args.only.split(",")) if args.only else None
     plan = [entry for entry in scenarios(args, workdir) if not only or entry[0] in only]
     results = []
     for name, title, start, loads in plan:
-        results.append(run_scenario(Scenario(name, title, workdir), start, loads, out_dir, args.smoke))
+        results.append(run_scenario(Scenario(name, title, workdir, certs), start, loads, out_dir, args.smoke))
     # Further rounds of the closed-loop query runs, each scenario started
     # afresh, so that a drift of the machine's speed during the run shows
     # in every scenario alike: the docs report each scenario's median.
@@ -313,7 +330,7 @@ def main():
             query = [(label, load_args) for label, load_args in loads if label == "query"]
             if not query:
                 continue
-            scenario = Scenario(name, title, os.path.join(workdir, f"round-{round_no}"))
+            scenario = Scenario(name, title, os.path.join(workdir, f"round-{round_no}"), certs)
             again = run_scenario(scenario, start, query, out_dir, args.smoke, suffix=f"round-{round_no}")
             result["runs"].extend(again["runs"])
     summary = {"date": stamp.strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(), "machine": machine(),
