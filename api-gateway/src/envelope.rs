@@ -5,12 +5,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// `code` 0, `message` "Success".
 pub const SUCCESS: &str = "Success";
 
 /// Every JSON reply of the API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Envelope<T> {
     /// 0 on success, otherwise one of the contract's error codes.
     pub code: i32,

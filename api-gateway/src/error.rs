@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 405, code 10002: the route exists for other methods.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 422, code 10002: the `Idempotency-Key` was used before for another
+    /// note (another title or content).
+    #[error("this Idempotency-Key was already used for a different note")]
+    IdempotencyKeyReused,
     /// 409, code 10003.
     #[error("User already exists")]
     UserExists,
@@ -75,7 +79,8 @@ impl ApiError {
             | Self::PayloadTooLarge(_)
             | Self::RequestTimeout(_)
             | Self::NoRoute { .. }
-            | Self::MethodNotAllowed => 10002,
+            | Self::MethodNotAllowed
+            | Self::IdempotencyKeyReused => 10002,
             Self::UserExists => 10003,
             Self::Unauthorized(_) => 10004,
             Self::NoteNotFound => 10005,
@@ -92,6 +97,7 @@ impl ApiError {
             Self::NoRoute { .. } | Self::NoteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UserExists => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -129,6 +135,7 @@ impl From<tonic::Status> for ApiError {
             Code::AlreadyExists => Self::UserExists,
             Code::Unauthenticated => Self::Unauthorized("wrong username or password"),
             Code::NotFound => Self::NoteNotFound,
+            Code::FailedPrecondition => Self::IdempotencyKeyReused,
             Code::ResourceExhausted => {
                 tracing::warn!(message = status.message(), "downstream overloaded");
                 Self::Overloaded

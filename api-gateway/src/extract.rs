@@ -87,6 +87,37 @@ impl<S: Send + Sync> FromRequestParts<S> for NoteId {
     }
 }
 
+/// The optional `Idempotency-Key` header of a create: 1 to 255 visible
+/// ASCII characters, else 400 (code 10002); given twice, 400 as well.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyKey(pub Option<String>);
+
+/// The header's name.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be given once".into(),
+            ));
+        }
+        let key = value.to_str().map_err(|_| {
+            ApiError::BadRequest(
+                "Idempotency-Key must be visible ASCII characters without spaces".into(),
+            )
+        })?;
+        validate::idempotency_key(key)?;
+        Ok(Self(Some(key.to_owned())))
+    }
+}
+
 /// The client's IP as governance derives it: the peer's, or the one the
 /// outermost of `trusted_proxy_hops` proxies saw; `None` without a peer.
 #[derive(Debug, Clone, Copy)]

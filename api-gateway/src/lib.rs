@@ -13,6 +13,7 @@ pub mod governance;
 mod http;
 pub mod login_throttle;
 pub mod observe;
+mod openapi;
 mod routes;
 mod state;
 

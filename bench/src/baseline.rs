@@ -21,7 +21,7 @@ use easynote_shared::{
     config::{Env, Environment},
     db::{Database, DatabaseConfig},
 };
-use note_service::repo::{NoteChanges, NoteRecord, NoteRepo};
+use note_service::repo::{Created, NoteChanges, NoteRecord, NoteRepo};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use user_service::{
@@ -154,11 +154,15 @@ async fn create_note(
     Json(body): Json<NewNote>,
 ) -> Reply {
     let owner = user_id(&state, &headers)?;
-    let note_id = state
+    let created = state
         .notes
-        .create(owner, &body.title, &body.content)
+        .create(owner, &body.title, &body.content, None)
         .await
         .map_err(internal)?;
+    // Without an idempotency key every create is a new note.
+    let (Created::New(note_id) | Created::Replayed(note_id)) = created else {
+        return Err(internal("a create without a key reported a reused key"));
+    };
     Ok(Json(ok(json!({"note_id": note_id}))))
 }
 

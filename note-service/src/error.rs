@@ -12,6 +12,10 @@ pub enum NoteError {
     /// Missing, deleted, or another user's note → `NOT_FOUND`.
     #[error("note not found")]
     NotFound,
+    /// The idempotency key was used before with another title or content
+    /// → `FAILED_PRECONDITION`; nothing was written.
+    #[error("this Idempotency-Key was already used for a different note")]
+    KeyReused,
     /// Storage failed → `UNAVAILABLE` when the database is unreachable,
     /// else `INTERNAL` (logged, never sent).
     #[error("database error")]
@@ -27,6 +31,7 @@ impl From<NoteError> for Status {
         match err {
             NoteError::Invalid(invalid) => Status::invalid_argument(invalid.0),
             NoteError::NotFound => Status::not_found(err.to_string()),
+            NoteError::KeyReused => Status::failed_precondition(err.to_string()),
             NoteError::UserService(ref status)
                 if matches!(
                     status.code(),

@@ -38,6 +38,27 @@ pub struct NotePage {
     pub total: i64,
 }
 
+/// The `Idempotency-Key` a create came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency<'a> {
+    /// The client's key (validated).
+    pub key: &'a str,
+    /// A digest of the request, to tell a retry from a different request
+    /// that reuses the key.
+    pub request_hash: String,
+}
+
+/// What a create did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new note with this id.
+    New(i64),
+    /// An earlier create with the same key and request made this note.
+    Replayed(i64),
+    /// The key was used before with another request; nothing was written.
+    KeyReused,
+}
+
 const COLUMNS: &str = "id, user_id, title, content, created_at";
 
 /// Repository of notes.
@@ -52,15 +73,22 @@ impl NoteRepo {
         Self { db }
     }
 
-    /// Inserts a note and returns its id.
+    /// Inserts a note and returns its id. With an idempotency key, a key
+    /// the owner already used answers that note instead ([`Created::Replayed`],
+    /// or [`Created::KeyReused`] when it came with another request); the
+    /// unique key on (owner, key) settles concurrent creates.
     pub async fn create(
         &self,
         user_id: i64,
         title: &str,
         content: &str,
-    ) -> Result<i64, sqlx::Error> {
+        idempotency: Option<&Idempotency<'_>>,
+    ) -> Result<Created, sqlx::Error> {
         let now = db::now_millis();
-        let sql = "INSERT INTO note (user_id, title, content, created_at, updated_at) VALUES (?, ?, ?, ?, ?)";
+        let (key, hash) = idempotency.map_or((None, None), |i| {
+            (Some(i.key), Some(i.request_hash.as_str()))
+        });
+        let sql = "INSERT INTO note (user_id, title, content, created_at, updated_at, idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)";
         let insert = async {
             on_pool!(&self.db, |pool| sqlx::query(sql)
                 .bind(user_id)
@@ -68,11 +96,45 @@ impl NoteRepo {
                 .bind(content)
                 .bind(now)
                 .bind(now)
+                .bind(key)
+                .bind(hash)
                 .execute(pool)
                 .await
                 .map(|done| done.inserted_id()))
         };
-        self.db.traced("INSERT", "note", insert).await
+        match (self.db.traced("INSERT", "note", insert).await, idempotency) {
+            (Ok(id), _) => Ok(Created::New(id)),
+            (Err(err), Some(idempotency)) if db::is_unique_violation(&err) => {
+                match self.find_by_key(user_id, idempotency).await? {
+                    Some((id, true)) => Ok(Created::Replayed(id)),
+                    Some((_, false)) => Ok(Created::KeyReused),
+                    None => Err(err),
+                }
+            }
+            (Err(err), _) => Err(err),
+        }
+    }
+
+    /// The note (live or deleted) the owner created with the key, and
+    /// whether it came with the same request hash.
+    async fn find_by_key(
+        &self,
+        user_id: i64,
+        idempotency: &Idempotency<'_>,
+    ) -> Result<Option<(i64, bool)>, sqlx::Error> {
+        // The hash is compared in SQL: MySQL's ascii_bin column would not
+        // decode as text.
+        let sql = "SELECT id, CASE WHEN request_hash = ? THEN 1 ELSE 0 END FROM note WHERE user_id = ? AND idempotency_key = ?";
+        let select = async {
+            on_pool!(&self.db, |pool| sqlx::query_as::<_, (i64, i64)>(sql)
+                .bind(&idempotency.request_hash)
+                .bind(user_id)
+                .bind(idempotency.key)
+                .fetch_optional(pool)
+                .await)
+        };
+        let found = self.db.traced("SELECT", "note", select).await?;
+        Ok(found.map(|(id, same)| (id, same == 1)))
     }
 
     /// The live notes among `ids`, in ascending id order.

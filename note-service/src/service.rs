@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::NoteError,
-    repo::{NoteChanges, NoteRecord, NoteRepo},
+    repo::{Created, Idempotency, NoteChanges, NoteRecord, NoteRepo},
 };
 
 /// The gRPC handlers: validate, call the repository, attach authors, map errors once.
@@ -77,14 +77,35 @@ impl NoteApi {
             .collect())
     }
 
-    async fn create(&self, req: CreateNoteRequest) -> Result<i64, NoteError> {
+    async fn create(&self, req: CreateNoteRequest) -> Result<CreateNoteResponse, NoteError> {
         validate::id("user_id", req.user_id)?;
         validate::title(&req.title)?;
         validate::content(&req.content)?;
-        Ok(self
+        let idempotency = match &req.idempotency_key {
+            Some(key) => {
+                validate::idempotency_key(key)?;
+                Some(Idempotency {
+                    key,
+                    request_hash: request_hash(&req.title, &req.content),
+                })
+            }
+            None => None,
+        };
+        let created = self
             .repo
-            .create(req.user_id, &req.title, &req.content)
-            .await?)
+            .create(req.user_id, &req.title, &req.content, idempotency.as_ref())
+            .await?;
+        match created {
+            Created::New(note_id) => Ok(CreateNoteResponse {
+                note_id,
+                replayed: false,
+            }),
+            Created::Replayed(note_id) => Ok(CreateNoteResponse {
+                note_id,
+                replayed: true,
+            }),
+            Created::KeyReused => Err(NoteError::KeyReused),
+        }
     }
 
     async fn mget(&self, req: MGetNoteRequest) -> Result<Vec<Note>, NoteError> {
@@ -153,14 +174,29 @@ impl NoteApi {
     }
 }
 
+/// SHA-256 (hex) of a create's title and content: what tells a retry from
+/// another request reusing its idempotency key. The title's length comes
+/// first, so that no two (title, content) pairs hash the same bytes.
+fn request_hash(title: &str, content: &str) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(&(title.len() as u64).to_be_bytes());
+    digest.update(title.as_bytes());
+    digest.update(content.as_bytes());
+    digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 #[tonic::async_trait]
 impl NoteService for NoteApi {
     async fn create_note(
         &self,
         request: Request<CreateNoteRequest>,
     ) -> Result<Response<CreateNoteResponse>, Status> {
-        let note_id = self.create(request.into_inner()).await?;
-        Ok(Response::new(CreateNoteResponse { note_id }))
+        Ok(Response::new(self.create(request.into_inner()).await?))
     }
     async fn m_get_note(
         &self,

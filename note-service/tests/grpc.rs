@@ -149,6 +149,7 @@ impl TestApp {
             user_id,
             title: title.into(),
             content: content.into(),
+            idempotency_key: None,
         };
         Ok(self
             .notes

@@ -3,7 +3,7 @@
 
 use easynote_shared::{db::Database, on_pool};
 use easynote_testkit::TestDatabase;
-use note_service::repo::{NoteChanges, NoteRecord, NoteRepo};
+use note_service::repo::{Created, Idempotency, NoteChanges, NoteRecord, NoteRepo};
 
 const OWNER: i64 = 7;
 const OTHER: i64 = 8;
@@ -21,10 +21,37 @@ impl Backend {
     }
 
     async fn create(&self, owner: i64, title: &str, content: &str) -> i64 {
-        self.repo
-            .create(owner, title, content)
+        match self
+            .repo
+            .create(owner, title, content, None)
             .await
             .unwrap_or_else(|err| panic!("{}: create {title:?}: {err}", self.name()))
+        {
+            Created::New(id) => id,
+            other => panic!("{}: create {title:?} without a key: {other:?}", self.name()),
+        }
+    }
+
+    /// A create with an idempotency key and a request hash.
+    async fn create_keyed(&self, owner: i64, title: &str, key: &str, hash: &str) -> Created {
+        let idempotency = Idempotency {
+            key,
+            request_hash: hash.to_owned(),
+        };
+        self.repo
+            .create(owner, title, "", Some(&idempotency))
+            .await
+            .unwrap_or_else(|err| panic!("{}: create {title:?} with {key:?}: {err}", self.name()))
+    }
+
+    /// How many rows the table holds, deleted ones included.
+    async fn rows(&self) -> i64 {
+        on_pool!(&self.pool, |pool| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM note"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap_or_else(|err| panic!("{}: count rows: {err}", self.name()))
     }
 
     /// The live note `id` of [`OWNER`], if any.
@@ -566,5 +593,86 @@ async fn a_non_ascii_search_key_finds_its_own_text() {
                 b.name()
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_creates_once_per_owner_and_refuses_another_request() {
+    for b in backends().await {
+        let Created::New(id) = b.create_keyed(OWNER, "first", "key-1", "hash-a").await else {
+            panic!("{}: first use of a key creates", b.name());
+        };
+        let again = b.create_keyed(OWNER, "first", "key-1", "hash-a").await;
+        assert_eq!(
+            again,
+            Created::Replayed(id),
+            "{}: a retry replays",
+            b.name()
+        );
+        let reused = b.create_keyed(OWNER, "other", "key-1", "hash-b").await;
+        assert_eq!(reused, Created::KeyReused, "{}: another request", b.name());
+        // Keys are per owner and compared exactly: case matters.
+        assert!(matches!(
+            b.create_keyed(OTHER, "first", "key-1", "hash-a").await,
+            Created::New(_)
+        ));
+        assert!(matches!(
+            b.create_keyed(OWNER, "first", "KEY-1", "hash-a").await,
+            Created::New(_)
+        ));
+        // A deleted note still holds its key: the retry answers the same id.
+        assert!(b.repo.delete(id, OWNER).await.expect("delete"));
+        let after_delete = b.create_keyed(OWNER, "first", "key-1", "hash-a").await;
+        assert_eq!(
+            after_delete,
+            Created::Replayed(id),
+            "{}: after delete",
+            b.name()
+        );
+        // Creates without a key are unaffected by the unique key.
+        b.create(OWNER, "no key", "").await;
+        b.create(OWNER, "no key", "").await;
+        assert_eq!(b.rows().await, 5, "{}: rows written", b.name());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_key_write_one_note() {
+    for b in backends().await {
+        let mut creates = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let repo = b.repo.clone();
+            creates.spawn(async move {
+                let idempotency = Idempotency {
+                    key: "race-key",
+                    request_hash: "hash".to_owned(),
+                };
+                repo.create(OWNER, "racing", "", Some(&idempotency)).await
+            });
+        }
+        let outcomes: Vec<Created> = creates
+            .join_all()
+            .await
+            .into_iter()
+            .map(|created| {
+                created.unwrap_or_else(|err| panic!("{}: racing create: {err}", b.name()))
+            })
+            .collect();
+        let new: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|c| match c {
+                Created::New(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(new.len(), 1, "{}: one create wins: {outcomes:?}", b.name());
+        assert!(
+            outcomes
+                .iter()
+                .all(|c| matches!(c, Created::New(id) | Created::Replayed(id) if *id == new[0])),
+            "{}: the others replay it: {outcomes:?}",
+            b.name()
+        );
+        assert_eq!(b.rows().await, 1, "{}: rows written", b.name());
     }
 }

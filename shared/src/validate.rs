@@ -20,6 +20,8 @@ pub const LIMIT_DEFAULT: i64 = 10;
 pub const SEARCH_KEY_MAX_CHARS: usize = 128;
 /// Most ids in one multi-get.
 pub const MGET_MAX_IDS: usize = 100;
+/// Longest `Idempotency-Key`, in characters (all ASCII).
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
 /// A rule the input broke; the message is meant for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +155,23 @@ pub fn search_key(value: &str) -> Result<(), Invalid> {
     char_count_within("search_key", value, 0, SEARCH_KEY_MAX_CHARS)
 }
 
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters (no spaces),
+/// enough for a UUID or any client's own scheme.
+pub fn idempotency_key(value: &str) -> Result<(), Invalid> {
+    if value.is_empty() || value.len() > IDEMPOTENCY_KEY_MAX_CHARS {
+        return Err(invalid(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters, got {}",
+            value.chars().count()
+        )));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "Idempotency-Key must be visible ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -190,6 +209,24 @@ mod tests {
             ("password 5 chars", password("12345"), false),
             ("password 6 chars", password("123456"), true),
             ("password 129 chars", password(&"x".repeat(129)), false),
+            ("idempotency key empty", idempotency_key(""), false),
+            (
+                "idempotency key 255",
+                idempotency_key(&"k".repeat(255)),
+                true,
+            ),
+            (
+                "idempotency key 256",
+                idempotency_key(&"k".repeat(256)),
+                false,
+            ),
+            (
+                "idempotency key UUID",
+                idempotency_key("0b6c3c1e-5f0e-4a47-9d51-0f3c7a1b2d4e"),
+                true,
+            ),
+            ("idempotency key space", idempotency_key("a b"), false),
+            ("idempotency key non-ASCII", idempotency_key("clé"), false),
             ("title empty", title(""), false),
             ("title blank", title("   "), false),
             ("title 128 CJK", title(&"笔".repeat(128)), true),

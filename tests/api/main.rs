@@ -5,6 +5,7 @@
 mod bad_input;
 mod edge;
 mod helpers;
+mod idempotency;
 mod login_throttle;
 mod resilience;
 mod tls;

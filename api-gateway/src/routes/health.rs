@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use utoipa::ToSchema;
 
 use crate::{envelope::Envelope, state::AppState};
 
@@ -24,23 +25,34 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-/// The reference's bare reply.
-async fn ping() -> Json<Value> {
+/// The reference's bare reply: `{"message": "pong"}`.
+#[utoipa::path(get, path = "/ping", tag = "health",
+    responses((status = 200, description = "Alive", body = Value, example = json!({"message": "pong"}))))]
+pub(crate) async fn ping() -> Json<Value> {
     Json(json!({ "message": "pong" }))
 }
 
-async fn healthz() -> Envelope<Value> {
+/// Liveness: the gateway answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Envelope<Value>)))]
+pub(crate) async fn healthz() -> Envelope<Value> {
     Envelope::ok(json!({ "status": "alive" }))
 }
 
 /// Readiness of each downstream.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     user_service: String,
     note_service: String,
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readiness>) {
+/// Readiness: both services answer their gRPC health checks.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Envelope<Readiness>),
+        (status = 503, description = "A service is not ready, or the gateway is stopping (code 10001)", body = Envelope<Readiness>),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readiness>) {
     let (users, notes) = tokio::join!(check(&state.users), check(&state.notes));
     let stopping = state.shutdown.is_requested();
     let ready = users.is_ok() && notes.is_ok() && !stopping;

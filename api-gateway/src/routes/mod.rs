@@ -1,4 +1,5 @@
-//! One router per resource, merged into the application.
+//! One router per resource, merged into the application, and the OpenAPI
+//! document that describes them.
 
 pub mod health;
 pub mod note;
@@ -7,6 +8,7 @@ pub mod user;
 use axum::{
     Router,
     http::{Method, Uri},
+    routing::get,
 };
 
 use crate::{error::ApiError, state::AppState};
@@ -17,6 +19,7 @@ pub fn router() -> Router<AppState> {
         .merge(user::router())
         .merge(note::router())
         .merge(health::router())
+        .route("/openapi.json", get(crate::openapi::document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -3,6 +3,8 @@
 use axum::{
     Router,
     extract::{Query, State},
+    http::HeaderValue,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use easynote_shared::{
@@ -14,12 +16,14 @@ use easynote_shared::{
     validate::{self, Invalid},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::AuthUser,
     envelope::Envelope,
     error::{ApiError, ApiResult},
-    extract::{ApiJson, NoteId},
+    extract::{ApiJson, IdempotencyKey, NoteId},
+    openapi::ErrorReply,
     state::AppState,
 };
 
@@ -32,7 +36,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A note as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NoteView {
     note_id: i64,
     user_id: i64,
@@ -59,49 +63,95 @@ impl From<Note> for NoteView {
 }
 
 /// Body of `POST /v1/note`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// 1 to 128 characters, not blank.
+    #[schema(min_length = 1, max_length = 128)]
     title: String,
+    /// Up to 64 KiB (UTF-8 bytes).
+    #[schema(max_length = 65536)]
     content: String,
 }
 
 /// `data` of `POST /v1/note`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Created {
     note_id: i64,
 }
-async fn create(
+/// Creates a note.
+///
+/// With an `Idempotency-Key`, a retry (same key, title and content) is
+/// answered with the first create's note id and `Idempotent-Replayed: true`,
+/// and creates nothing; the key reused for another note is a 422.
+#[utoipa::path(
+    post,
+    path = "/v1/note",
+    tag = "note",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
+         description = "1 to 255 visible ASCII characters; a retry with the same key, title and content answers the first create"),
+    ),
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "Created, or replayed for a known key", body = Envelope<Created>,
+         headers(("Idempotent-Replayed" = String, description = "`true` when replayed, `false` when created; only with an Idempotency-Key"))),
+        (status = 422, description = "The Idempotency-Key was used for another note (code 10002)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     user: AuthUser,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<Envelope<Created>> {
+) -> ApiResult<Response> {
     validate::title(&body.title)?;
     validate::content(&body.content)?;
+    let request_had_key = idempotency_key.is_some();
     let request = CreateNoteRequest {
         user_id: user.id,
         title: body.title,
         content: body.content,
+        idempotency_key,
     };
-    let note_id = state
+    let reply = state
         .notes
         .call("CreateNote", request, |channel, request| async move {
             grpc::note_client(channel).create_note(request).await
         })
         .await?
-        .into_inner()
-        .note_id;
-    Ok(Envelope::ok(Created { note_id }))
+        .into_inner();
+    let mut response = Envelope::ok(Created {
+        note_id: reply.note_id,
+    })
+    .into_response();
+    if request_had_key {
+        let replayed = HeaderValue::from_static(if reply.replayed { "true" } else { "false" });
+        response.headers_mut().insert(REPLAYED, replayed);
+    }
+    Ok(response)
 }
+
+/// Response header of a create with an `Idempotency-Key`.
+const REPLAYED: &str = "idempotent-replayed";
 
 /// Query string of `GET /v1/note/query`. Numbers are taken as text so that
 /// a bad one gets a message naming it. Unknown parameters are ignored, as
 /// URLs often carry some (the `token` among them).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
+    /// A plain, case-insensitive substring of the title or content (up to
+    /// 128 characters); `search_keyword` is accepted too.
     #[serde(alias = "search_keyword")]
+    #[param(max_length = 128)]
     search_key: Option<String>,
+    /// Notes to skip, 0 or more (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
+    /// Page size, 1 to 100 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
@@ -115,12 +165,21 @@ fn parse_int(field: &str, raw: Option<&str>, default: i64) -> Result<i64, Invali
 }
 
 /// `data` of `GET /v1/note/query`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NotePage {
     total: i64,
     notes: Vec<NoteView>,
 }
-async fn query(
+/// One page of the caller's notes, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/note/query",
+    tag = "note",
+    security(("bearer" = [])),
+    params(QueryParams),
+    responses((status = 200, description = "A page and the number of matching notes", body = Envelope<NotePage>)),
+)]
+pub(crate) async fn query(
     State(state): State<AppState>,
     user: AuthUser,
     params: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
@@ -151,7 +210,19 @@ async fn query(
         notes: reply.notes.into_iter().map(NoteView::from).collect(),
     }))
 }
-async fn fetch(
+/// One of the caller's notes.
+#[utoipa::path(
+    get,
+    path = "/v1/note/{note_id}",
+    tag = "note",
+    security(("bearer" = [])),
+    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    responses(
+        (status = 200, description = "The note", body = Envelope<NoteView>),
+        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn fetch(
     State(state): State<AppState>,
     user: AuthUser,
     NoteId(id): NoteId,
@@ -177,13 +248,30 @@ async fn fetch(
 }
 
 /// Body of `PUT /v1/note/{note_id}`: at least one field.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    /// 1 to 128 characters, not blank.
+    #[schema(min_length = 1, max_length = 128)]
     title: Option<String>,
+    /// Up to 64 KiB (UTF-8 bytes).
+    #[schema(max_length = 65536)]
     content: Option<String>,
 }
-async fn update(
+/// Changes the title, the content, or both, of one of the caller's notes.
+#[utoipa::path(
+    put,
+    path = "/v1/note/{note_id}",
+    tag = "note",
+    security(("bearer" = [])),
+    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "Updated", body = ErrorReply),
+        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     NoteId(id): NoteId,
@@ -214,7 +302,19 @@ async fn update(
         .await?;
     Ok(Envelope::empty())
 }
-async fn delete(
+/// Deletes one of the caller's notes.
+#[utoipa::path(
+    delete,
+    path = "/v1/note/{note_id}",
+    tag = "note",
+    security(("bearer" = [])),
+    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    responses(
+        (status = 200, description = "Deleted", body = ErrorReply),
+        (status = 404, description = "Missing, already deleted, or another user's (code 10005)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
     NoteId(id): NoteId,

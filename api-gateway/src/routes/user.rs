@@ -8,12 +8,14 @@ use easynote_shared::{
     proto::user::v1::{CheckUserRequest, CreateUserRequest},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     envelope::{Envelope, SUCCESS},
     error::ApiResult,
     extract::{ApiJson, ClientIp},
     login_throttle::Attempt,
+    openapi::ErrorReply,
     state::AppState,
 };
 
@@ -25,10 +27,15 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of register and login.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// 1 to 128 characters, no control, zero-width or bidi control
+    /// characters, no surrounding spaces; compared in NFKC form.
+    #[schema(min_length = 1, max_length = 128)]
     username: String,
+    /// 6 to 128 characters.
+    #[schema(min_length = 6, max_length = 128, format = Password)]
     password: String,
 }
 
@@ -39,7 +46,18 @@ impl std::fmt::Debug for Credentials {
             .finish_non_exhaustive()
     }
 }
-async fn register(
+/// Registers an account.
+#[utoipa::path(
+    post,
+    path = "/v1/user/register",
+    tag = "user",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Registered", body = ErrorReply),
+        (status = 409, description = "The username is taken (code 10003)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Envelope<()>> {
@@ -57,7 +75,7 @@ async fn register(
 }
 
 /// The token and its expiry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenData {
     token: String,
     /// RFC 3339, UTC.
@@ -65,7 +83,7 @@ pub struct TokenData {
 }
 
 /// Login keeps the reference's top-level `token`/`expire` beside the envelope.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginReply {
     code: i32,
     message: &'static str,
@@ -73,10 +91,22 @@ pub struct LoginReply {
     expire: String,
     data: TokenData,
 }
+/// Logs in: a JWT for the `Authorization: Bearer` header.
+///
 /// Throttled per username (login_throttle.rs): the check comes before
 /// user-service is asked and does not depend on the account existing, so
 /// a 429 says nothing about it.
-async fn login(
+#[utoipa::path(
+    post,
+    path = "/v1/user/login",
+    tag = "user",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "The token, in `data` and at the top level", body = LoginReply),
+        (status = 401, description = "Wrong username or password (code 10004)", body = ErrorReply),
+    ),
+)]
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,

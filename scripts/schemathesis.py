@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""The gateway's OpenAPI document (/openapi.json) against a live suite, with
+schemathesis: generated requests on every route, within a time budget.
+
+  python3 scripts/schemathesis.py [--max-time SECONDS]   (default 120)
+
+The release `easy-note` runs as deployed: production mode, mutual TLS
+between its services (certificates and a JWT key from `easy-note
+dev-certs`), on a fresh SQLite database. A user is registered and logged
+in; schemathesis gets the token and checks that
+  - no request gets a 5xx (not_a_server_error),
+  - every answer's status, content type, headers and body are the ones the
+    document gives for that route (status_code_conformance,
+    content_type_conformance, response_headers_conformance,
+    response_schema_conformance),
+  - a route that needs the token refuses a request without it or with a
+    wrong one (ignored_auth).
+Then the suite must stop cleanly on SIGTERM.
+
+schemathesis (pinned below) is installed into a virtualenv under
+~/.cache/easy-note on first use, from PyPI. Exit code 0 only when every
+check passed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402  scripts/suite.py
+
+VERSION = "4.32.5"
+VENV = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                    "easy-note", f"schemathesis-{VERSION}")
+CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
+          "response_headers_conformance", "response_schema_conformance", "ignored_auth"]
+
+
+def schemathesis():
+    """The schemathesis executable, installed on first use."""
+    exe = os.path.join(VENV, "bin", "schemathesis")
+    if not os.path.exists(exe):
+        print(f"installing schemathesis {VERSION} into {VENV}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", f"schemathesis=={VERSION}"],
+                       check=True)
+    return exe
+
+
+def post(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-time", type=int, default=120, help="schemathesis's time budget in seconds")
+    args = parser.parse_args()
+    if not os.path.exists(suite.EASY_NOTE):
+        sys.exit(f"{suite.EASY_NOTE} is missing: cargo build --release --locked --workspace")
+    exe = schemathesis()
+
+    workdir = tempfile.mkdtemp(prefix="easy-note-schemathesis-")
+    certs = os.path.join(workdir, "certs")
+    subprocess.run([suite.EASY_NOTE, "dev-certs", "--out", certs, "--jwt-secret"], check=True,
+                   stdout=subprocess.DEVNULL)
+    env = {
+        "PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn", "EASYNOTE_ENV": "production",
+        "EASYNOTE_DATABASE_URL": f"sqlite://{workdir}/easy-note.db",
+        "EASYNOTE_JWT_SECRET_FILE": os.path.join(certs, "jwt-secret"),
+        "EASYNOTE_TLS_CA": os.path.join(certs, "ca.pem"),
+        "EASYNOTE_TLS_CERT": os.path.join(certs, "easy-note.pem"),
+        "EASYNOTE_TLS_KEY": os.path.join(certs, "easy-note.key"),
+    }
+    group = suite.Group(workdir)
+    try:
+        child, addrs = suite.start_service(group, "easy-note", "all", env)
+        base = f"http://{addrs['http']}"
+        credentials = {"username": "schemathesis", "password": "generated-requests"}
+        post(f"{base}/v1/user/register", credentials)
+        token = post(f"{base}/v1/user/login", credentials)["data"]["token"]
+        command = [exe, "run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
+                   "--max-time", str(args.max_time), "--workers", "2", "--seed", "1",
+                   "--header", f"Authorization: Bearer {token}"]
+        print("schemathesis run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
+              "--max-time", args.max_time, flush=True)
+        result = subprocess.run(command, cwd=workdir)  # its own files (.schemathesis/) go there
+        stopped = [(c.name, code) for c, code in group.stop_all() if code != 0]
+        if stopped:
+            print(f"schemathesis: the suite did not stop cleanly: {stopped}\n{child.tail()}", file=sys.stderr)
+            sys.exit(1)
+        if result.returncode != 0:
+            print(f"schemathesis: failed (exit {result.returncode}); the suite's log:\n{child.tail()}",
+                  file=sys.stderr)
+            sys.exit(result.returncode)
+        print("schemathesis: every check passed")
+    finally:
+        group.stop_all()
+
+
+if __name__ == "__main__":
+    main()
