@@ -25,7 +25,7 @@ use crate::routes::{health, note, user};
 /// the contract's codes (10001 to 10006).
 #[derive(ToSchema)]
 #[allow(dead_code)] // describes what `Envelope::<()>` serialises
-pub struct ErrorReply {
+pub struct EmptyReply {
     /// 0 on success, else the contract's error code.
     code: i32,
     /// What happened, for people; never a library's text.
@@ -61,7 +61,7 @@ fn null() -> Schema {
         health::readyz,
         document,
     ),
-    components(schemas(ErrorReply)),
+    components(schemas(EmptyReply)),
     tags(
         (name = "user", description = "Accounts and tokens"),
         (name = "note", description = "The caller's notes"),
@@ -156,7 +156,7 @@ fn add_edge_responses(operation: &mut Operation) {
 fn error_reply(description: &str, retry_after: bool) -> RefOr<Response> {
     let mut reply = ResponseBuilder::new().description(description).content(
         "application/json",
-        Content::new(Some(Ref::from_schema_name("ErrorReply"))),
+        Content::new(Some(Ref::from_schema_name("EmptyReply"))),
     );
     if retry_after {
         let seconds = ObjectBuilder::new().schema_type(Type::Integer).build();

@@ -23,7 +23,7 @@ use crate::{
     envelope::Envelope,
     error::{ApiError, ApiResult},
     extract::{ApiJson, IdempotencyKey, NoteId},
-    openapi::ErrorReply,
+    openapi::EmptyReply,
     state::AppState,
 };
 
@@ -97,7 +97,7 @@ pub struct Created {
     responses(
         (status = 200, description = "Created, or replayed for a known key", body = Envelope<Created>,
          headers(("Idempotent-Replayed" = String, description = "`true` when replayed, `false` when created; only with an Idempotency-Key"))),
-        (status = 422, description = "The Idempotency-Key was used for another note (code 10002)", body = ErrorReply),
+        (status = 422, description = "The Idempotency-Key was used for another note (code 10002)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn create(
@@ -219,7 +219,7 @@ pub(crate) async fn query(
     params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
     responses(
         (status = 200, description = "The note", body = Envelope<NoteView>),
-        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = ErrorReply),
+        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn fetch(
@@ -267,8 +267,8 @@ pub struct UpdateBody {
     params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
     request_body = UpdateBody,
     responses(
-        (status = 200, description = "Updated", body = ErrorReply),
-        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = ErrorReply),
+        (status = 200, description = "Updated", body = EmptyReply),
+        (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn update(
@@ -310,8 +310,8 @@ pub(crate) async fn update(
     security(("bearer" = [])),
     params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
     responses(
-        (status = 200, description = "Deleted", body = ErrorReply),
-        (status = 404, description = "Missing, already deleted, or another user's (code 10005)", body = ErrorReply),
+        (status = 200, description = "Deleted", body = EmptyReply),
+        (status = 404, description = "Missing, already deleted, or another user's (code 10005)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn delete(

@@ -15,7 +15,7 @@ use crate::{
     error::ApiResult,
     extract::{ApiJson, ClientIp},
     login_throttle::Attempt,
-    openapi::ErrorReply,
+    openapi::EmptyReply,
     state::AppState,
 };
 
@@ -53,8 +53,8 @@ impl std::fmt::Debug for Credentials {
     tag = "user",
     request_body = Credentials,
     responses(
-        (status = 200, description = "Registered", body = ErrorReply),
-        (status = 409, description = "The username is taken (code 10003)", body = ErrorReply),
+        (status = 200, description = "Registered", body = EmptyReply),
+        (status = 409, description = "The username is taken (code 10003)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn register(
@@ -103,7 +103,7 @@ pub struct LoginReply {
     request_body = Credentials,
     responses(
         (status = 200, description = "The token, in `data` and at the top level", body = LoginReply),
-        (status = 401, description = "Wrong username or password (code 10004)", body = ErrorReply),
+        (status = 401, description = "Wrong username or password (code 10004)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn login(
