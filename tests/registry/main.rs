@@ -41,9 +41,14 @@ impl Suite {
     async fn start(notes: usize) -> Self {
         let mut cluster = harness::cluster().await;
         // The load of these tests comes from one user, faster than the
-        // default per-user rate limit allows.
+        // default per-user rate limit allows. Their note-services share one
+        // SQLite file, where a write can wait seconds for the other
+        // process's lock on a busy machine: the route deadline is raised
+        // above the default 3 s so that such a wait, which is not what
+        // these tests are about, does not fail a request.
         let rules = cluster.dir.path().join("governance.json");
-        std::fs::write(&rules, r#"{"gateway": {"rate_limits": []}}"#).expect("write the rules");
+        let document = r#"{"gateway": {"rate_limits": [], "timeouts_ms": {"*": 10000}}}"#;
+        std::fs::write(&rules, document).expect("write the rules");
         cluster.set(&[("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string())]);
         let user = cluster.start_user().await;
         let mut started = Vec::new();
