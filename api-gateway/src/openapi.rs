@@ -238,6 +238,19 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        for method in ["get", "put", "delete"] {
+            let id = &paths["/v1/note/{note_id}"][method]["parameters"][0];
+            assert_eq!(
+                (
+                    &id["name"],
+                    &id["in"],
+                    &id["required"],
+                    &id["schema"]["minimum"]
+                ),
+                (&"note_id".into(), &"path".into(), &true.into(), &1.into()),
+                "{method}: {id}"
+            );
+        }
         let credentials = &doc["components"]["schemas"]["Credentials"];
         assert_eq!(credentials["additionalProperties"], false);
         assert_eq!(credentials["properties"]["password"]["minLength"], 6);

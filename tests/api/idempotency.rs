@@ -30,6 +30,19 @@ async fn create(
     (status, body, headers)
 }
 
+/// A 10002 error whose message names the header.
+#[track_caller]
+fn assert_refused(case: &str, status: StatusCode, body: &Value, want: StatusCode) {
+    assert_error(case, &(status, body.clone()), want, 10002);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{case}: message names the header: {body}"
+    );
+}
+
 fn replayed(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("idempotent-replayed")
@@ -87,18 +100,11 @@ async fn a_key_reused_for_another_note_or_malformed_is_refused_and_writes_nothin
 
     let other = json!({"title": "first", "content": "two"});
     let (status, body, _) = create(&app, &token, &["k-1"], &other).await;
-    assert_error(
+    assert_refused(
         "key reused",
-        &(status, body.clone()),
+        status,
+        &body,
         StatusCode::UNPROCESSABLE_ENTITY,
-        10002,
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("Idempotency-Key"),
-        "message names the header: {body}"
     );
 
     let too_long = "k".repeat(256);
@@ -109,19 +115,7 @@ async fn a_key_reused_for_another_note_or_malformed_is_refused_and_writes_nothin
         ("given twice", vec!["k-2", "k-3"]),
     ] {
         let (status, body, _) = create(&app, &token, &keys, &note).await;
-        assert_error(
-            case,
-            &(status, body.clone()),
-            StatusCode::BAD_REQUEST,
-            10002,
-        );
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .contains("Idempotency-Key"),
-            "{case}: message names the header: {body}"
-        );
+        assert_refused(case, status, &body, StatusCode::BAD_REQUEST);
     }
     assert_eq!(app.row_counts().await, (1, 1, 1), "only the first note");
 }

@@ -216,7 +216,7 @@ pub(crate) async fn query(
     path = "/v1/note/{note_id}",
     tag = "note",
     security(("bearer" = [])),
-    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    params(NotePath),
     responses(
         (status = 200, description = "The note", body = Envelope<NoteView>),
         (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = EmptyReply),
@@ -247,6 +247,17 @@ pub(crate) async fn fetch(
     Ok(Envelope::ok(note.into()))
 }
 
+/// The `{note_id}` path segment as the OpenAPI document shows it; the
+/// handlers read it with [`NoteId`].
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes what `NoteId` parses
+struct NotePath {
+    /// The note's id, a positive 64-bit integer.
+    #[param(minimum = 1)]
+    note_id: i64,
+}
+
 /// Body of `PUT /v1/note/{note_id}`: at least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -264,7 +275,7 @@ pub struct UpdateBody {
     path = "/v1/note/{note_id}",
     tag = "note",
     security(("bearer" = [])),
-    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    params(NotePath),
     request_body = UpdateBody,
     responses(
         (status = 200, description = "Updated", body = EmptyReply),
@@ -308,7 +319,7 @@ pub(crate) async fn update(
     path = "/v1/note/{note_id}",
     tag = "note",
     security(("bearer" = [])),
-    params(("note_id" = i64, Path, minimum = 1, description = "The note's id, a positive 64-bit integer")),
+    params(NotePath),
     responses(
         (status = 200, description = "Deleted", body = EmptyReply),
         (status = 404, description = "Missing, already deleted, or another user's (code 10005)", body = EmptyReply),
