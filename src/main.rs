@@ -65,6 +65,15 @@ enum Command {
         /// `EASYNOTE_JWT_SECRET_FILE`).
         #[arg(long)]
         jwt_secret: bool,
+        /// Also write a random secret (48 bytes as hex) to the file NAME in
+        /// `--secrets-out`, unless it is there already (or with `--force`);
+        /// repeatable. For per-install passwords and keys, e.g. compose's
+        /// Nacos and MySQL ones.
+        #[arg(long = "secret", value_name = "NAME", value_parser = secret_name)]
+        secrets: Vec<String>,
+        /// Where `--secret` files go (by default `--out`).
+        #[arg(long, value_name = "DIR")]
+        secrets_out: Option<PathBuf>,
     },
 }
 
@@ -89,7 +98,18 @@ fn main() -> ExitCode {
             force,
             if_missing,
             jwt_secret,
-        }) => return dev_certs(&out, force, if_missing, jwt_secret),
+            secrets,
+            secrets_out,
+        }) => {
+            let mut files: Vec<PathBuf> = secrets
+                .iter()
+                .map(|name| secrets_out.as_ref().unwrap_or(&out).join(name))
+                .collect();
+            if jwt_secret {
+                files.push(out.join(easynote_shared::tls::devcert::JWT_SECRET_FILE));
+            }
+            return dev_certs(&out, force, if_missing, &files);
+        }
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
         Some(Command::UserService { check }) => (Role::UserService, check),
@@ -123,15 +143,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `easy-note dev-certs`: writes the set and says how to use it.
-fn dev_certs(out: &std::path::Path, force: bool, if_missing: bool, jwt_secret: bool) -> ExitCode {
+/// `--secret NAME`: a file name, not a path.
+fn secret_name(name: &str) -> Result<String, String> {
+    if easynote_shared::tls::devcert::valid_secret_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err("a file name of letters, digits, '.', '_' and '-' (not a path)".to_owned())
+    }
+}
+
+/// `easy-note dev-certs`: writes the set (unless `--if-missing` finds one)
+/// and each secret file not there yet (every one with `--force`), and says
+/// how to use them.
+fn dev_certs(
+    out: &std::path::Path,
+    force: bool,
+    if_missing: bool,
+    secrets: &[PathBuf],
+) -> ExitCode {
     use easynote_shared::tls::devcert;
     // The CA is written last: its presence marks a complete set.
-    if !force && out.join("ca.pem").exists() {
-        if if_missing {
-            println!("{}: a certificate set is already there", out.display());
-            return ExitCode::SUCCESS;
-        }
+    let have_set = !force && out.join("ca.pem").exists();
+    if have_set && !if_missing {
         eprintln!(
             "easy-note dev-certs: {} exists; pass --force to replace the set",
             out.join("ca.pem").display()
@@ -140,10 +173,17 @@ fn dev_certs(out: &std::path::Path, force: bool, if_missing: bool, jwt_secret: b
     }
     let written = (|| {
         let mut written = Vec::new();
-        if jwt_secret {
-            written.push(devcert::write_jwt_secret(out)?);
+        for file in secrets {
+            if force || !file.exists() {
+                devcert::write_secret(file)?;
+                written.push(file.clone());
+            }
         }
-        written.extend(devcert::write(out, true)?);
+        if have_set {
+            println!("{}: a certificate set is already there", out.display());
+        } else {
+            written.extend(devcert::write(out, true)?);
+        }
         anyhow::Ok(written)
     })();
     match written {

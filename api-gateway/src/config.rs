@@ -79,25 +79,9 @@ impl JwtConfig {
     /// from the file `EASYNOTE_JWT_SECRET_FILE` names (trailing whitespace
     /// trimmed); production refuses a missing, short or public key.
     pub fn from_env(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
-        let (var, secret) = match (
-            env.secret("EASYNOTE_JWT_SECRET"),
-            env.get("EASYNOTE_JWT_SECRET_FILE"),
-        ) {
-            (Some(secret), _) => ("EASYNOTE_JWT_SECRET", Some(secret)),
-            (None, Some(path)) if !path.is_empty() => {
-                let key = std::fs::read_to_string(path).map_err(|err| {
-                    ConfigError::invalid("EASYNOTE_JWT_SECRET_FILE", format!("{path}: {err}"))
-                })?;
-                let key = key.trim_end();
-                if key.is_empty() {
-                    return Err(ConfigError::invalid(
-                        "EASYNOTE_JWT_SECRET_FILE",
-                        format!("{path} is empty"),
-                    ));
-                }
-                ("EASYNOTE_JWT_SECRET_FILE", Some(SecretString::from(key)))
-            }
-            (None, _) => ("EASYNOTE_JWT_SECRET", None),
+        let (var, secret) = match env.secret_or_file("EASYNOTE_JWT_SECRET")? {
+            Some((var, secret)) => (var, Some(secret)),
+            None => ("EASYNOTE_JWT_SECRET".to_owned(), None),
         };
         let secret = match (secret, environment) {
             (Some(secret), Environment::Production) => {
@@ -106,14 +90,14 @@ impl JwtConfig {
                     || PLACEHOLDER_MARKS.iter().any(|mark| key.contains(mark))
                 {
                     return Err(ConfigError::invalid(
-                        var,
+                        &var,
                         "is a public key from this repository (a default, demo or placeholder); \
                          set a random key in production",
                     ));
                 }
                 if key.len() < MIN_JWT_SECRET_BYTES {
                     return Err(ConfigError::invalid(
-                        var,
+                        &var,
                         format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
                     ));
                 }

@@ -105,6 +105,28 @@ impl Env {
         self.get(var).map(|v| SecretString::from(v.to_owned()))
     }
 
+    /// A secret from `var`, else from the file `{var}_FILE` names (trailing
+    /// whitespace trimmed), as container secrets are mounted; the value wins
+    /// when both are set. Returns the variable it came from, for errors.
+    /// A named file that is missing, unreadable or empty is an error, never
+    /// a silent fallback.
+    pub fn secret_or_file(&self, var: &str) -> Result<Option<(String, SecretString)>, ConfigError> {
+        if let Some(secret) = self.secret(var) {
+            return Ok(Some((var.to_owned(), secret)));
+        }
+        let file_var = format!("{var}_FILE");
+        let Some(path) = self.get(&file_var) else {
+            return Ok(None);
+        };
+        let contents = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::invalid(&file_var, format!("{path}: {err}")))?;
+        let secret = contents.trim_end();
+        if secret.is_empty() {
+            return Err(ConfigError::invalid(&file_var, format!("{path} is empty")));
+        }
+        Ok(Some((file_var, SecretString::from(secret.to_owned()))))
+    }
+
     /// Parses the value with [`FromStr`], or returns `default` when unset.
     pub fn parse<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
     where
@@ -215,6 +237,37 @@ mod tests {
         assert_eq!(env.duration("UNSET", zero).unwrap(), zero);
         let err = env.duration("D", zero).unwrap_err().to_string();
         assert!(err.starts_with("D: \"soon\" is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_variable_else_from_its_file() {
+        use secrecy::ExposeSecret as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let path = |p: &std::path::Path| p.display().to_string();
+
+        let env = Env::from_pairs([("PW_FILE", path(&file))]);
+        let (var, secret) = env.secret_or_file("PW").unwrap().unwrap();
+        assert_eq!(
+            (var.as_str(), secret.expose_secret()),
+            ("PW_FILE", "from-file")
+        );
+
+        let env = env.with("PW", "from-var");
+        let (var, secret) = env.secret_or_file("PW").unwrap().unwrap();
+        assert_eq!((var.as_str(), secret.expose_secret()), ("PW", "from-var"));
+
+        assert!(Env::default().secret_or_file("PW").unwrap().is_none());
+        let missing = dir.path().join("missing");
+        for (bad, expected) in [(&missing, "No such file"), (&empty, "is empty")] {
+            let env = Env::from_pairs([("PW_FILE", path(bad))]);
+            let err = env.secret_or_file("PW").unwrap_err().to_string();
+            assert!(err.starts_with("PW_FILE: "), "{err}");
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

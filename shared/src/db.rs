@@ -25,6 +25,10 @@ use crate::config::{ConfigError, Env};
 pub struct DatabaseConfig {
     /// `EASYNOTE_DATABASE_URL`: `sqlite://…` or `mysql://…`; may hold a password.
     pub url: SecretString,
+    /// `EASYNOTE_DATABASE_PASSWORD` or `EASYNOTE_DATABASE_PASSWORD_FILE`:
+    /// the MySQL password, kept out of the URL (e.g. a mounted secret);
+    /// it replaces any password the URL holds.
+    pub password: Option<SecretString>,
     /// `EASYNOTE_DB_MAX_CONNECTIONS` (default 10).
     pub max_connections: u32,
     /// `EASYNOTE_DB_CONNECT_TIMEOUT` (default 30s): how long start-up keeps
@@ -37,6 +41,15 @@ impl DatabaseConfig {
     pub fn from_env(env: &Env, default_url: &str) -> Result<Self, ConfigError> {
         let defaults = Self::new(default_url);
         let url = env.secret("EASYNOTE_DATABASE_URL").unwrap_or(defaults.url);
+        let password = match env.secret_or_file("EASYNOTE_DATABASE_PASSWORD")? {
+            Some((var, _)) if !is_mysql_url(url.expose_secret()) => {
+                return Err(ConfigError::invalid(
+                    &var,
+                    "is for a mysql:// EASYNOTE_DATABASE_URL; SQLite has no password",
+                ));
+            }
+            found => found.map(|(_, password)| password),
+        };
         let max_connections = env.parse("EASYNOTE_DB_MAX_CONNECTIONS", defaults.max_connections)?;
         if max_connections == 0 {
             return Err(ConfigError::invalid(
@@ -46,6 +59,7 @@ impl DatabaseConfig {
         }
         Ok(Self {
             url,
+            password,
             max_connections,
             connect_timeout: env
                 .duration("EASYNOTE_DB_CONNECT_TIMEOUT", defaults.connect_timeout)?,
@@ -56,10 +70,15 @@ impl DatabaseConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: SecretString::from(url.into()),
+            password: None,
             max_connections: 10,
             connect_timeout: Duration::from_secs(30),
         }
     }
+}
+
+fn is_mysql_url(url: &str) -> bool {
+    url.starts_with("mysql:") || url.starts_with("mariadb:")
 }
 
 /// A pool on one of the supported backends.
@@ -137,7 +156,7 @@ impl Database {
         let url = config.url.expose_secret();
         let db = if url.starts_with("sqlite:") {
             Self::connect_sqlite(url, config).await?
-        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        } else if is_mysql_url(url) {
             Self::connect_mysql(url, config).await?
         } else {
             let scheme = url.split(':').next().unwrap_or_default();
@@ -187,9 +206,12 @@ impl Database {
         let url = url
             .strip_prefix("mariadb:")
             .map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
-        let options = MySqlConnectOptions::from_str(&url)
+        let mut options = MySqlConnectOptions::from_str(&url)
             .map_err(|err| DbError::BadUrl(err.to_string()))?
             .charset("utf8mb4");
+        if let Some(password) = &config.password {
+            options = options.password(password.expose_secret());
+        }
         let pool_options = MySqlPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5));

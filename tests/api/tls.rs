@@ -300,3 +300,66 @@ async fn the_healthcheck_subcommand_speaks_tls() {
     let plaintext = probe(USER, false).await.expect("the probe ran");
     assert!(!plaintext.status.success(), "a plaintext probe cannot pass");
 }
+
+/// `easy-note dev-certs` as compose's `certs` one-shot runs it: the set,
+/// the JWT key and each `--secret` file (owner-only, random) on the first
+/// run; on a later run with `--if-missing`, only the secrets that are
+/// missing, so an install keeps its passwords; a path as a name refused.
+#[test]
+fn dev_certs_writes_each_missing_secret_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (certs, secrets) = (dir.path().join("certs"), dir.path().join("secrets"));
+    let run = |names: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_easy-note"));
+        command
+            .env_clear()
+            .arg("dev-certs")
+            .arg("--out")
+            .arg(&certs);
+        command.args(["--if-missing", "--jwt-secret", "--secrets-out"]);
+        command.arg(&secrets);
+        for name in names {
+            command.args(["--secret", name]);
+        }
+        command.output().expect("run easy-note dev-certs")
+    };
+    let read = |path: &Path| std::fs::read_to_string(path).expect("a secret file");
+
+    let first = run(&["db-password", "nacos-token"]);
+    assert!(first.status.success(), "{first:?}");
+    let password = read(&secrets.join("db-password"));
+    let token = read(&secrets.join("nacos-token"));
+    assert_eq!(password.len(), 96, "48 random bytes as hex");
+    assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(password, token, "each secret is drawn on its own");
+    for file in [
+        secrets.join("db-password"),
+        certs.join(devcert::JWT_SECRET_FILE),
+    ] {
+        let mode = std::fs::metadata(&file)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    let ca = std::fs::read(certs.join("ca.pem")).expect("the CA");
+    let jwt = read(&certs.join(devcert::JWT_SECRET_FILE));
+
+    // A later start: what exists is kept, what is new is added.
+    let again = run(&["db-password", "nacos-token", "nacos-password"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(read(&secrets.join("db-password")), password);
+    assert_eq!(read(&secrets.join("nacos-token")), token);
+    assert_eq!(read(&certs.join(devcert::JWT_SECRET_FILE)), jwt);
+    assert_eq!(std::fs::read(certs.join("ca.pem")).expect("the CA"), ca);
+    assert_eq!(read(&secrets.join("nacos-password")).len(), 96);
+
+    let refused = run(&["../escape"]);
+    assert!(!refused.status.success(), "a path is not a secret's name");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a path"),
+        "{refused:?}"
+    );
+    assert!(!dir.path().join("escape").exists());
+}

@@ -181,12 +181,18 @@ async fn wrong_or_missing_credentials_are_refused_and_right_ones_register() {
     assert!(message.contains("registering easy-note-user"), "{message}");
     assert!(message.contains("in Nacos at"), "{message}");
 
-    // The right credentials: registered, then gone after a graceful stop.
+    // The right credentials, the password from a mounted file as compose
+    // gives it (NACOS_PASSWORD_FILE, trailing newline and all): registered,
+    // then gone after a graceful stop.
+    let secrets = tempfile::tempdir().expect("a secrets directory");
+    let password_file = secrets.path().join("nacos-password");
+    std::fs::write(&password_file, "right-password-123\n").expect("write the password file");
+    let password_file = password_file.display().to_string();
     let db = TestDatabase::sqlite();
     let server_right = UserServer::build(env(
         &[
             ("NACOS_USERNAME", "admin"),
-            ("NACOS_PASSWORD", "right-password-123"),
+            ("NACOS_PASSWORD_FILE", &password_file),
         ],
         &db,
     ))

@@ -248,3 +248,75 @@ async fn unicode_usernames_round_trip() {
         assert_eq!(stored, names, "{}: names read back", b.name());
     }
 }
+
+/// `EASYNOTE_DATABASE_PASSWORD_FILE` (a mounted secret) replaces whatever
+/// password the URL holds: a MySQL account with a password connects with
+/// the file's, and a wrong file is refused. MySQL only: SQLite has none.
+#[tokio::test]
+async fn a_mysql_password_file_replaces_the_urls_password() {
+    use easynote_shared::{config::Env, db::DatabaseConfig};
+    let Some(db) = TestDatabase::mysql().await else {
+        return;
+    };
+    let mut admin = <sqlx::MySqlConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("an admin connection");
+    let account = format!("easynote_pw_{}", std::process::id());
+    let password = format!("pw-{}-file", std::process::id());
+    for sql in [
+        format!("DROP USER IF EXISTS '{account}'@'%'"),
+        format!("CREATE USER '{account}'@'%' IDENTIFIED BY '{password}'"),
+        format!("GRANT ALL ON *.* TO '{account}'@'%'"),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut admin).await.expect(&sql);
+    }
+
+    // The test database's URL with this account and a wrong password in it.
+    let (scheme, rest) = db.url.split_once("://").expect("a URL");
+    let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let url = format!("{scheme}://{account}:not-the-password@{host_and_db}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let right = dir.path().join("right");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&right, format!("{password}\n")).expect("write");
+    std::fs::write(&wrong, "also-wrong\n").expect("write");
+    let config = |file: &std::path::Path| {
+        let env = Env::from_pairs([
+            ("EASYNOTE_DATABASE_URL", url.clone()),
+            (
+                "EASYNOTE_DATABASE_PASSWORD_FILE",
+                file.display().to_string(),
+            ),
+            ("EASYNOTE_DB_CONNECT_TIMEOUT", "1s".to_owned()),
+        ]);
+        DatabaseConfig::from_env(&env, "sqlite::memory:").expect("config")
+    };
+
+    let pool = Database::connect(&config(&right), &user_service::migrations())
+        .await
+        .expect("the file's password is used");
+    pool.ping().await.expect("ping");
+    pool.close().await;
+    let err = Database::connect(&config(&wrong), &user_service::migrations())
+        .await
+        .expect_err("a wrong password is refused");
+    assert!(format!("{err:?}").contains("Access denied"), "{err:?}");
+
+    let sql = format!("DROP USER '{account}'@'%'");
+    sqlx::raw_sql(&sql).execute(&mut admin).await.expect(&sql);
+}
+
+/// A password for SQLite is a mistake, named as one.
+#[test]
+fn a_database_password_for_sqlite_is_refused() {
+    use easynote_shared::{config::Env, db::DatabaseConfig};
+    let env = Env::from_pairs([
+        ("EASYNOTE_DATABASE_URL", "sqlite://data/x.db"),
+        ("EASYNOTE_DATABASE_PASSWORD", "secret-pw"),
+    ]);
+    let err = DatabaseConfig::from_env(&env, "sqlite::memory:")
+        .expect_err("SQLite has no password")
+        .to_string();
+    assert!(err.starts_with("EASYNOTE_DATABASE_PASSWORD: "), "{err}");
+    assert!(!err.contains("secret-pw"), "{err}");
+}

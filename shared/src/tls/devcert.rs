@@ -106,16 +106,35 @@ pub const JWT_SECRET_FILE: &str = "jwt-secret";
 /// Writes a random JWT key (48 bytes, hex) to `dir/jwt-secret`, owner-only,
 /// for `EASYNOTE_JWT_SECRET_FILE`: a key of this install, never committed.
 pub fn write_jwt_secret(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join(JWT_SECRET_FILE);
+    write_secret(&path)?;
+    Ok(path)
+}
+
+/// Writes a random secret (48 bytes, as 96 hex digits, no newline) to
+/// `path`, owner-only, creating its directory. Hex is also valid Base64,
+/// which is what Nacos wants of its token key.
+pub fn write_secret(path: &Path) -> anyhow::Result<()> {
     use ring::rand::{SecureRandom as _, SystemRandom};
     let mut key = [0u8; 48];
     SystemRandom::new()
         .fill(&mut key)
         .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(JWT_SECRET_FILE);
-    write_file(&path, hex.as_bytes(), true)?;
-    Ok(path)
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_file(path, hex.as_bytes(), true)
+}
+
+/// Whether `name` can name a secret's file: letters, digits, `.`, `_`
+/// and `-`, not starting with a dot (no paths, nothing hidden).
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Writes `bytes` to `path` whole (a temporary file renamed into place),
@@ -158,6 +177,16 @@ mod tests {
         let err = write(dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         write(dir.path(), true).unwrap();
+    }
+
+    #[test]
+    fn secret_names_are_file_names_only() {
+        for name in ["nacos-token", "mysql_password", "a.b", "X9"] {
+            assert!(valid_secret_name(name), "{name}");
+        }
+        for name in ["", ".hidden", "../x", "a/b", "a b", "ä"] {
+            assert!(!valid_secret_name(name), "{name:?}");
+        }
     }
 
     #[test]

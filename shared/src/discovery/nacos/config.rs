@@ -55,7 +55,8 @@ pub struct NacosConfig {
 pub enum NacosAuth {
     /// No credentials (a Nacos without auth, such as a default rnacos).
     None,
-    /// Open-source Nacos with auth on: `NACOS_USERNAME`/`NACOS_PASSWORD`.
+    /// Open-source Nacos with auth on: `NACOS_USERNAME`/`NACOS_PASSWORD`
+    /// (or `NACOS_PASSWORD_FILE`).
     Password {
         /// `NACOS_USERNAME`.
         username: String,
@@ -175,7 +176,9 @@ impl NacosAuth {
     /// AccessKey pair; a half-given pair or both kinds are an error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let username = env.get("NACOS_USERNAME").map(str::to_owned);
-        let password = env.secret("NACOS_PASSWORD");
+        let password = env
+            .secret_or_file("NACOS_PASSWORD")?
+            .map(|(_, secret)| secret);
         let access_key = env.get("NACOS_ACCESS_KEY").map(str::to_owned);
         let secret_key = env.secret("NACOS_SECRET_KEY");
         let region = env.get("NACOS_SIGN_REGION_ID").map(str::to_owned);
@@ -217,6 +220,7 @@ impl NacosAuth {
 mod tests {
     use super::*;
     use crate::discovery::DiscoveryConfig;
+    use secrecy::ExposeSecret as _;
 
     fn nacos(pairs: &[(&str, &str)]) -> Result<NacosConfig, ConfigError> {
         let env = Env::from_pairs(
@@ -277,6 +281,15 @@ mod tests {
         assert!(
             matches!(config.auth, NacosAuth::Password { ref username, .. } if username == "nacos")
         );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nacos-password");
+        std::fs::write(&file, "secret-from-file\n").unwrap();
+        let file = file.display().to_string();
+        let config = nacos(&[("NACOS_USERNAME", "nacos"), ("NACOS_PASSWORD_FILE", &file)]).unwrap();
+        assert!(matches!(
+            config.auth,
+            NacosAuth::Password { ref password, .. } if password.expose_secret() == "secret-from-file"
+        ));
         let config = nacos(&[
             ("NACOS_ACCESS_KEY", "LTAI-id"),
             ("NACOS_SECRET_KEY", "sk"),
