@@ -12,8 +12,22 @@
 #
 #   scripts/coverage.sh            report, and fail under the floor
 #   COVERAGE_FLOOR=80 scripts/coverage.sh
+#   scripts/coverage.sh --rustflags   print the RUSTFLAGS it builds with
+#
+# It builds in the workspace's own target directory with tarpaulin's flags
+# (RUSTFLAGS below). A test build made with the same RUSTFLAGS is reused
+# whole, so CI exports them for ./scripts/test.sh and this step compiles
+# nothing: one debug build serves the tests and the coverage run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What `cargo tarpaulin --engine ptrace --avoid-cfg-tarpaulin
+# --print-rust-flags` prints for this version; checked below.
+rustflags="-Cdebuginfo=2 -Cstrip=none -Clink-dead-code"
+if [[ "${1:-}" == "--rustflags" ]]; then
+  echo "$rustflags"
+  exit 0
+fi
 
 # Set from the first measurement (see the README's Tests section); raise it
 # as coverage grows, never lower it to let a change through.
@@ -25,10 +39,17 @@ if ! cargo tarpaulin --version 2>/dev/null | grep -q "$tarpaulin_version"; then
   cargo install --locked cargo-tarpaulin --version "$tarpaulin_version"
 fi
 
+printed="$(RUSTFLAGS= cargo tarpaulin --engine ptrace --avoid-cfg-tarpaulin --print-rust-flags 2>/dev/null \
+  | sed -n 's/^RUSTFLAGS="\(.*\)"$/\1/p')"
+if [[ "$(echo $printed)" != "$rustflags" ]]; then
+  echo "cargo-tarpaulin builds with RUSTFLAGS=\"$printed\", not \"$rustflags\": update scripts/coverage.sh" >&2
+  exit 1
+fi
+
 target="${CARGO_TARGET_DIR:-target}"
-cargo tarpaulin --engine ptrace --workspace --locked \
+RUSTFLAGS="$rustflags" cargo tarpaulin --engine ptrace --avoid-cfg-tarpaulin --workspace --locked \
   --lib --test api --test grpc --test repo \
   --exclude-files 'testkit/*' 'bench/*' 'examples/*' 'tests/*' '*/tests/*' 'target/*' \
-  --target-dir "$target/tarpaulin" --skip-clean \
+  --target-dir "$target" --skip-clean \
   --out Json --output-dir "$target/coverage"
 python3 scripts/coverage-report.py "$target/coverage/tarpaulin-report.json" --floor "$floor"
