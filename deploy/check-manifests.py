@@ -44,7 +44,15 @@ schema cannot express, so that they cannot quietly break again:
   names its own certificate; the gateway's JWT key comes from that volume
   (EASYNOTE_JWT_SECRET may only be passed through from `.env`, with no
   committed default); no database URL in the gateway and no JWT key in the
-  services; Nacos's ports are published on 127.0.0.1 only.
+  services; Nacos's ports are published on 127.0.0.1 only;
+- registry auth and committed secrets: wherever an overlay or compose runs
+  Nacos, its auth is on and its admin's password is set as it starts (a
+  postStart hook; compose's init one-shot, which our services wait for),
+  and our services log in to it; compose commits no secret (every secret
+  setting empty or passed through from `.env`, no password in a URL, the
+  one exception Grafana's, see COMPOSE_COMMITTED_OK), and the Nacos and
+  database passwords our services read are files a dev-certs one-shot
+  generates into a volume they mount.
 
 Every failure is printed with the object and the numbers involved, and the
 exit status is 1. `--self-test` proves each rule can fail: it breaks the
@@ -85,6 +93,15 @@ ALLOWED_EDGES = {("*", "api-gateway", "http"), ("api-gateway", "user-service", "
 SUITE = ("api-gateway", "user-service", "note-service")
 # Compose services whose host ports must stay on this machine.
 COMPOSE_LOOPBACK_ONLY = ("nacos",)
+# A setting whose name says it holds a secret (its *_FILE twin names a file).
+SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|SECRET_KEY|IDENTITY_VALUE)$")
+# The one committed secret compose may keep: Grafana's admin password (its
+# image runs as another user than the one the generated files belong to),
+# for a dashboard published on 127.0.0.1 that anonymous visitors may view.
+COMPOSE_COMMITTED_OK = {"GF_SECURITY_ADMIN_PASSWORD"}
+# How Nacos gets an admin: the API the first caller sets its password with.
+NACOS_ADMIN_API = "/v1/auth/users/admin"
+NACOS_IMAGE = re.compile(r"(^|/)nacos-server:")
 
 # The services' own defaults, as the README's configuration table lists them
 # (durations as the services parse them; OTEL_* timeouts in milliseconds).
@@ -339,6 +356,7 @@ def check_overlay(name, docs, inputs, errors):
                 for secret, key in secrets_read(container, spec):
                     users.setdefault(secret, {}).setdefault(doc["metadata"]["name"], set()).add(key)
     check_secret_sharing(name, users, inputs, errors)
+    check_overlay_nacos_auth(name, docs, errors)
     check_network_policies(name, docs, errors)
     for doc in docs:
         if doc.get("kind") != "Ingress" or doc["spec"].get("ingressClassName") != "alb":
@@ -491,6 +509,107 @@ def check_exec_probes(where, container, inputs, errors):
             errors.append(f"{where}: {name} timeoutSeconds is {timeout}s, but `easy-note "
                           f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
                           f"{HEALTHCHECK_SOURCE}) plus its own start; make it longer")
+
+
+def check_overlay_nacos_auth(name, docs, errors):
+    """A Nacos the overlay runs has auth on, sets its admin's password from a
+    Secret as it starts, and every service of ours logs in to it."""
+    nacos = [(doc, c) for doc in docs if doc.get("kind") in WORKLOADS
+             for c in doc["spec"]["template"]["spec"].get("containers", [])
+             if NACOS_IMAGE.search(c.get("image", ""))]
+    for doc, container in nacos:
+        where = f"{name}: {doc['kind']} {doc['metadata']['name']}, container {container['name']}"
+        env = {v["name"]: v.get("value") for v in container.get("env", [])}
+        if str(env.get("NACOS_AUTH_ENABLE", "false")).lower() != "true":
+            errors.append(f"{where}: Nacos auth is off (NACOS_AUTH_ENABLE="
+                          f"{env.get('NACOS_AUTH_ENABLE')!r}): anyone reaching it could register "
+                          "instances and change the governance rules")
+        hook = " ".join(str(part) for part in ((container.get("lifecycle") or {}).get(
+            "postStart") or {}).get("exec", {}).get("command", []))
+        if NACOS_ADMIN_API not in hook:
+            errors.append(f"{where}: no postStart hook sets the admin's password "
+                          f"({NACOS_ADMIN_API}): Nacos 2.4 starts without an admin, so no "
+                          "service could log in")
+    if not nacos:
+        return
+    for doc in docs:
+        if doc.get("kind") not in WORKLOADS:
+            continue
+        for container in doc["spec"]["template"]["spec"].get("containers", []):
+            if not OUR_IMAGE.search(container.get("image", "")):
+                continue
+            names = {v["name"] for v in container.get("env", [])}
+            for var in ("NACOS_USERNAME", "NACOS_PASSWORD"):
+                if var not in names:
+                    errors.append(f"{name}: {doc['kind']} {doc['metadata']['name']}: no {var}, "
+                                  "but the overlay's Nacos has auth on")
+
+
+def check_compose_secrets(compose, errors):
+    """Nothing secret committed (beyond COMPOSE_COMMITTED_OK): every secret
+    setting is empty or passed through from `.env` with no default, and no
+    URL carries a password; Nacos runs with auth on, an init one-shot sets
+    its admin's password, and our services wait for it and read the
+    generated passwords from files a dev-certs one-shot writes."""
+    services = compose.get("services") or {}
+    generated = {}  # container path of a generated secret file -> (volume, writer)
+    for name, service in services.items():
+        command = command_of(service)
+        if command[:1] != ["dev-certs"]:
+            continue
+        out = command[command.index("--out") + 1] if "--out" in command[:-1] else None
+        secrets_out = command[command.index("--secrets-out") + 1] \
+            if "--secrets-out" in command[:-1] else out
+        target_volume = {target: source for source, target, _ in volume_mounts(service)}
+        for i, part in enumerate(command[:-1]):
+            if part == "--secret" and secrets_out in target_volume:
+                generated[(target_volume[secrets_out], command[i + 1])] = name
+        if "--jwt-secret" in command and out in target_volume:
+            generated[(target_volume[out], "jwt-secret")] = name
+    inits = [name for name, service in services.items()
+             if NACOS_ADMIN_API in " ".join(str(p) for p in (
+                 [service.get("entrypoint") or []] + [service.get("command") or []]))]
+    for name, service in services.items():
+        where = f"{COMPOSE_FILE}: service {name}"
+        environment = service.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.split("=", 1) for item in environment if "=" in item)
+        env = {k: re.sub(r"\$\{\w+(:?-([^}]*))?\}", lambda m: m.group(2) or "", str(v))
+               for k, v in environment.items() if v is not None}
+        for var, value in sorted(env.items()):
+            if SECRET_NAME.search(var) and value and var not in COMPOSE_COMMITTED_OK:
+                errors.append(f"{where}: {var} is a committed secret ({value[:4]}…): generate "
+                              "it per install (dev-certs --secret) and read it from a file")
+            if re.search(r"://[^/@\s]*:[^/@\s]+@", value):
+                errors.append(f"{where}: {var} holds a password in its URL; give it through "
+                              "a *_PASSWORD_FILE setting")
+        if NACOS_IMAGE.search(str(service.get("image", ""))) and name not in inits:
+            if env.get("NACOS_AUTH_ENABLE", "false").lower() != "true":
+                errors.append(f"{where}: Nacos auth is off (NACOS_AUTH_ENABLE="
+                              f"{environment.get('NACOS_AUTH_ENABLE')!r}): anyone reaching it "
+                              "could register instances and change the governance rules")
+        if "EASYNOTE_SERVICE" not in env:
+            continue
+        mounts = {target: source for source, target, _ in volume_mounts(service)}
+        wanted = ["NACOS_PASSWORD_FILE"]
+        if env.get("EASYNOTE_DATABASE_URL", "").startswith("mysql:"):
+            wanted.append("EASYNOTE_DATABASE_PASSWORD_FILE")
+        for var in wanted:
+            path = env.get(var, "")
+            source = mounts.get(os.path.dirname(path))
+            if not path:
+                errors.append(f"{where}: no {var}: its password would have to be committed")
+            elif (source, os.path.basename(path)) not in generated:
+                errors.append(f"{where}: {var}={path} is not generated by a dev-certs "
+                              "one-shot (--secret) into a volume it mounts")
+        if env.get("NACOS_USERNAME") is None:
+            errors.append(f"{where}: no NACOS_USERNAME: it could not log in to Nacos")
+        depends = service.get("depends_on") or {}
+        if not any(isinstance(depends, dict) and (depends.get(init) or {}).get("condition")
+                   == "service_completed_successfully" for init in inits):
+            errors.append(f"{where}: does not wait for the one-shot that sets Nacos's admin "
+                          f"password ({', '.join(inits) or f'none calls {NACOS_ADMIN_API}'}): "
+                          "its login would fail")
 
 
 def check_secret_refs(where, container, inputs, errors):
@@ -764,6 +883,7 @@ def check(inputs):
     for name, docs in inputs.overlays.items():
         check_overlay(name, docs, inputs, errors)
     check_compose(inputs.compose, inputs, errors)
+    check_compose_secrets(inputs.compose, errors)
     return errors
 
 
@@ -899,6 +1019,15 @@ def mutations():
          lambda d: container(d, "user-service").update(readinessProbe={
              "grpc": {"port": 8889}, "periodSeconds": 5, "timeoutSeconds": 2}),
          "readinessProbe is a grpc probe"),
+        # Nacos where the overlay runs it: auth on, an admin, our logins.
+        ("the local Nacos with auth off", "local",
+         lambda d: env_var(container(d, "nacos"), "NACOS_AUTH_ENABLE").update(value="false"),
+         "Nacos auth is off"),
+        ("the local Nacos without its admin", "local",
+         lambda d: container(d, "nacos").pop("lifecycle"), "no postStart hook sets the admin"),
+        ("user-service without its Nacos password", "local",
+         lambda d: container(d, "user-service")["env"].remove(
+             env_var(container(d, "user-service"), "NACOS_PASSWORD")), "no NACOS_PASSWORD"),
         ("note-service's liveness gives up before the health check does", "aliyun",
          lambda d: container(d, "note-service")["livenessProbe"].update(timeoutSeconds=3),
          "livenessProbe timeoutSeconds is 3s"),
@@ -955,6 +1084,30 @@ def compose_mutations():
         ("compose Nacos gRPC on every interface",
          lambda c: svc(c, "nacos").update(ports=["127.0.0.1:8848:8848", "9848:9848"]),
          "publishes '9848:9848' beyond this machine"),
+        ("compose Nacos with auth off",
+         lambda c: svc(c, "nacos")["environment"].update(
+             NACOS_AUTH_ENABLE="${NACOS_AUTH_ENABLE:-false}"), "Nacos auth is off"),
+        ("compose Nacos with a committed token",
+         lambda c: svc(c, "nacos")["environment"].update(
+             NACOS_AUTH_TOKEN="${NACOS_AUTH_TOKEN:-ZWFzeS1ub3RlLWRlbW8tdG9rZW4tc2VjcmV0}"),
+         "NACOS_AUTH_TOKEN is a committed secret"),
+        ("compose MySQL with a committed password",
+         lambda c: svc(c, "mysql")["environment"].update(MYSQL_PASSWORD="easynote-demo"),
+         "MYSQL_PASSWORD is a committed secret"),
+        ("compose database URL with its password",
+         lambda c: svc(c, "note-service")["environment"].update(
+             EASYNOTE_DATABASE_URL="mysql://easynote:easynote-demo@mysql:3306/easynote"),
+         "holds a password in its URL"),
+        ("compose Nacos password no longer generated",
+         lambda c: svc(c, "certs").update(command=[
+             part for part in svc(c, "certs")["command"] if part != "nacos-password"]),
+         "NACOS_PASSWORD_FILE=/app/secrets/nacos-password is not generated"),
+        ("compose user-service without its database password file",
+         lambda c: svc(c, "user-service")["environment"].pop("EASYNOTE_DATABASE_PASSWORD_FILE"),
+         "no EASYNOTE_DATABASE_PASSWORD_FILE"),
+        ("compose gateway no longer waits for Nacos's admin",
+         lambda c: svc(c, "api-gateway")["depends_on"].pop("nacos-init"),
+         "does not wait for the one-shot that sets Nacos's admin"),
         ("compose health check timeout within the check's own bound",
          lambda c: svc(c, "note-service").update(healthcheck={
              **svc(c, "note-service")["healthcheck"], "timeout": "3s"}),

@@ -6,20 +6,25 @@ the environment its container gets, on the release binaries the Dockerfile
 builds (`cargo build --release --locked --workspace`). The infrastructure
 containers are replaced by real local stand-ins:
 
-    mysql           -> the local MariaDB (database and user created as the compose file says)
-    nacos           -> rnacos on a free pair of ports p, p + 1000 (RNACOS_BIN or PATH)
+    mysql           -> the local MariaDB (database and user created as the compose file says,
+                       with the password `certs` generated)
+    nacos           -> rnacos on a free pair of ports p, p + 1000 (RNACOS_BIN or PATH),
+                       with auth on as in compose, its admin the services' login
+    nacos-init      -> its script, run here with sh and curl against rnacos (which has no
+                       admin-creation API: the script goes on to check the login)
     otel-collector  -> an OTLP/gRPC receiver on a port of its own (examples/otlp-receiver.rs)
 
 Jaeger, Prometheus and Grafana sit behind the collector and are not
 started: what reaches the collector is checked instead.
 
 One-shot services that run `easy-note dev-certs` (the `certs` service,
-which makes the development CA, each service's certificate and the JWT key
-on the first `up`) run first, natively, with their named volume replaced
-by a directory of this run; every container path under a mount of that
-volume, in the services' settings, becomes the same path in that directory.
-So the services talk mutual TLS with each other and the gateway signs with
-the generated key, as in compose.
+which makes the development CA, each service's certificate, the JWT key
+and the MySQL and Nacos passwords on the first `up`) run first, natively,
+with their named volumes replaced by directories of this run; every
+container path under a mount of such a volume, in the services' settings,
+becomes the same path in that directory. So the services talk mutual TLS
+with each other, the gateway signs with the generated key, and MySQL and
+Nacos take the generated passwords, as in compose.
 
 Container networking maps to loopback: every `service:port` in a setting
 becomes 127.0.0.1 and the port that service's stand-in listens on here, and
@@ -159,6 +164,41 @@ def run_init_steps(services, workdir):
     return volumes
 
 
+def container_env(spec, outer, volumes):
+    """A compose service's environment as its container sees it, with the
+    `*_FILE` convention of the official images (and of our services)
+    applied: VAR_FILE naming a file of an init volume gives VAR its content."""
+    env = {k: to_volume_dirs(interpolate(v, outer), spec, volumes)
+           for k, v in (spec.get("environment") or {}).items()}
+    for var, path in list(env.items()):
+        if var.endswith("_FILE") and var[:-5] not in env and os.path.isfile(path):
+            with open(path, encoding="utf-8") as secret:
+                env[var[:-5]] = secret.read().rstrip()
+    return env
+
+
+def run_shell_inits(services, volumes, moved):
+    """Runs each one-shot `sh -c` service (an entrypoint of sh -c and its
+    script, as nacos-init is) natively, with its init volumes and the
+    stand-ins' addresses put in; it must exit 0."""
+    for name, spec in services.items():
+        entrypoint = spec.get("entrypoint") or []
+        command = spec.get("command") or []
+        if [str(p) for p in entrypoint] != ["sh", "-c"] or not command:
+            continue
+        script = str(command[0] if isinstance(command, list) else command).replace("$$", "$")
+        for source, target in volume_mounts(spec):
+            if source in volumes:
+                script = script.replace(target + "/", volumes[source] + "/")
+        for (host, port), here in moved.items():
+            script = script.replace(f"//{host}:{port}/", f"//{here}/")
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise SmokeFailure(f"{name}: its script failed ({result.returncode}):\n"
+                               f"{result.stdout}{result.stderr}")
+        print(f"{name} -> {(result.stdout.strip().splitlines() or ['exit 0'])[-1]}")
+
+
 def to_volume_dirs(value, spec, volumes):
     """A container path under a mount of an init volume, as the path here."""
     for source, target in volume_mounts(spec):
@@ -204,8 +244,11 @@ def run(services, group):
     outer = dict(os.environ)
     path = {"PATH": outer.get("PATH", "")}
 
+    # --- one-shot dev-certs services first: the stand-ins need their secrets
+    volumes = run_init_steps(services, group.workdir)
+
     # --- stand-ins -------------------------------------------------------
-    mysql_env = {k: interpolate(v, outer) for k, v in services["mysql"]["environment"].items()}
+    mysql_env = container_env(services["mysql"], outer, volumes)
     db, user, password = mysql_env["MYSQL_DATABASE"], mysql_env["MYSQL_USER"], mysql_env["MYSQL_PASSWORD"]
     suite.recreate_database(MYSQL_ADMIN, db, charset="utf8mb4 COLLATE utf8mb4_unicode_ci")
     suite.mysql(MYSQL_ADMIN, "".join(
@@ -214,8 +257,17 @@ def run(services, group):
         f"GRANT ALL ON `{db}`.* TO '{user}'@'{host}';" for host in ("localhost", "127.0.0.1")))
     print(f"mysql  -> local MariaDB, database {db!r} for user {user!r}")
 
-    _, nacos_port = suite.start_rnacos(group, "nacos")
-    print(f"nacos  -> rnacos on {nacos_port}/{nacos_port + 1000}")
+    # Nacos with auth on: rnacos with its open API and gRPC behind a login,
+    # its admin the user and password our services log in with (as
+    # nacos-init makes them; rnacos creates its admin itself).
+    nacos_env = container_env(services["nacos"], outer, volumes)
+    nacos_auth = None
+    if nacos_env.get("NACOS_AUTH_ENABLE", "false").lower() == "true":
+        login = container_env(services[OURS[0]], outer, volumes)
+        nacos_auth = (login["NACOS_USERNAME"], login["NACOS_PASSWORD"])
+    _, nacos_port = suite.start_rnacos(group, "nacos", auth=nacos_auth)
+    print(f"nacos  -> rnacos on {nacos_port}/{nacos_port + 1000}"
+          + (f", auth on, admin {nacos_auth[0]!r}" if nacos_auth else ", auth off"))
 
     if not os.path.exists(suite.OTLP_RECEIVER):
         raise SmokeFailure("build the receiver first: cargo build --release --locked --example otlp-receiver")
@@ -226,8 +278,8 @@ def run(services, group):
     moved = {("nacos", 8848): f"127.0.0.1:{nacos_port}", ("nacos", 9848): f"127.0.0.1:{nacos_port + 1000}",
              ("otel-collector", 4317): otlp}
 
-    # --- one-shot init services (dev-certs), before anything that needs them
-    volumes = run_init_steps(services, group.workdir)
+    # --- the one-shot that sets Nacos's admin, as written (sh and curl)
+    run_shell_inits(services, volumes, moved)
 
     # --- the services, in depends_on order, with their container env -----
     documented = readme_variables()
@@ -263,7 +315,8 @@ def run(services, group):
     # --- what compose promises ------------------------------------------
     notes = int((services["note-service"].get("deploy") or {}).get("replicas", 1))
     group.wait_for(f"{notes} note-service instances in the registry",
-                   lambda: len(suite.nacos_instances(nacos_port, "easy-note-note")) == notes, 30)
+                   lambda: len(suite.nacos_instances(nacos_port, "easy-note-note", nacos_auth)) == notes,
+                   30)
     print(f"registry: {notes} note-service instances")
 
     result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run-doc.py"), "README.md",

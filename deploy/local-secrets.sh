@@ -12,8 +12,11 @@
 #                       EASYNOTE_DATABASE_URL for the in-cluster MySQL
 #   mysql-credentials   MYSQL_DATABASE, MYSQL_USER, MYSQL_PASSWORD, MYSQL_ROOT_PASSWORD
 #                       (random passwords; the URLs above use the same one)
-#   nacos-server        NACOS_AUTH_TOKEN, NACOS_AUTH_IDENTITY_KEY/VALUE (random),
-#                       which Nacos 2.2.1+ needs even with auth off
+#   nacos-server        NACOS_AUTH_TOKEN, NACOS_AUTH_IDENTITY_KEY/VALUE (random):
+#                       the key Nacos signs its logins with, and its identity
+#   easy-note-nacos     NACOS_USERNAME (nacos) and NACOS_PASSWORD (random): the
+#                       Nacos user the services log in as; Nacos sets that
+#                       user's password from it as it starts
 #
 #   deploy/local-secrets.sh               create the missing ones, keep the others
 #   deploy/local-secrets.sh --rotate-tls  also replace the three TLS Secrets (new CA)
@@ -141,5 +144,14 @@ else
     --from-file=NACOS_AUTH_TOKEN="$work/nacos-token" \
     --from-file=NACOS_AUTH_IDENTITY_KEY="$work/nacos-identity-key" \
     --from-file=NACOS_AUTH_IDENTITY_VALUE="$work/nacos-identity-value"
+fi
+if exists easy-note-nacos; then
+  keep easy-note-nacos
+else
+  printf nacos > "$work/nacos-username"
+  random 24 > "$work/nacos-password"
+  apply_secret easy-note-nacos generic \
+    --from-file=NACOS_USERNAME="$work/nacos-username" \
+    --from-file=NACOS_PASSWORD="$work/nacos-password"
 fi
 echo "done; now: kubectl apply -k deploy/k8s/overlays/local"

@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,13 +276,18 @@ def free_port_pair():
     raise Failure("no free pair of ports p, p + 1000 in 20000-30999 on 127.0.0.1")
 
 
-def start_rnacos(group, name="rnacos", extra_env=None, attempts=5, timeout=15):
+def start_rnacos(group, name="rnacos", extra_env=None, attempts=5, timeout=15, auth=None):
     """rnacos on 127.0.0.1 with its own data directory: (child, HTTP port);
-    gRPC is on HTTP port + 1000. A start that fails (rnacos exits, panics
-    while starting, or does not answer as rnacos) is retried on another
-    pair of ports, `attempts` times in all."""
+    gRPC is on HTTP port + 1000. With `auth` (username, password), its open
+    API and gRPC want a login, and that user is its admin. A start that
+    fails (rnacos exits, panics while starting, or does not answer as
+    rnacos) is retried on another pair of ports, `attempts` times in all."""
     binary = rnacos_bin()
     failures = []
+    auth_env = {}
+    if auth:
+        auth_env = {"RNACOS_ENABLE_OPEN_API_AUTH": "true", "RNACOS_INIT_ADMIN_USERNAME": auth[0],
+                    "RNACOS_INIT_ADMIN_PASSWORD": auth[1]}
     for attempt in range(1, attempts + 1):
         port = free_port_pair()
         label = name if attempt == 1 else f"{name}-{attempt}"
@@ -289,13 +295,17 @@ def start_rnacos(group, name="rnacos", extra_env=None, attempts=5, timeout=15):
                "RNACOS_HTTP_PORT": str(port), "RNACOS_GRPC_PORT": str(port + 1000),
                "RNACOS_HTTP_CONSOLE_PORT": "0",  # 0 turns the separate console server off
                "RNACOS_SDK_HOST": "127.0.0.1", "RNACOS_CONSOLE_HOST": "127.0.0.1",
-               "RNACOS_DATA_DIR": os.path.join(group.workdir, f"{label}-data"), **(extra_env or {})}
+               "RNACOS_DATA_DIR": os.path.join(group.workdir, f"{label}-data"), **auth_env,
+               **(extra_env or {})}
         child = group.spawn(label, [binary], env)
 
         def up():
             if "panicked" in child.output():
                 raise Failure("rnacos panicked while starting")
-            url = f"http://127.0.0.1:{port}/nacos/v1/ns/instance/list?serviceName=probe"
+            # With auth on, the admin exists shortly after the start.
+            token = nacos_login(port, *auth) if auth else None
+            url = f"http://127.0.0.1:{port}/nacos/v1/ns/instance/list?serviceName=probe" + \
+                (f"&accessToken={urllib.parse.quote(token)}" if token else "")
             with urllib.request.urlopen(url, timeout=2) as response:
                 if "hosts" not in json.load(response):
                     return False  # someone else answers on this port
@@ -311,9 +321,20 @@ def start_rnacos(group, name="rnacos", extra_env=None, attempts=5, timeout=15):
     raise Failure(f"rnacos did not come up in {attempts} attempts: " + "; ".join(failures), group.logs())
 
 
-def nacos_instances(port, service):
-    """The instances of `service` that the registry on `port` lists."""
+def nacos_login(port, username, password):
+    """An access token of the registry on `port` (its /nacos/v1/auth/login)."""
+    body = urllib.parse.urlencode({"username": username, "password": password}).encode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/nacos/v1/auth/login", body,
+                                timeout=2) as response:
+        return json.load(response)["accessToken"]
+
+
+def nacos_instances(port, service, auth=None):
+    """The instances of `service` that the registry on `port` lists (logged
+    in as `auth`, (username, password), when given)."""
     url = f"http://127.0.0.1:{port}/nacos/v1/ns/instance/list?serviceName={service}"
+    if auth:
+        url += f"&accessToken={urllib.parse.quote(nacos_login(port, *auth))}"
     with urllib.request.urlopen(url, timeout=2) as response:
         return json.load(response).get("hosts", [])
 
