@@ -557,9 +557,8 @@ def check_compose_secrets(compose, errors):
         command = command_of(service)
         if command[:1] != ["dev-certs"]:
             continue
-        out = command[command.index("--out") + 1] if "--out" in command[:-1] else None
-        secrets_out = command[command.index("--secrets-out") + 1] \
-            if "--secrets-out" in command[:-1] else out
+        out = flag_value(command, "--out")
+        secrets_out = flag_value(command, "--secrets-out", out)
         target_volume = {target: source for source, target, _ in volume_mounts(service)}
         for i, part in enumerate(command[:-1]):
             if part == "--secret" and secrets_out in target_volume:
@@ -571,11 +570,7 @@ def check_compose_secrets(compose, errors):
                  [service.get("entrypoint") or []] + [service.get("command") or []]))]
     for name, service in services.items():
         where = f"{COMPOSE_FILE}: service {name}"
-        environment = service.get("environment") or {}
-        if isinstance(environment, list):
-            environment = dict(item.split("=", 1) for item in environment if "=" in item)
-        env = {k: re.sub(r"\$\{\w+(:?-([^}]*))?\}", lambda m: m.group(2) or "", str(v))
-               for k, v in environment.items() if v is not None}
+        environment, env = compose_environment(service)
         for var, value in sorted(env.items()):
             if SECRET_NAME.search(var) and value and var not in COMPOSE_COMMITTED_OK:
                 errors.append(f"{where}: {var} is a committed secret ({value[:4]}…): generate "
@@ -734,6 +729,23 @@ def volume_mounts(service):
     return found
 
 
+def flag_value(command, flag, default=None):
+    """The argument after `flag` in a command list, or `default`."""
+    return command[command.index(flag) + 1] if flag in command[:-1] else default
+
+
+def compose_environment(service):
+    """(raw, resolved) environment of a compose service: `raw` as written,
+    `resolved` with every `${VAR:-default}` replaced by its default (what a
+    run without `.env` gets); unset entries dropped."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw if "=" in item)
+    resolved = {k: re.sub(r"\$\{\w+(:?-([^}]*))?\}", lambda m: m.group(2) or "", str(v))
+                for k, v in raw.items() if v is not None}
+    return dict(raw), resolved
+
+
 def check_compose_keys(where, role, raw_env, env, service, inits, errors):
     """The keys `dev-certs` made: mounted read-only, waited for, each
     service its own certificate; the gateway's JWT key from the volume."""
@@ -794,7 +806,7 @@ def check_compose(compose, inputs, errors):
                           ("--jwt-secret", "the gateway would have no generated JWT key")):
             if flag not in command:
                 errors.append(f"{where}: `easy-note {' '.join(command)}` lacks {flag}: {why}")
-        out = command[command.index("--out") + 1] if "--out" in command[:-1] else None
+        out = flag_value(command, "--out")
         written = [source for source, target, ro in volume_mounts(service)
                    if target == out and not ro and source in (compose.get("volumes") or {})]
         if not written:
@@ -812,16 +824,11 @@ def check_compose(compose, inputs, errors):
     for name, service in services.items():
         if command_of(service)[:1] == ["dev-certs"]:
             continue
-        environment = service.get("environment") or {}
-        if isinstance(environment, list):
-            environment = dict(item.split("=", 1) for item in environment if "=" in item)
-        if "EASYNOTE_SERVICE" not in environment and not str(service.get("image", "")).startswith(
+        raw_env, env = compose_environment(service)
+        if "EASYNOTE_SERVICE" not in raw_env and not str(service.get("image", "")).startswith(
                 "easy-note"):
             continue
         where = f"{COMPOSE_FILE}: service {name}"
-        raw_env = dict(environment)
-        env = {k: re.sub(r"\$\{\w+(:?-([^}]*))?\}", lambda m: m.group(2) or "", str(v))
-               for k, v in environment.items() if v is not None}
         env = {k: v for k, v in env.items() if v}
         if service.get("command") or service.get("entrypoint"):
             errors.append(f"{where}: picks its role with command/entrypoint; set "

@@ -164,12 +164,15 @@ def run_init_steps(services, workdir):
     return volumes
 
 
-def container_env(spec, outer, volumes):
-    """A compose service's environment as its container sees it, with the
-    `*_FILE` convention of the official images (and of our services)
-    applied: VAR_FILE naming a file of an init volume gives VAR its content."""
+def container_env(spec, outer, volumes, read_files=True):
+    """A compose service's environment as its container sees it: `.env`
+    interpolated, init-volume paths made paths here, and (`read_files`)
+    the `*_FILE` convention of the official images applied: VAR_FILE naming
+    a file of an init volume gives VAR its content."""
     env = {k: to_volume_dirs(interpolate(v, outer), spec, volumes)
            for k, v in (spec.get("environment") or {}).items()}
+    if not read_files:
+        return env
     for var, path in list(env.items()):
         if var.endswith("_FILE") and var[:-5] not in env and os.path.isfile(path):
             with open(path, encoding="utf-8") as secret:
@@ -288,8 +291,9 @@ def run(services, group):
         spec = services[name]
         # Volume paths first: a path such as /app/certs/... must not be read
         # as a mention of the service `certs`.
-        env = {k: to_loopback(to_volume_dirs(interpolate(v, outer), spec, volumes), list(services), moved)
-               for k, v in (spec.get("environment") or {}).items()}
+        # Our services read their *_FILE settings themselves.
+        env = {k: to_loopback(v, list(services), moved)
+               for k, v in container_env(spec, outer, volumes, read_files=False).items()}
         undocumented = sorted(k for k in env if k not in documented)
         if undocumented:
             raise SmokeFailure(f"{name}: docker-compose.yml sets {undocumented}, which README.md does not document")
@@ -314,9 +318,9 @@ def run(services, group):
 
     # --- what compose promises ------------------------------------------
     notes = int((services["note-service"].get("deploy") or {}).get("replicas", 1))
+    token = suite.nacos_login(nacos_port, *nacos_auth) if nacos_auth else None
     group.wait_for(f"{notes} note-service instances in the registry",
-                   lambda: len(suite.nacos_instances(nacos_port, "easy-note-note", nacos_auth)) == notes,
-                   30)
+                   lambda: len(suite.nacos_instances(nacos_port, "easy-note-note", token)) == notes, 30)
     print(f"registry: {notes} note-service instances")
 
     result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run-doc.py"), "README.md",

@@ -329,12 +329,12 @@ def nacos_login(port, username, password):
         return json.load(response)["accessToken"]
 
 
-def nacos_instances(port, service, auth=None):
-    """The instances of `service` that the registry on `port` lists (logged
-    in as `auth`, (username, password), when given)."""
+def nacos_instances(port, service, token=None):
+    """The instances of `service` that the registry on `port` lists (with
+    an access token of nacos_login, when the registry wants a login)."""
     url = f"http://127.0.0.1:{port}/nacos/v1/ns/instance/list?serviceName={service}"
-    if auth:
-        url += f"&accessToken={urllib.parse.quote(nacos_login(port, *auth))}"
+    if token:
+        url += f"&accessToken={urllib.parse.quote(token)}"
     with urllib.request.urlopen(url, timeout=2) as response:
         return json.load(response).get("hosts", [])
 

@@ -100,16 +100,10 @@ pub fn write(dir: &Path, overwrite: bool) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// The file [`write_jwt_secret`] writes.
+/// The file `easy-note dev-certs --jwt-secret` writes a random JWT key to
+/// ([`write_secret`]), for `EASYNOTE_JWT_SECRET_FILE`: a key of this
+/// install, never committed.
 pub const JWT_SECRET_FILE: &str = "jwt-secret";
-
-/// Writes a random JWT key (48 bytes, hex) to `dir/jwt-secret`, owner-only,
-/// for `EASYNOTE_JWT_SECRET_FILE`: a key of this install, never committed.
-pub fn write_jwt_secret(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join(JWT_SECRET_FILE);
-    write_secret(&path)?;
-    Ok(path)
-}
 
 /// Writes a random secret (48 bytes, as 96 hex digits, no newline) to
 /// `path`, owner-only, creating its directory. Hex is also valid Base64,
@@ -193,9 +187,11 @@ mod tests {
     fn jwt_secrets_are_random_and_private() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (
-            write_jwt_secret(a.path()).unwrap(),
-            write_jwt_secret(b.path()).unwrap(),
+            a.path().join(JWT_SECRET_FILE),
+            b.path().join(JWT_SECRET_FILE),
         );
+        write_secret(&a).unwrap();
+        write_secret(&b).unwrap();
         let key = std::fs::read_to_string(&a).unwrap();
         assert_eq!(key.len(), 96);
         assert_ne!(key, std::fs::read_to_string(&b).unwrap());
