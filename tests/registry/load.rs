@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 pub struct Failure {
     /// When it was answered, from the start of the load.
     pub at: Duration,
+    /// How long it took to answer.
+    pub took: Duration,
     pub op: &'static str,
     pub detail: String,
 }
@@ -50,7 +52,15 @@ impl Report {
             .failures
             .iter()
             .take(10)
-            .map(|f| format!("  {:>7.3}s {} {}", f.at.as_secs_f64(), f.op, f.detail))
+            .map(|f| {
+                format!(
+                    "  {:>7.3}s {} (took {:.3}s) {}",
+                    f.at.as_secs_f64(),
+                    f.op,
+                    f.took.as_secs_f64(),
+                    f.detail
+                )
+            })
             .collect();
         format!(
             "{} requests ({:?}), {} failed over {:?}{}{}",
@@ -105,6 +115,7 @@ impl Load {
                             1 | 3 => ("query", http.get(format!("{base}/v1/note/query?limit=5"))),
                             _ => ("get", http.get(format!("{base}/v1/note/{note_id}"))),
                         };
+                        let sent = Instant::now();
                         let result = request.bearer_auth(&token).send().await;
                         let failure = match result {
                             Ok(response) if response.status().is_success() => {
@@ -126,6 +137,7 @@ impl Load {
                         if let Some(detail) = failure {
                             failures.push(Failure {
                                 at: started.elapsed(),
+                                took: sent.elapsed(),
                                 op,
                                 detail,
                             });

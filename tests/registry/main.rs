@@ -29,10 +29,12 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// The suite started by the registry tests: user, note(s), gateway.
 struct Suite {
-    cluster: Cluster,
     user: Service,
     notes: Vec<Service>,
     gateway: Service,
+    /// Declared last, so dropped last: its directory holds the children's
+    /// logs, which a failing test prints as the children are dropped.
+    cluster: Cluster,
 }
 
 impl Suite {
@@ -43,11 +45,19 @@ impl Suite {
         // The load of these tests comes from one user, faster than the
         // default per-user rate limit allows. Their note-services share one
         // SQLite file, where a write can wait seconds for the other
-        // process's lock on a busy machine: the route deadline is raised
-        // above the default 3 s so that such a wait, which is not what
-        // these tests are about, does not fail a request.
+        // process's lock, or for a synced commit, on a busy machine (CI runs
+        // other tests' databases beside them): the route deadline (3 s by
+        // default) and the per-call timeouts (1 s) are raised so that such a
+        // wait, which is not what these tests are about, does not fail a
+        // request. Creates are never retried, so one slow commit would.
         let rules = cluster.dir.path().join("governance.json");
-        let document = r#"{"gateway": {"rate_limits": [], "timeouts_ms": {"*": 10000}}}"#;
+        let document = r#"{
+            "gateway": {"rate_limits": [], "timeouts_ms": {"*": 10000}},
+            "clients": {
+                "easy-note-note": {"*": {"timeout_ms": 10000}},
+                "easy-note-user": {"*": {"timeout_ms": 10000}}
+            }
+        }"#;
         std::fs::write(&rules, document).expect("write the rules");
         cluster.set(&[("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string())]);
         let user = cluster.start_user().await;

@@ -26,13 +26,15 @@ const USER_AGENT: &str = "easy-note-telemetry-tests/1";
 /// The three services as processes on static discovery, exporting to the
 /// `OTEL_*` settings given.
 struct Suite {
-    /// Holds the children's directory (databases, logs) while they run.
-    _processes: ProcessSuite,
     user: Service,
     note: Service,
     gateway: Service,
     base: String,
     http: reqwest::Client,
+    /// Holds the children's directory (databases, logs) while they run.
+    /// Declared last, so dropped last: a failing test prints the children's
+    /// logs as they are dropped.
+    _processes: ProcessSuite,
 }
 
 impl Suite {
