@@ -2,9 +2,11 @@
 //! trailers after the messages, or in the headers of a trailers-only answer.
 //!
 //! A real tonic server behind `telemetry::grpc::server()` and a real client
-//! through `TracedChannel`, in this process, exporting to the real OTLP
-//! receiver. Each test of this binary runs in a process of its own under
-//! nextest; this is the only one that installs telemetry in the test process.
+//! through `TracedChannel`, exporting to the real OTLP receiver. The
+//! OpenTelemetry SDK reads its exporter's settings from the process's
+//! environment, so the calls run in a child process of this test binary
+//! started with the receiver's `OTEL_*` settings; this test checks what the
+//! receiver got from it.
 
 use std::sync::Arc;
 
@@ -71,17 +73,112 @@ fn pair<'a>(spans: &'a [ReceivedSpan], method: &str) -> (&'a ReceivedSpan, &'a R
     (find(CLIENT), find(SERVER))
 }
 
+/// Set in the child process that makes the calls.
+const CHILD: &str = "EASYNOTE_TEST_GRPC_STATUS_CHILD";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_grpc_status_is_read_from_trailers_and_from_trailers_only_headers() {
+    if std::env::var_os(CHILD).is_some() {
+        make_the_calls().await;
+        return;
+    }
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
-    let config = TelemetryConfig::from_env(&Env::from_pairs(receiver.exporter_env()))
-        .expect("telemetry settings");
+    let exe = std::env::current_exe().expect("the test binary");
+    // This test's name as the test harness filters it (the module path
+    // without the crate's name).
+    let name = format!(
+        "{}::the_grpc_status_is_read_from_trailers_and_from_trailers_only_headers",
+        module_path!().split_once("::").map_or("", |(_, path)| path)
+    );
+    let mut child = std::process::Command::new(exe);
+    child
+        .args(["--exact", &name, "--nocapture", "--test-threads", "1"])
+        .env(CHILD, "1")
+        .envs(receiver.exporter_env());
+    let output = tokio::task::spawn_blocking(move || child.output())
+        .await
+        .expect("the child's task")
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the child failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let port = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("server port: "))
+        .unwrap_or_else(|| panic!("the child printed no port:\n{stdout}"))
+        .to_owned();
+
+    let spans = receiver.spans();
+    for (method, status, client_error) in [
+        ("CreateUser", "OK", false),
+        ("MGetUser", "OUT_OF_RANGE", true),
+        ("CheckUser", "UNAUTHENTICATED", true),
+    ] {
+        let (client, server) = pair(&spans, method);
+        for span in [client, server] {
+            assert_eq!(
+                span.attr("rpc.response.status_code"),
+                Some(status),
+                "{method}: kind {}",
+                span.kind
+            );
+        }
+        assert_eq!(
+            server.parent_span_id, client.span_id,
+            "{method}: the server span is the client span's child"
+        );
+        assert_eq!(
+            client.status_code == 2,
+            client_error,
+            "{method}: the client span is an error for any status but OK"
+        );
+        assert_eq!(
+            server.status_code, 0,
+            "{method}: {status} is the caller's fault, not the server's"
+        );
+        assert_eq!(client.attr("server.port"), Some(port.as_str()));
+    }
+    assert_eq!(
+        pair(&spans, "MGetUser").0.attr("error.type"),
+        Some("OUT_OF_RANGE")
+    );
+
+    let points = receiver.points();
+    for (metric, method, status) in [
+        ("rpc.server.call.duration", "MGetUser", "OUT_OF_RANGE"),
+        ("rpc.client.call.duration", "MGetUser", "OUT_OF_RANGE"),
+        ("rpc.server.call.duration", "CheckUser", "UNAUTHENTICATED"),
+        ("rpc.server.call.duration", "CreateUser", "OK"),
+    ] {
+        let method = format!("easynote.user.v1.UserService/{method}");
+        assert!(
+            points.iter().any(|p| p.metric == metric
+                && p.attributes.get("rpc.method") == Some(&method)
+                && p.attributes
+                    .get("rpc.response.status_code")
+                    .map(String::as_str)
+                    == Some(status)),
+            "{metric} {method} {status}: {points:#?}"
+        );
+    }
+}
+
+/// The child's part: telemetry from its environment (the receiver's
+/// settings), one call along each path, then the flush at shutdown, which
+/// sends every span and the last metric points.
+async fn make_the_calls() {
+    let config = TelemetryConfig::from_env(&Env::from_process()).expect("telemetry settings");
     let telemetry = telemetry::init(&config, "grpc-status-test").expect("telemetry");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    println!("server port: {}", addr.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         telemetry::grpc::server()
@@ -118,63 +215,5 @@ async fn the_grpc_status_is_read_from_trailers_and_from_trailers_only_headers() 
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");
-    // The flush at shutdown sends every span and the last metric points.
     telemetry.shutdown().await;
-
-    let spans = receiver.spans();
-    for (method, status, client_error) in [
-        ("CreateUser", "OK", false),
-        ("MGetUser", "OUT_OF_RANGE", true),
-        ("CheckUser", "UNAUTHENTICATED", true),
-    ] {
-        let (client, server) = pair(&spans, method);
-        for span in [client, server] {
-            assert_eq!(
-                span.attr("rpc.response.status_code"),
-                Some(status),
-                "{method}: kind {}",
-                span.kind
-            );
-        }
-        assert_eq!(
-            server.parent_span_id, client.span_id,
-            "{method}: the server span is the client span's child"
-        );
-        assert_eq!(
-            client.status_code == 2,
-            client_error,
-            "{method}: the client span is an error for any status but OK"
-        );
-        assert_eq!(
-            server.status_code, 0,
-            "{method}: {status} is the caller's fault, not the server's"
-        );
-        assert_eq!(
-            client.attr("server.port"),
-            Some(addr.port().to_string().as_str())
-        );
-    }
-    assert_eq!(
-        pair(&spans, "MGetUser").0.attr("error.type"),
-        Some("OUT_OF_RANGE")
-    );
-
-    let points = receiver.points();
-    for (metric, method, status) in [
-        ("rpc.server.call.duration", "MGetUser", "OUT_OF_RANGE"),
-        ("rpc.client.call.duration", "MGetUser", "OUT_OF_RANGE"),
-        ("rpc.server.call.duration", "CheckUser", "UNAUTHENTICATED"),
-        ("rpc.server.call.duration", "CreateUser", "OK"),
-    ] {
-        let method = format!("easynote.user.v1.UserService/{method}");
-        assert!(
-            points.iter().any(|p| p.metric == metric
-                && p.attributes.get("rpc.method") == Some(&method)
-                && p.attributes
-                    .get("rpc.response.status_code")
-                    .map(String::as_str)
-                    == Some(status)),
-            "{metric} {method} {status}: {points:#?}"
-        );
-    }
 }

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use easynote_testkit::{
     TestDatabase,
     otlp::{OtlpReceiver, ReceivedSpan, Transport},
-    process::{ProcessSuite, Service},
+    process::{Proc, ProcessSuite, Service},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -824,6 +824,100 @@ async fn with_the_sdk_disabled_nothing_is_traced() {
         receiver.spans().is_empty(),
         "nothing is exported with OTEL_SDK_DISABLED=true"
     );
+}
+
+/// The OpenTelemetry SDK reads the standard variables itself: a signal's
+/// own endpoint is used as given, `OTEL_METRICS_EXPORTER=none` turns
+/// metrics off although an endpoint is set, and `OTEL_RESOURCE_ATTRIBUTES`
+/// reaches every span's resource beside the services' own attributes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_reads_per_signal_settings_and_resource_attributes() {
+    let receiver = OtlpReceiver::start(Transport::HttpProtobuf).await;
+    let [(_, base), _] = receiver.exporter_env();
+    let otel = [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{base}/v1/traces"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{base}/v1/metrics"),
+        ),
+        ("OTEL_METRICS_EXPORTER", "none".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.namespace=notes,team=platform".to_owned(),
+        ),
+    ];
+    let suite = Suite::start(&otel).await;
+    let trace = suite.register("standard").await.expect("x-trace-id");
+    suite.stop().await;
+    let spans = receiver.spans();
+    let traced = in_trace(&spans, &trace);
+    let services: std::collections::BTreeSet<&str> =
+        traced.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        ["easy-note-gateway", "easy-note-user"].into(),
+        "the services keep their own names"
+    );
+    for span in traced {
+        for (key, value) in [("service.namespace", "notes"), ("team", "platform")] {
+            assert_eq!(
+                span.resource.get(key).map(String::as_str),
+                Some(value),
+                "{key} of {}",
+                span.service
+            );
+        }
+        assert!(span.resource.contains_key("service.instance.id"));
+    }
+    assert!(
+        receiver.points().is_empty(),
+        "OTEL_METRICS_EXPORTER=none: no metric was exported"
+    );
+}
+
+/// A value the SDK would silently replace by its default stops the process
+/// at start with the variable named; an endpoint's path (ARMS's token) is
+/// not echoed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_otel_value_stops_the_process_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("a directory");
+    for (var, value, named) in [
+        ("OTEL_TRACES_SAMPLER", "sometimes", "OTEL_TRACES_SAMPLER"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "s3cr3t",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "collector/adapt_s3cr3t/api/otlp/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+    ] {
+        let env = [
+            (var.to_owned(), value.to_owned()),
+            (
+                "EASYNOTE_DATABASE_URL".to_owned(),
+                format!("sqlite://{}", dir.path().join("user.db").display()),
+            ),
+            ("EASYNOTE_GRPC_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        ];
+        let mut proc = Proc::spawn(
+            "user-service",
+            Path::new(env!("CARGO_BIN_EXE_easy-note")),
+            &["user-service"],
+            dir.path(),
+            &env,
+        );
+        let status = proc.wait_exit(WITHIN).await;
+        let output = proc.output();
+        assert!(!status.success(), "{var}={value} was accepted:\n{output}");
+        assert!(output.contains(named), "{var}: {output}");
+        assert!(!output.contains("s3cr3t"), "a value leaked: {output}");
+    }
 }
 
 /// Sampling is decided where a trace enters a process, and nothing is built

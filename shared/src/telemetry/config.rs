@@ -1,15 +1,32 @@
 //! Telemetry settings: `RUST_LOG`, `EASYNOTE_LOG_FORMAT` and the standard
-//! `OTEL_*` variables, read once and checked.
+//! `OTEL_*` variables.
+//!
+//! The OpenTelemetry SDK reads its own variables (endpoints, protocol,
+//! headers, timeouts, batching, the metric interval, the sampler, the
+//! service name and resource attributes) when the exporters and providers
+//! are built. What is read here is only what the SDK leaves to us:
+//! - whether anything is exported at all, and which signals (an endpoint
+//!   set for them, `OTEL_{TRACES,METRICS}_EXPORTER` not `none`), which
+//!   decides whether an OpenTelemetry layer is installed;
+//! - the bound on the flush at shutdown (the export timeouts);
+//! - and a check of every value the SDK would silently replace with its
+//!   default or drop (a misspelt sampler, a header without `=`, a timeout
+//!   that is no number, a protocol this build lacks), so a typo is an
+//!   error at start instead of telemetry quietly going elsewhere.
+//!
+//! Endpoint values are never echoed: ARMS's HTTP endpoint carries its token
+//! in the path.
 
-use std::{fmt, time::Duration};
-
-use opentelemetry_sdk::trace::Sampler;
+use std::time::Duration;
 
 use crate::config::{ConfigError, Env};
 
 /// The default log filter: our own info logs, and only warnings from the
 /// noisy libraries underneath (the Nacos SDK logs every cache hit at info).
 const DEFAULT_FILTER: &str = "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,nacos_sdk=warn,nacos_sdk::config::worker=off,nacos_sdk::common::cache=error,opentelemetry=warn";
+
+/// The SDK's export timeout when none is set (the specification's 10 s).
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,52 +37,258 @@ pub enum LogFormat {
     Json,
 }
 
-/// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    /// `grpc`: to port 4317 of a collector, or ARMS's gRPC endpoint.
-    Grpc,
-    /// `http/protobuf` (the specification's default): to port 4318.
-    HttpProtobuf,
+/// A signal exported over OTLP, as the SDK will export it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalExport {
+    /// Where it goes, as scheme and authority only (for logs).
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: &'static str,
 }
 
-/// Where and how to export.
-#[derive(Clone)]
-pub struct OtlpConfig {
-    /// Transport.
-    pub protocol: OtlpProtocol,
-    /// Full URL spans go to.
-    pub traces_endpoint: String,
-    /// Full URL metrics go to.
-    pub metrics_endpoint: String,
-    /// `OTEL_EXPORTER_OTLP_HEADERS`: sent with every export (ARMS's
-    /// `Authentication` token travels here, so values are never printed).
-    pub headers: Vec<(String, String)>,
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (default 10 s): bound on one export.
-    pub timeout: Duration,
-    /// `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s).
-    pub metrics_interval: Duration,
+/// Which signals are exported (`None`: that signal is not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exports {
+    /// Spans.
+    pub traces: Option<SignalExport>,
+    /// Metrics.
+    pub metrics: Option<SignalExport>,
 }
 
-/// Prints endpoints as scheme and authority only (ARMS's HTTP endpoint
-/// carries its token in the path) and header names without their values.
-impl fmt::Debug for OtlpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("OtlpConfig")
-            .field("protocol", &self.protocol)
-            .field("traces_endpoint", &redact_endpoint(&self.traces_endpoint))
-            .field("metrics_endpoint", &redact_endpoint(&self.metrics_endpoint))
-            .field("header_names", &header_names)
-            .field("timeout", &self.timeout)
-            .field("metrics_interval", &self.metrics_interval)
-            .finish()
+/// Everything telemetry decides from the environment.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `RUST_LOG` (default `info` with quiet libraries).
+    pub filter: String,
+    /// `EASYNOTE_LOG_FORMAT`: `text` (default) or `json`.
+    pub format: LogFormat,
+    /// `OTEL_SDK_DISABLED=true`: no OpenTelemetry at all.
+    pub sdk_disabled: bool,
+    /// What is exported. Without a traces export no OpenTelemetry layer is
+    /// installed and requests carry W3C trace ids only.
+    pub exports: Exports,
+    /// Bound on the whole flush at shutdown: the longest export timeout of
+    /// the exported signals (`OTEL_EXPORTER_OTLP_[SIGNAL_]TIMEOUT`, 10 s by
+    /// default).
+    pub flush_timeout: Duration,
+    /// `EASYNOTE_ENV`, reported as `deployment.environment.name`.
+    pub environment: String,
+}
+
+impl TelemetryConfig {
+    /// Reads the telemetry settings, and checks the `OTEL_*` values the SDK
+    /// would not report.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let format = match env.string("EASYNOTE_LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "EASYNOTE_LOG_FORMAT",
+                    format!("{other:?} is neither text nor json"),
+                ));
+            }
+        };
+        let sdk_disabled = env.parse("OTEL_SDK_DISABLED", false)?;
+        let none = Exports {
+            traces: None,
+            metrics: None,
+        };
+        let (exports, flush_timeout) = if sdk_disabled {
+            (none, Duration::ZERO)
+        } else {
+            check_sdk_settings(env)?;
+            let traces = signal(env, Signal::Traces)?;
+            let metrics = signal(env, Signal::Metrics)?;
+            let flush_timeout = [&traces, &metrics]
+                .into_iter()
+                .flatten()
+                .map(|(_, timeout)| *timeout)
+                .max()
+                .unwrap_or(Duration::ZERO);
+            (
+                Exports {
+                    traces: traces.map(|(export, _)| export),
+                    metrics: metrics.map(|(export, _)| export),
+                },
+                flush_timeout,
+            )
+        };
+        Ok(Self {
+            filter: env.string("RUST_LOG", DEFAULT_FILTER),
+            format,
+            sdk_disabled,
+            exports,
+            flush_timeout,
+            environment: env
+                .string("EASYNOTE_ENV", "development")
+                .to_ascii_lowercase(),
+        })
     }
+}
+
+/// The two exported signals, by the names their variables use.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Traces => "TRACES",
+            Self::Metrics => "METRICS",
+        }
+    }
+}
+
+/// Whether `signal` is exported and how, with its export timeout: the
+/// variables the SDK reads, with its precedence (the signal's own variable
+/// over the shared one).
+fn signal(env: &Env, signal: Signal) -> Result<Option<(SignalExport, Duration)>, ConfigError> {
+    let name = signal.name();
+    let exporter_var = format!("OTEL_{name}_EXPORTER");
+    match env.get(&exporter_var) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &exporter_var,
+                format!("{other:?} is not supported (otlp or none)"),
+            ));
+        }
+    }
+    let protocol_var = format!("OTEL_EXPORTER_OTLP_{name}_PROTOCOL");
+    let (var, protocol) = first_set(env, &[&protocol_var, "OTEL_EXPORTER_OTLP_PROTOCOL"])
+        .unwrap_or(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"));
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "grpc" => "grpc",
+        "http/protobuf" => "http/protobuf",
+        other => {
+            return Err(ConfigError::invalid(
+                var,
+                format!("{other:?} is not supported (grpc or http/protobuf)"),
+            ));
+        }
+    };
+    let endpoint_var = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
+    let Some((var, endpoint)) = first_set(env, &[&endpoint_var, "OTEL_EXPORTER_OTLP_ENDPOINT"])
+    else {
+        return Ok(None);
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        // The value is not echoed: its path may hold a token.
+        return Err(ConfigError::invalid(
+            var,
+            "must start with http:// or https://",
+        ));
+    }
+    let timeout_var = format!("OTEL_EXPORTER_OTLP_{name}_TIMEOUT");
+    let timeout = match first_set(env, &[&timeout_var, "OTEL_EXPORTER_OTLP_TIMEOUT"]) {
+        Some((var, _)) => Duration::from_millis(env.parse::<u64>(var, 0)?),
+        None => DEFAULT_EXPORT_TIMEOUT,
+    };
+    Ok(Some((
+        SignalExport {
+            endpoint: redact_endpoint(endpoint),
+            protocol,
+        },
+        timeout,
+    )))
+}
+
+/// The first of `vars` that is set, with its value.
+fn first_set<'a>(env: &'a Env, vars: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    vars.iter()
+        .find_map(|&var| env.get(var).map(|value| (var, value)))
+}
+
+/// The SDK's variables whose bad values it would replace by a default or
+/// drop without a word: checked here, whether or not anything is exported.
+fn check_sdk_settings(env: &Env) -> Result<(), ConfigError> {
+    for var in [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        "OTEL_BSP_SCHEDULE_DELAY",
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    ] {
+        env.parse::<u64>(var, 0)?;
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    ] {
+        if let Some(raw) = env.get(var) {
+            check_headers(raw).map_err(|reason| ConfigError::invalid(var, reason))?;
+        }
+    }
+    check_sampler(env)
+}
+
+/// `OTEL_TRACES_SAMPLER` and its argument: the SDK falls back to
+/// `parentbased_always_on`, or to a ratio of 1, on a value it does not know.
+fn check_sampler(env: &Env) -> Result<(), ConfigError> {
+    let sampler = env.string("OTEL_TRACES_SAMPLER", "parentbased_always_on");
+    match sampler.as_str() {
+        "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off" => Ok(()),
+        "traceidratio" | "parentbased_traceidratio" => {
+            let ratio = env.parse("OTEL_TRACES_SAMPLER_ARG", 1.0f64)?;
+            if (0.0..=1.0).contains(&ratio) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    "must be between 0 and 1",
+                ))
+            }
+        }
+        other => Err(ConfigError::invalid(
+            "OTEL_TRACES_SAMPLER",
+            format!("{other:?} is not a supported sampler"),
+        )),
+    }
+}
+
+/// `key=value,key2=value2`, values percent-encoded (the W3C baggage format
+/// the specification prescribes): every pair must have a name that is a
+/// valid header name and a non-empty value, or the SDK would drop it.
+/// Errors never echo a value.
+fn check_headers(raw: &str) -> Result<(), String> {
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| "expected key=value pairs separated by commas".to_owned())?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("a header name is empty".to_owned());
+        }
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b))
+        {
+            return Err(format!("{key:?} is not a valid header name"));
+        }
+        let value = percent_decode(value.trim());
+        if value.is_empty() {
+            return Err(format!("the value of {key} is empty"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("the value of {key} holds a control character"));
+        }
+    }
+    Ok(())
 }
 
 /// `scheme://host:port/…`: the URL without its path, query and user info,
 /// any of which may hold a token.
-fn redact_endpoint(url: &str) -> String {
+pub(crate) fn redact_endpoint(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority
@@ -81,202 +304,6 @@ fn redact_endpoint(url: &str) -> String {
     } else {
         format!("{scheme}://{host}{hidden}")
     }
-}
-
-/// Everything telemetry reads from the environment.
-#[derive(Debug, Clone)]
-pub struct TelemetryConfig {
-    /// `RUST_LOG` (default `info` with quiet libraries).
-    pub filter: String,
-    /// `EASYNOTE_LOG_FORMAT`: `text` (default) or `json`.
-    pub format: LogFormat,
-    /// `OTEL_SDK_DISABLED=true`: no OpenTelemetry at all.
-    pub sdk_disabled: bool,
-    /// `None` when no OTLP endpoint is set: spans get ids but are not sent.
-    pub otlp: Option<OtlpConfig>,
-    /// `OTEL_SERVICE_NAME`: overrides the service's own name.
-    pub service_name: Option<String>,
-    /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`).
-    pub sampler: SamplerConfig,
-    /// `EASYNOTE_ENV`, reported as `deployment.environment.name`.
-    pub environment: String,
-}
-
-/// The head sampler.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SamplerConfig {
-    /// `always_on`.
-    AlwaysOn,
-    /// `always_off`.
-    AlwaysOff,
-    /// `traceidratio` with the ratio.
-    Ratio(f64),
-    /// `parentbased_always_on` (default).
-    ParentBasedAlwaysOn,
-    /// `parentbased_always_off`.
-    ParentBasedAlwaysOff,
-    /// `parentbased_traceidratio` with the ratio.
-    ParentBasedRatio(f64),
-}
-
-impl SamplerConfig {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let ratio = || -> Result<f64, ConfigError> {
-            let ratio = env.parse("OTEL_TRACES_SAMPLER_ARG", 1.0f64)?;
-            if !(0.0..=1.0).contains(&ratio) {
-                return Err(ConfigError::invalid(
-                    "OTEL_TRACES_SAMPLER_ARG",
-                    "must be between 0 and 1",
-                ));
-            }
-            Ok(ratio)
-        };
-        Ok(
-            match env
-                .string("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-                .as_str()
-            {
-                "always_on" => Self::AlwaysOn,
-                "always_off" => Self::AlwaysOff,
-                "traceidratio" => Self::Ratio(ratio()?),
-                "parentbased_always_on" => Self::ParentBasedAlwaysOn,
-                "parentbased_always_off" => Self::ParentBasedAlwaysOff,
-                "parentbased_traceidratio" => Self::ParentBasedRatio(ratio()?),
-                other => {
-                    return Err(ConfigError::invalid(
-                        "OTEL_TRACES_SAMPLER",
-                        format!("{other:?} is not a supported sampler"),
-                    ));
-                }
-            },
-        )
-    }
-
-    pub(super) fn sampler(self) -> Sampler {
-        match self {
-            Self::AlwaysOn => Sampler::AlwaysOn,
-            Self::AlwaysOff => Sampler::AlwaysOff,
-            Self::Ratio(r) => Sampler::TraceIdRatioBased(r),
-            Self::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            Self::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            Self::ParentBasedRatio(r) => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
-            }
-        }
-    }
-}
-
-impl TelemetryConfig {
-    /// Reads the telemetry settings.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let format = match env.string("EASYNOTE_LOG_FORMAT", "text").as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::invalid(
-                    "EASYNOTE_LOG_FORMAT",
-                    format!("{other:?} is neither text nor json"),
-                ));
-            }
-        };
-        let sdk_disabled = env.parse("OTEL_SDK_DISABLED", false)?;
-        Ok(Self {
-            filter: env.string("RUST_LOG", DEFAULT_FILTER),
-            format,
-            sdk_disabled,
-            otlp: if sdk_disabled {
-                None
-            } else {
-                otlp_from_env(env)?
-            },
-            service_name: env.get("OTEL_SERVICE_NAME").map(str::to_owned),
-            sampler: SamplerConfig::from_env(env)?,
-            environment: env
-                .string("EASYNOTE_ENV", "development")
-                .to_ascii_lowercase(),
-        })
-    }
-}
-
-fn otlp_from_env(env: &Env) -> Result<Option<OtlpConfig>, ConfigError> {
-    let base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT");
-    let traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-    let metrics = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
-    let protocol = match env
-        .string("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .as_str()
-    {
-        "grpc" => OtlpProtocol::Grpc,
-        "http/protobuf" => OtlpProtocol::HttpProtobuf,
-        other => {
-            return Err(ConfigError::invalid(
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                format!("{other:?} is not supported (grpc or http/protobuf)"),
-            ));
-        }
-    };
-    if base.is_none() && traces.is_none() && metrics.is_none() {
-        return Ok(None);
-    }
-    // Per the specification: signal endpoints are used as given; the base
-    // endpoint gets `/v1/<signal>` appended for HTTP, and is used as is for gRPC.
-    let derive = |signal: &str| -> Option<String> {
-        base.map(|base| match protocol {
-            OtlpProtocol::Grpc => base.to_owned(),
-            OtlpProtocol::HttpProtobuf => format!("{}/v1/{signal}", base.trim_end_matches('/')),
-        })
-    };
-    let traces_endpoint = traces.map(str::to_owned).or_else(|| derive("traces"));
-    let metrics_endpoint = metrics.map(str::to_owned).or_else(|| derive("metrics"));
-    for (var, endpoint) in [
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_endpoint),
-        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &metrics_endpoint),
-    ] {
-        if let Some(url) = endpoint
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            // The value is not echoed: its path may hold a token.
-            return Err(ConfigError::invalid(
-                var,
-                "must start with http:// or https://",
-            ));
-        }
-    }
-    let headers = match env.get("OTEL_EXPORTER_OTLP_HEADERS") {
-        None => Vec::new(),
-        Some(raw) => parse_headers(raw)
-            .map_err(|reason| ConfigError::invalid("OTEL_EXPORTER_OTLP_HEADERS", reason))?,
-    };
-    Ok(Some(OtlpConfig {
-        protocol,
-        // An endpoint for one signal only: the other is simply not exported.
-        traces_endpoint: traces_endpoint.unwrap_or_default(),
-        metrics_endpoint: metrics_endpoint.unwrap_or_default(),
-        headers,
-        timeout: Duration::from_millis(env.parse("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000u64)?),
-        metrics_interval: Duration::from_millis(
-            env.parse("OTEL_METRIC_EXPORT_INTERVAL", 60_000u64)?,
-        ),
-    }))
-}
-
-/// `key=value,key2=value2`, values percent-decoded (the W3C baggage format
-/// the specification prescribes). Errors never echo a value.
-fn parse_headers(raw: &str) -> Result<Vec<(String, String)>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| "expected key=value pairs separated by commas".to_owned())?;
-            let key = key.trim();
-            if key.is_empty() {
-                return Err("a header name is empty".to_owned());
-            }
-            Ok((key.to_owned(), percent_decode(value.trim())))
-        })
-        .collect()
 }
 
 /// Decodes `%XX` escapes (OTLP header values, gRPC `grpc-message`).
@@ -305,61 +332,93 @@ pub(crate) fn percent_decode(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn otlp(pairs: &[(&str, &str)]) -> Option<OtlpConfig> {
+    fn config(pairs: &[(&str, &str)]) -> TelemetryConfig {
+        TelemetryConfig::from_env(&Env::from_pairs(pairs.iter().copied())).expect("valid")
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
         TelemetryConfig::from_env(&Env::from_pairs(pairs.iter().copied()))
-            .expect("valid")
-            .otlp
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    fn export(endpoint: &str, protocol: &'static str) -> Option<SignalExport> {
+        Some(SignalExport {
+            endpoint: endpoint.to_owned(),
+            protocol,
+        })
     }
 
     #[test]
     fn no_endpoint_means_no_export() {
-        assert!(otlp(&[]).is_none());
-        assert!(
-            otlp(&[
-                ("OTEL_SDK_DISABLED", "true"),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")
-            ])
-            .is_none()
-        );
+        let none = config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert_eq!((none.exports.traces, none.exports.metrics), (None, None));
+        assert_eq!(none.flush_timeout, Duration::ZERO);
+        let disabled = config(&[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ]);
+        assert!(disabled.sdk_disabled);
+        assert_eq!(disabled.exports.traces, None);
     }
 
     #[test]
-    fn endpoints_follow_the_specification() {
-        let http =
-            otlp(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]).expect("otlp");
+    fn signals_follow_the_sdks_precedence() {
+        let both = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]);
         assert_eq!(
-            http.protocol,
-            OtlpProtocol::HttpProtobuf,
+            both.exports,
+            Exports {
+                traces: export("http://collector:4318/…", "http/protobuf"),
+                metrics: export("http://collector:4318/…", "http/protobuf"),
+            },
             "http/protobuf is the default"
         );
-        assert_eq!(http.traces_endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(http.metrics_endpoint, "http://collector:4318/v1/metrics");
+        assert_eq!(both.flush_timeout, Duration::from_secs(10));
 
-        let grpc = otlp(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ])
-        .expect("otlp");
-        assert_eq!(grpc.traces_endpoint, "http://collector:4317");
+        let grpc_traces = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://jaeger:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ]);
+        assert_eq!(
+            grpc_traces.exports,
+            Exports {
+                traces: export("http://jaeger:4317", "grpc"),
+                metrics: None,
+            }
+        );
 
-        let arms = otlp(&[(
+        let arms = config(&[(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "http://tracing-analysis-dc-hz.aliyuncs.com/adapt_token/api/otlp/traces",
-        )])
-        .expect("otlp");
-        assert_eq!(
-            arms.traces_endpoint,
-            "http://tracing-analysis-dc-hz.aliyuncs.com/adapt_token/api/otlp/traces"
-        );
-        assert_eq!(
-            arms.metrics_endpoint, "",
-            "no metrics endpoint: metrics are not exported"
-        );
+        )]);
+        assert!(arms.exports.traces.is_some());
+        assert_eq!(arms.exports.metrics, None, "no metrics endpoint");
+    }
+
+    #[test]
+    fn the_flush_is_bounded_by_the_longest_export_timeout() {
+        let timeouts = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "3500"),
+        ]);
+        assert_eq!(timeouts.flush_timeout, Duration::from_millis(3500));
+        let traces_only = config(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "3500"),
+        ]);
+        assert_eq!(traces_only.flush_timeout, Duration::from_millis(2000));
     }
 
     #[test]
     fn endpoints_are_shown_without_their_path() {
-        let arms = otlp(&[
+        let arms = config(&[
             (
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "http://tracing-analysis-dc-hz.aliyuncs.com/adapt_s3cr3t@abc_123/api/otlp/traces",
@@ -368,8 +427,7 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
                 "https://user:pa55@collector:4318/adapt_s3cr3t/api/otlp/metrics?token=s3cr3t",
             ),
-        ])
-        .expect("otlp");
+        ]);
         let shown = format!("{arms:?}");
         assert!(!shown.contains("s3cr3t"), "a token leaked: {shown}");
         assert!(!shown.contains("pa55"), "a password leaked: {shown}");
@@ -378,66 +436,61 @@ mod tests {
                 && shown.contains("https://collector:4318/…"),
             "where telemetry goes is still shown: {shown}"
         );
-        let bad = TelemetryConfig::from_env(&Env::from_pairs([(
+        let bad = error(&[(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "collector/adapt_s3cr3t/api/otlp/traces",
-        )]))
-        .expect_err("no scheme");
-        assert!(!bad.to_string().contains("s3cr3t"), "{bad}");
+        )]);
+        assert!(!bad.contains("s3cr3t"), "{bad}");
     }
 
     #[test]
-    fn headers_are_parsed_and_never_shown() {
-        let config = otlp(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            (
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "Authentication=s3cr%3Dt, x-team = notes",
-            ),
-        ])
-        .expect("otlp");
-        assert_eq!(
-            config.headers,
-            vec![
-                ("Authentication".into(), "s3cr=t".into()),
-                ("x-team".into(), "notes".into())
-            ]
-        );
-        assert!(
-            !format!("{config:?}").contains("s3cr"),
-            "header values must not be printed"
-        );
-        let bad = TelemetryConfig::from_env(&Env::from_pairs([
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "token-without-name"),
-        ]));
-        assert!(bad.is_err());
-    }
-
-    #[test]
-    fn bad_settings_are_named() {
-        let cases = [
-            (
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-            ),
-            (("OTEL_TRACES_SAMPLER", "sometimes"), "OTEL_TRACES_SAMPLER"),
-            (
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            ),
-        ];
-        for ((var, value), named) in cases {
-            let err = TelemetryConfig::from_env(&Env::from_pairs([(var, value)]))
-                .expect_err(var)
-                .to_string();
-            assert!(err.starts_with(named), "{var}={value}: {err}");
+    fn headers_the_sdk_would_drop_are_refused_without_their_values() {
+        config(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authentication=s3cr%3Dt, x-team = notes",
+        )]);
+        for (var, raw) in [
+            ("OTEL_EXPORTER_OTLP_HEADERS", "s3cr3t-without-name"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=s3cr3t"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "bad name=s3cr3t"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authentication="),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authentication=s3cr3t%0A"),
+        ] {
+            let err = error(&[(var, raw)]);
+            assert!(err.starts_with(var), "{var}={raw}: {err}");
+            assert!(!err.contains("s3cr3t"), "a value leaked: {err}");
         }
-        let ratio = TelemetryConfig::from_env(&Env::from_pairs([
+    }
+
+    #[test]
+    fn values_the_sdk_would_replace_by_its_default_are_named() {
+        let cases = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "udp"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1m"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
+            ("OTEL_TRACES_EXPORTER", "console"),
+        ];
+        for (var, value) in cases {
+            let err = error(&[
+                (var, value),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ]);
+            assert!(err.starts_with(var), "{var}={value}: {err}");
+        }
+        let err = error(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ]);
+        assert!(err.starts_with("OTEL_TRACES_SAMPLER_ARG"), "{err}");
+        config(&[
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-        ]))
-        .expect("ratio");
-        assert_eq!(ratio.sampler, SamplerConfig::ParentBasedRatio(0.25));
+        ]);
+        let err = error(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
+        assert!(err.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
     }
 }

@@ -20,11 +20,16 @@
 //! in, and calls they make carry its context on.
 //! - Metrics: the RED instruments of [`metrics`], exported over OTLP too.
 //!
+//! The OpenTelemetry SDK reads the standard `OTEL_*` variables itself
+//! (exporters, batching, sampler, resource); [`TelemetryConfig`] decides
+//! only what is exported and checks the values the SDK would silently
+//! replace by its defaults.
+//!
 //! Export runs in the background with bounded queues: a collector that is
 //! down or slow drops telemetry, never requests. [`Telemetry::shutdown`]
-//! flushes what is queued, traces and metrics at once, within one
-//! `OTEL_EXPORTER_OTLP_TIMEOUT` in all: the termination grace period must
-//! cover the drain plus that timeout.
+//! flushes what is queued, traces and metrics at once, within one export
+//! timeout in all: the termination grace period must cover the drain plus
+//! that timeout.
 //!
 //! Every process reports a `service.instance.id` of its own (random, drawn
 //! at start), so replicas are distinct in traces and their metric streams
@@ -37,20 +42,19 @@ pub mod metrics;
 pub mod propagation;
 
 pub(crate) use config::percent_decode;
-pub use config::{LogFormat, OtlpConfig, OtlpProtocol, SamplerConfig, TelemetryConfig};
+pub use config::{Exports, LogFormat, SignalExport, TelemetryConfig};
 use log::WithTraceIds;
 
-use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
+use std::{io::IsTerminal as _, time::Duration};
 
 use opentelemetry::{Key, KeyValue, global, trace::TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     metrics::{SdkMeterProvider, periodic_reader_with_async_runtime::PeriodicReader},
     propagation::TraceContextPropagator,
     runtime,
     trace::{
-        BatchConfigBuilder, IdGenerator as _, RandomIdGenerator, SdkTracerProvider,
+        IdGenerator as _, RandomIdGenerator, SdkTracerProvider,
         span_processor_with_async_runtime::BatchSpanProcessor,
     },
 };
@@ -76,9 +80,37 @@ pub enum TelemetryError {
     /// A setting is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The OTLP exporter refused its settings.
-    #[error("building the OTLP exporter failed")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The OTLP exporter of a signal refused its settings.
+    #[error("building the OTLP {signal} exporter failed: {reason}")]
+    Exporter {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// The SDK's reason, with every quoted value left out: it quotes
+        /// an endpoint it cannot parse, and an endpoint may hold a token.
+        reason: String,
+    },
+}
+
+impl TelemetryError {
+    fn exporter(signal: &'static str, err: &opentelemetry_otlp::ExporterBuildError) -> Self {
+        Self::Exporter {
+            signal,
+            reason: without_quoted(&err.to_string()),
+        }
+    }
+}
+
+/// `text` with what stands between single quotes replaced by `…`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('\'').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(part);
+        } else {
+            out.push_str("'…'");
+        }
+    }
+    out
 }
 
 /// Whether the OpenTelemetry layer takes this span or event: our crates'
@@ -233,54 +265,27 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         return Ok(Telemetry::default());
     }
 
-    // `OTEL_RESOURCE_ATTRIBUTES` (read by the SDK's default detectors) may
-    // name the instance; otherwise each process draws its own id.
-    let instance_key = Key::from_static_str("service.instance.id");
-    let instance_id = Resource::builder()
-        .build()
-        .get(&instance_key)
-        .map_or_else(new_instance_id, |id| id.to_string());
-    let resource = Resource::builder()
-        .with_service_name(
-            config
-                .service_name
-                .clone()
-                .unwrap_or_else(|| service_name.to_owned()),
-        )
-        .with_attributes([
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new(instance_key, instance_id),
-            KeyValue::new("deployment.environment.name", config.environment.clone()),
-            KeyValue::new("host.name", host_name()),
-        ])
-        .build();
-    let mut meter = None;
-    if let Some(otlp) = config
-        .otlp
-        .as_ref()
-        .filter(|o| !o.metrics_endpoint.is_empty())
-    {
-        let reader = PeriodicReader::builder(metric_exporter(otlp)?, runtime::Tokio)
-            .with_interval(otlp.metrics_interval)
-            .with_timeout(otlp.timeout)
-            .build();
-        meter = Some(
-            SdkMeterProvider::builder()
-                .with_reader(reader)
-                .with_resource(resource.clone())
-                .build(),
-        );
-    }
-    let flush_timeout = config
-        .otlp
-        .as_ref()
-        .map_or(Duration::from_secs(1), |otlp| otlp.timeout);
+    let resource = resource(service_name, &config.environment);
+    let meter = match &config.exports.metrics {
+        None => None,
+        Some(_) => {
+            // The SDK reads the exporter's endpoint, protocol, headers and
+            // timeout, and the reader's interval, from `OTEL_*` itself.
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .build()
+                .map_err(|err| TelemetryError::exporter("metrics", &err))?;
+            let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
+            Some(
+                SdkMeterProvider::builder()
+                    .with_reader(reader)
+                    .with_resource(resource.clone())
+                    .build(),
+            )
+        }
+    };
+    let flush_timeout = config.flush_timeout;
 
-    let Some(otlp) = config
-        .otlp
-        .as_ref()
-        .filter(|o| !o.traces_endpoint.is_empty())
-    else {
+    if config.exports.traces.is_none() {
         // Nowhere to send spans: no OpenTelemetry layer at all. Requests
         // still run under W3C trace ids (logs, `x-trace-id`, the next hop),
         // carried by `propagation::continue_trace` at a fraction of a
@@ -299,25 +304,23 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
         global::set_text_map_propagator(TraceContextPropagator::new());
         if let Some(meter) = &meter {
             global::set_meter_provider(meter.clone());
-            tracing::info!(otlp = ?config.otlp, "exporting metrics over OTLP");
+            tracing::info!(exports = ?config.exports, "exporting metrics over OTLP");
         }
         return Ok(Telemetry {
             tracer: None,
             meter,
             flush_timeout,
         });
-    };
+    }
 
-    let processor = BatchSpanProcessor::builder(span_exporter(otlp)?, runtime::Tokio)
-        // A collector that is down fills the queue; what does not fit is dropped.
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(4096)
-                .build(),
-        )
-        .build();
+    // The exporter's settings, the batch queue (`OTEL_BSP_*`) and the
+    // sampler (`OTEL_TRACES_SAMPLER`) are the SDK's own reading of `OTEL_*`.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .build()
+        .map_err(|err| TelemetryError::exporter("traces", &err))?;
+    // A collector that is down fills the queue; what does not fit is dropped.
+    let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
     let tracer_provider = SdkTracerProvider::builder()
-        .with_sampler(config.sampler.sampler())
         .with_resource(resource)
         .with_span_processor(processor)
         .build();
@@ -360,7 +363,7 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
     if let Some(meter) = &meter {
         global::set_meter_provider(meter.clone());
     }
-    tracing::info!(?otlp, "exporting telemetry over OTLP");
+    tracing::info!(exports = ?config.exports, "exporting telemetry over OTLP");
     Ok(Telemetry {
         tracer: Some(tracer_provider),
         meter,
@@ -368,63 +371,31 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
     })
 }
 
-/// Both signals' exporters take the same settings; only the builder type
-/// and the endpoint differ.
-macro_rules! otlp_exporter {
-    ($builder:expr, $endpoint:expr, $otlp:expr) => {
-        match $otlp.protocol {
-            OtlpProtocol::Grpc => $builder
-                .with_tonic()
-                .with_endpoint($endpoint)
-                .with_timeout($otlp.timeout)
-                .with_metadata(metadata(&$otlp.headers))
-                .build(),
-            OtlpProtocol::HttpProtobuf => $builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint($endpoint)
-                .with_timeout($otlp.timeout)
-                .with_headers($otlp.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .build(),
-        }
-    };
-}
-
-fn span_exporter(
-    otlp: &OtlpConfig,
-) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    otlp_exporter!(
-        opentelemetry_otlp::SpanExporter::builder(),
-        &otlp.traces_endpoint,
-        otlp
-    )
-}
-
-fn metric_exporter(
-    otlp: &OtlpConfig,
-) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
-    otlp_exporter!(
-        opentelemetry_otlp::MetricExporter::builder(),
-        &otlp.metrics_endpoint,
-        otlp
-    )
-}
-
-fn metadata(headers: &[(String, String)]) -> tonic::metadata::MetadataMap {
-    let mut map = tonic::metadata::MetadataMap::new();
-    for (name, value) in headers {
-        let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes());
-        let value = tonic::metadata::MetadataValue::try_from(value.as_str());
-        match (key, value) {
-            (Ok(key), Ok(value)) => {
-                map.insert(key, value);
-            }
-            _ => {
-                tracing::warn!(header = %name, "ignoring an OTLP header that is not valid gRPC metadata")
-            }
-        }
+/// The process's resource. The SDK's detectors read `OTEL_SERVICE_NAME`
+/// and `OTEL_RESOURCE_ATTRIBUTES`; where they name no service, the
+/// service's own name is used, and where they give no
+/// `service.instance.id`, each process draws its own.
+fn resource(service_name: &str, environment: &str) -> Resource {
+    let detected = Resource::builder().build();
+    let instance_key = Key::from_static_str("service.instance.id");
+    let instance_id = detected
+        .get(&instance_key)
+        .map_or_else(new_instance_id, |id| id.to_string());
+    let mut builder = Resource::builder();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if !named {
+        builder = builder.with_service_name(service_name.to_owned());
     }
-    map
+    builder
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new(instance_key, instance_id),
+            KeyValue::new("deployment.environment.name", environment.to_owned()),
+            KeyValue::new("host.name", host_name()),
+        ])
+        .build()
 }
 
 fn host_name() -> String {
@@ -440,33 +411,49 @@ fn host_name() -> String {
 mod tests {
     use super::*;
 
-    /// Both transports' exporters build from the settings (a header that is
-    /// no valid gRPC metadata is skipped, not fatal), and a shutdown with
-    /// spans and metrics queued for a collector that is not there returns
-    /// within its bound instead of hanging the process's exit.
+    /// A shutdown with spans and metrics queued for a collector that is not
+    /// there returns within its bound instead of hanging the process's
+    /// exit, over either transport.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn exporters_build_for_both_transports_and_shutdown_is_bounded() {
+    async fn shutdown_is_bounded_over_both_transports() {
         use opentelemetry::trace::Tracer as _;
-        for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
-            // Port 9 (discard): nothing listens there.
-            let otlp = OtlpConfig {
-                protocol,
-                traces_endpoint: "http://127.0.0.1:9/v1/traces".into(),
-                metrics_endpoint: "http://127.0.0.1:9/v1/metrics".into(),
-                headers: vec![
-                    ("Authentication".into(), "token-123".into()),
-                    ("not a header".into(), "x".into()),
-                ],
-                timeout: Duration::from_millis(300),
-                metrics_interval: Duration::from_secs(60),
-            };
-            let spans = span_exporter(&otlp).expect("span exporter");
-            let metrics = metric_exporter(&otlp).expect("metric exporter");
+        use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+        // Port 9 (discard): nothing listens there.
+        let endpoint = "http://127.0.0.1:9";
+        let exporters = [
+            (
+                SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build(),
+                MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build(),
+            ),
+            (
+                SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{endpoint}/v1/traces"))
+                    .build(),
+                MetricExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{endpoint}/v1/metrics"))
+                    .build(),
+            ),
+        ];
+        for (spans, metrics) in exporters {
             let tracer = SdkTracerProvider::builder()
-                .with_span_processor(BatchSpanProcessor::builder(spans, runtime::Tokio).build())
+                .with_span_processor(
+                    BatchSpanProcessor::builder(spans.expect("span exporter"), runtime::Tokio)
+                        .build(),
+                )
                 .build();
             let meter = SdkMeterProvider::builder()
-                .with_reader(PeriodicReader::builder(metrics, runtime::Tokio).build())
+                .with_reader(
+                    PeriodicReader::builder(metrics.expect("metric exporter"), runtime::Tokio)
+                        .build(),
+                )
                 .build();
             tracer.tracer("test").in_span("queued", |_| {});
             opentelemetry::metrics::MeterProvider::meter(&meter, "test")
@@ -476,16 +463,25 @@ mod tests {
             let telemetry = Telemetry {
                 tracer: Some(tracer),
                 meter: Some(meter),
-                flush_timeout: otlp.timeout,
+                flush_timeout: Duration::from_millis(300),
             };
             let started = std::time::Instant::now();
             telemetry.shutdown().await;
             assert!(
                 started.elapsed() < Duration::from_secs(5),
-                "{protocol:?}: shutdown took {:?} with a 300 ms bound",
+                "shutdown took {:?} with a 300 ms bound",
                 started.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn quoted_values_are_left_out_of_exporter_errors() {
+        assert_eq!(
+            without_quoted("invalid endpoint 'http://h/adapt_s3cr3t/x y': invalid uri character"),
+            "invalid endpoint '…': invalid uri character"
+        );
+        assert_eq!(without_quoted("no quotes"), "no quotes");
     }
 
     #[test]
