@@ -283,29 +283,50 @@ impl Rnacos {
     /// group, through the open API (`POST /nacos/v1/cs/configs`), as an
     /// operator would with `curl`.
     pub async fn publish_config(&self, data_id: &str, content: &str) {
-        let url = format!(
-            "http://{}/nacos/v1/cs/configs?x=1{}",
-            self.addr(),
-            self.token_param().await
-        );
-        let reply = self
-            .http
-            .post(url)
-            .form(&[
-                ("dataId", data_id),
-                ("group", "DEFAULT_GROUP"),
-                ("content", content),
-                ("type", "json"),
-            ])
-            .send()
-            .await
-            .expect("rnacos answers");
-        let status = reply.status();
-        let body = reply.text().await.unwrap_or_default();
-        assert!(
-            status.is_success() && body.trim() == "true",
-            "publishing {data_id}: {status} {body}"
-        );
+        // rnacos writes configs through its raft log, which refuses writes
+        // for a moment after a start (and now and then panics in one of its
+        // actors while it starts): a refused write is retried for a few
+        // seconds, each refusal shown, before the test fails on it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let url = format!(
+                "http://{}/nacos/v1/cs/configs?x=1{}",
+                self.addr(),
+                self.token_param().await
+            );
+            let reply = self
+                .http
+                .post(url)
+                .form(&[
+                    ("dataId", data_id),
+                    ("group", "DEFAULT_GROUP"),
+                    ("content", content),
+                    ("type", "json"),
+                ])
+                .send()
+                .await;
+            let refused = match reply {
+                Ok(reply) => {
+                    let status = reply.status();
+                    let body = reply.text().await.unwrap_or_default();
+                    if status.is_success() && body.trim() == "true" {
+                        return;
+                    }
+                    format!("{status} {body}")
+                }
+                Err(err) => format!("no answer: {err}"),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "publishing {data_id}: {refused}\nrnacos's output:\n{}",
+                self.proc
+                    .as_ref()
+                    .map(|proc| tail(&proc.output(), 30))
+                    .unwrap_or_default()
+            );
+            eprintln!("publishing {data_id} refused ({refused}); retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Deletes config `data_id` (`DELETE /nacos/v1/cs/configs`).
