@@ -376,15 +376,20 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
 /// service's own name is used, and where they give no
 /// `service.instance.id`, each process draws its own.
 fn resource(service_name: &str, environment: &str) -> Resource {
+    // The detectors run once; what they found is the base of the resource.
     let detected = Resource::builder().build();
     let instance_key = Key::from_static_str("service.instance.id");
     let instance_id = detected
         .get(&instance_key)
         .map_or_else(new_instance_id, |id| id.to_string());
-    let mut builder = Resource::builder();
     let named = detected
         .get(&Key::from_static_str("service.name"))
         .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder_empty().with_attributes(
+        detected
+            .iter()
+            .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+    );
     if !named {
         builder = builder.with_service_name(service_name.to_owned());
     }
