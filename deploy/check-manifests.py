@@ -79,6 +79,14 @@ SECRET_DOCS = ["deploy/k8s/overlays/aliyun/README.md", "docs/tutorial.md"]
 READYZ_SOURCE = "api-gateway/src/routes/health.rs"
 HEALTHCHECK_SOURCE = "shared/src/app.rs"
 HEALTHCHECK_COMMAND = ["easy-note", "healthcheck"]
+# Liveness (and start-up, which gates it) ask only whether the process
+# answers; readiness asks for SERVING, which follows the database. A
+# liveness probe that asks the database gets every replica killed by a
+# database failover.
+PROBE_COMMANDS = {"startupProbe": HEALTHCHECK_COMMAND + ["--live"],
+                  "readinessProbe": HEALTHCHECK_COMMAND,
+                  "livenessProbe": HEALTHCHECK_COMMAND + ["--live"]}
+PROBE_PATHS = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
 # Secrets only one role may hold: the others must not be able to read them.
 ROLE_SECRETS = {"EASYNOTE_JWT_SECRET": {"api-gateway", "all"},
                 "EASYNOTE_DATABASE_URL": {"user-service", "note-service", "all"}}
@@ -422,6 +430,8 @@ def check_container(where, container, pod, docs, inputs, errors):
     check_tls(where, role, env, container, pod, errors)
     if role in GRPC_ROLES:
         check_exec_probes(where, container, inputs, errors)
+    else:
+        check_http_probes(where, container, errors)
 
 
 def secrets_read(container, pod):
@@ -499,16 +509,31 @@ def check_exec_probes(where, container, inputs, errors):
         probe = container.get(name)
         if not probe:
             continue
-        if probe.get("exec", {}).get("command") != HEALTHCHECK_COMMAND:
+        command = probe.get("exec", {}).get("command")
+        if command != PROBE_COMMANDS[name]:
             kind = next((k for k in ("grpc", "httpGet", "tcpSocket", "exec") if k in probe), "?")
-            errors.append(f"{where}: {name} is a {kind} probe; with mutual TLS the kubelet cannot "
-                          f"pass the handshake: use exec {HEALTHCHECK_COMMAND}")
+            if kind == "exec" and command and command[:2] == HEALTHCHECK_COMMAND:
+                errors.append(f"{where}: {name} runs {command}: use {PROBE_COMMANDS[name]} "
+                              "(liveness never asks the database; readiness does)")
+            else:
+                errors.append(f"{where}: {name} is a {kind} probe; with mutual TLS the kubelet "
+                              f"cannot pass the handshake: use exec {PROBE_COMMANDS[name]}")
             continue
         timeout = probe.get("timeoutSeconds", PROBE_DEFAULTS["timeoutSeconds"])
         if inputs.probe_bound is not None and timeout <= inputs.probe_bound:
             errors.append(f"{where}: {name} timeoutSeconds is {timeout}s, but `easy-note "
                           f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
                           f"{HEALTHCHECK_SOURCE}) plus its own start; make it longer")
+
+
+def check_http_probes(where, container, errors):
+    """The gateway's HTTP probes: liveness /healthz (never the downstream
+    services), readiness /readyz."""
+    for name, path in PROBE_PATHS.items():
+        have = ((container.get(name) or {}).get("httpGet") or {}).get("path")
+        if have is not None and have != path:
+            errors.append(f"{where}: {name} asks {have}; use {path} (liveness never asks "
+                          "the downstream services; readiness does)")
 
 
 def check_overlay_nacos_auth(name, docs, errors):
@@ -1035,6 +1060,13 @@ def mutations():
         ("user-service without its Nacos password", "local",
          lambda d: container(d, "user-service")["env"].remove(
              env_var(container(d, "user-service"), "NACOS_PASSWORD")), "no NACOS_PASSWORD"),
+        ("the gateway's liveness asks the downstream services", "local",
+         lambda d: container(d, "api-gateway")["livenessProbe"]["httpGet"].update(path="/readyz"),
+         "livenessProbe asks /readyz"),
+        ("note-service's liveness asks the database", "aliyun",
+         lambda d: container(d, "note-service")["livenessProbe"]["exec"].update(
+             command=["easy-note", "healthcheck"]),
+         "liveness never asks the database"),
         ("note-service's liveness gives up before the health check does", "aliyun",
          lambda d: container(d, "note-service")["livenessProbe"].update(timeoutSeconds=3),
          "livenessProbe timeoutSeconds is 3s"),

@@ -42,11 +42,16 @@ enum Command {
         check: Option<ServiceCommand>,
     },
     /// Probe the server this environment configures on this host: exit 0
-    /// when it is healthy (for container health checks).
+    /// when it is ready to serve (readiness checks), or with `--live` when
+    /// it is alive (liveness checks).
     Healthcheck {
         /// Which role to probe; by default `--service` / `EASYNOTE_SERVICE`.
         #[arg(value_enum)]
         role: Option<Role>,
+        /// Only ask whether the process answers, not whether its database
+        /// or downstream services do.
+        #[arg(long)]
+        live: bool,
     },
     /// Write a development CA and a certificate per service (and one for
     /// the all-in-one process), to turn mutual TLS on locally. Not for
@@ -115,9 +120,9 @@ fn main() -> ExitCode {
         Some(Command::UserService { check }) => (Role::UserService, check),
         Some(Command::NoteService { check }) => (Role::NoteService, check),
         Some(Command::ApiGateway { check }) => (Role::ApiGateway, check),
-        Some(Command::Healthcheck { role }) => (
+        Some(Command::Healthcheck { role, live }) => (
             role.unwrap_or(cli.service),
-            Some(ServiceCommand::Healthcheck),
+            Some(ServiceCommand::Healthcheck { live }),
         ),
     };
     match role {

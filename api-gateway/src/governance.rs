@@ -20,7 +20,7 @@ use std::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use arc_swap::ArcSwap;
@@ -54,7 +54,7 @@ pub struct EdgeGovernance {
 /// The limiters built for one rules version.
 struct Limiters {
     version: String,
-    rules: Vec<(RateLimit, Limiter)>,
+    rules: Vec<(RateLimit, Arc<Limiter>)>,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -67,25 +67,34 @@ impl std::fmt::Debug for Limiters {
 }
 
 impl Limiters {
-    fn build(version: &str, rules: &Rules) -> Self {
-        Self {
+    /// The limiters of `rules`, or the rule that cannot be built. Rules
+    /// that validated always build (validation bounds `per_second` and
+    /// `burst` with the same check); this is the backstop.
+    fn build(version: &str, rules: &Rules) -> Result<Self, String> {
+        let built = rules
+            .gateway
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                quota(rule)
+                    .map(|quota| (rule.clone(), Arc::new(RateLimiter::keyed(quota))))
+                    .ok_or_else(|| format!("gateway.rate_limits[{i}]"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             version: version.to_owned(),
-            rules: rules
-                .gateway
-                .rate_limits
-                .iter()
-                .map(|rule| (rule.clone(), RateLimiter::keyed(quota(rule))))
-                .collect(),
-        }
+            rules: built,
+        })
     }
 }
 
-fn quota(rule: &RateLimit) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / rule.per_second).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst)
+/// The GCRA quota of `rule`: `None` when its period or depth is not a
+/// duration the limiter can hold (it panics on those).
+fn quota(rule: &RateLimit) -> Option<Quota> {
+    let period = rule.period()?;
+    let burst = NonZeroU32::new(rule.burst)?;
+    Some(Quota::with_period(period)?.allow_burst(burst))
 }
 
 impl EdgeGovernance {
@@ -93,7 +102,13 @@ impl EdgeGovernance {
     pub fn new(governance: Governance) -> Self {
         let limiters = {
             let active = governance.active();
-            Limiters::build(&active.version, &active.rules)
+            Limiters::build(&active.version, &active.rules).unwrap_or_else(|key| {
+                refuse(&governance, &active.version, &key);
+                Limiters {
+                    version: active.version.clone(),
+                    rules: Vec::new(),
+                }
+            })
         };
         Self {
             governance,
@@ -116,15 +131,35 @@ impl EdgeGovernance {
         }
     }
 
+    /// The limiters of the rules `version`, built on first use. Rules
+    /// whose limiters cannot be built keep the last good limiters, with the
+    /// same warning and refusal count as a document that does not validate.
     fn limiters(&self, version: &str, rules: &Rules) -> Arc<Limiters> {
         let current = self.limiters.load_full();
         if current.version == version {
             return current;
         }
-        let fresh = Arc::new(Limiters::build(version, rules));
+        let fresh = match Limiters::build(version, rules) {
+            Ok(built) => Arc::new(built),
+            Err(key) => {
+                refuse(&self.governance, version, &key);
+                // The last good limiters, buckets and all, remembered under
+                // the new version so that the refusal is made once.
+                Arc::new(Limiters {
+                    version: version.to_owned(),
+                    rules: current.rules.clone(),
+                })
+            }
+        };
         self.limiters.store(fresh.clone());
         fresh
     }
+}
+
+/// Counts and logs rate limits of `version` that cannot be built.
+fn refuse(governance: &Governance, version: &str, key: &str) {
+    governance.metrics().refused.add(1, &[]);
+    tracing::warn!(%version, %key, "governance rate limit cannot be built; keeping the last good limits");
 }
 
 /// Releases an in-flight slot when the request is done.
@@ -379,12 +414,15 @@ mod tests {
 
     #[test]
     fn quotas_follow_the_rule() {
-        let limiter: Limiter = RateLimiter::keyed(quota(&RateLimit {
-            route: "*".into(),
-            key: LimitKey::Ip,
-            per_second: 1.0,
-            burst: 3,
-        }));
+        let limiter: Limiter = RateLimiter::keyed(
+            quota(&RateLimit {
+                route: "*".into(),
+                key: LimitKey::Ip,
+                per_second: 1.0,
+                burst: 3,
+            })
+            .expect("a quota"),
+        );
         let key = "1.2.3.4".to_owned();
         for _ in 0..3 {
             assert!(limiter.check_key(&key).is_ok());
@@ -393,6 +431,57 @@ mod tests {
         assert!(
             limiter.check_key(&"5.6.7.8".to_owned()).is_ok(),
             "other keys are not"
+        );
+    }
+
+    #[test]
+    fn limits_at_the_edges_of_validation_build_and_answer_without_a_panic() {
+        use easynote_shared::governance::rules::{MAX_COUNT, MAX_PER_SECOND, MIN_PER_SECOND};
+        for (per_second, burst) in [
+            (MIN_PER_SECOND, MAX_COUNT),
+            (MIN_PER_SECOND, 1),
+            (MAX_PER_SECOND, MAX_COUNT),
+            (MAX_PER_SECOND, 1),
+        ] {
+            let rule = RateLimit {
+                route: "*".into(),
+                key: LimitKey::Global,
+                per_second,
+                burst,
+            };
+            let limiter: Limiter = RateLimiter::keyed(quota(&rule).expect("builds"));
+            let key = String::new();
+            for _ in 0..3 {
+                let _ = limiter.check_key(&key);
+            }
+        }
+        let too_slow = RateLimit {
+            route: "*".into(),
+            key: LimitKey::Ip,
+            per_second: 1e-11,
+            burst: 1,
+        };
+        assert!(quota(&too_slow).is_none(), "584 years and more: refused");
+    }
+
+    #[test]
+    fn rules_whose_limits_cannot_be_built_keep_the_last_good_limits() {
+        let governance =
+            Governance::new(&easynote_shared::governance::GovernanceConfig::defaults());
+        let edge = EdgeGovernance::new(governance);
+        let good = edge.limiters.load_full();
+        assert_eq!(good.rules.len(), 2, "the default limits");
+        // Rules that skipped validation (they cannot come from a document).
+        let mut rules = Rules::default();
+        rules.gateway.rate_limits[0].per_second = 1e-11;
+        let kept = edge.limiters("bad", &rules);
+        assert_eq!(kept.version, "bad");
+        assert!(
+            kept.rules
+                .iter()
+                .zip(&good.rules)
+                .all(|((_, a), (_, b))| Arc::ptr_eq(a, b)),
+            "the same limiters, buckets and all"
         );
     }
 }

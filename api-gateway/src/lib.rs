@@ -14,13 +14,14 @@ mod http;
 pub mod login_throttle;
 pub mod observe;
 mod openapi;
+mod panics;
 mod routes;
 mod state;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
     discovery::{Discovery, Registration, Upstream},
@@ -118,18 +119,7 @@ impl Gateway {
     /// and drains in-flight requests for at most the shutdown timeout.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let state = AppState {
-            users: self.users,
-            notes: self.notes,
-            jwt: Arc::new(auth::JwtKeys::new(&self.config.jwt)),
-            body_limit: self.config.body_limit,
-            shutdown: shutdown.clone(),
-            edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
-            logins: Arc::new(login_throttle::LoginThrottle::new(
-                self.config.login_throttle,
-            )),
-            request_timeout: self.config.http.request_timeout,
-        };
+        let state = self.state(&shutdown);
         prune_idle_state(&state, &shutdown);
         let app = app(state);
         let (listener, http) = (self.listener, self.config.http);
@@ -146,6 +136,23 @@ impl Gateway {
             std::future::ready(()),
         )
         .await
+    }
+
+    /// The state every handler shares, for a gateway stopping on `shutdown`.
+    fn state(&self, shutdown: &Shutdown) -> AppState {
+        AppState {
+            users: self.users.clone(),
+            notes: self.notes.clone(),
+            jwt: Arc::new(auth::JwtKeys::new(&self.config.jwt)),
+            body_limit: self.config.body_limit,
+            shutdown: shutdown.clone(),
+            edge: Arc::new(governance::EdgeGovernance::new(self.governance.clone())),
+            logins: Arc::new(login_throttle::LoginThrottle::new(
+                self.config.login_throttle,
+            )),
+            request_timeout: self.config.http.request_timeout,
+            panics: Arc::default(),
+        }
     }
 }
 
@@ -172,16 +179,28 @@ fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
     });
 }
 
-/// The whole HTTP application over `state`: routes, body limit, panics
-/// answered as 500s, governance at the edge, the request timeout, and a
-/// traced, measured span per request.
+/// The whole HTTP application over `state`; see [`layered`].
 pub fn app(state: AppState) -> Router {
+    layered(routes::router(), state)
+}
+
+/// `routes` under the gateway's layers, outermost first (a request goes
+/// through them in this order, its answer back in the reverse one):
+///
+/// 1. `observe`: the traced, measured span of the request and its access
+///    log line, so every answer below is seen, a caught panic's 500 too;
+/// 2. the panic catcher: a panic anywhere below is a 500 with the envelope,
+///    never a reset connection, and counts toward readiness
+///    ([`panics`]);
+/// 3. `bound_request`: the whole request's time bound
+///    (`EASYNOTE_HTTP_REQUEST_TIMEOUT`);
+/// 4. `govern`: shedding, rate limits, the route's deadline and lane;
+/// 5. the body limit, then the handler.
+fn layered(routes: Router<AppState>, state: AppState) -> Router {
     let (body_limit, request_timeout) = (state.body_limit, state.request_timeout);
-    routes::router()
+    let panics = state.panics.clone();
+    routes
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             governance::govern,
@@ -191,8 +210,91 @@ pub fn app(state: AppState) -> Router {
             http::bound_request,
         ))
         .layer(middleware::from_fn_with_state(
+            panics.clone(),
+            panics::mark_served,
+        ))
+        .layer(CatchPanicLayer::custom(move |panic| panics.caught(panic)))
+        .layer(middleware::from_fn_with_state(
             HttpServerMetrics::new(),
             observe::observe,
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use easynote_shared::config::Env;
+
+    /// A gRPC health server on port 0 answering SERVING, standing in for
+    /// both services (readiness asks only their health).
+    async fn serving() -> String {
+        let (_, service) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    /// A handler with a bug.
+    async fn boom() -> &'static str {
+        panic!("a bug in a handler")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_handler_is_a_500_and_readiness_turns_false_until_requests_are_served() {
+        let downstream = serving().await;
+        let env = Env::from_pairs([
+            ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
+            ("EASYNOTE_USER_ADDRS", downstream.as_str()),
+            ("EASYNOTE_NOTE_ADDRS", downstream.as_str()),
+        ]);
+        let gateway = Gateway::build(Config::from_env(&env).expect("config"))
+            .await
+            .expect("build");
+        let base = format!("http://{}", gateway.local_addr());
+        let (trigger, shutdown) = easynote_shared::shutdown::channel();
+        let routes = routes::router()
+            .route("/v1/boom", get(boom))
+            .route("/v1/fine", get(|| async { "fine" }));
+        let app = layered(routes, gateway.state(&shutdown));
+        let (listener, http) = (gateway.listener, gateway.config.http);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            http::serve(listener, app, http, async move { stop.requested().await }).await
+        });
+
+        let client = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let (client, url) = (client.clone(), format!("{base}{path}"));
+            async move {
+                let reply = client
+                    .get(url)
+                    .send()
+                    .await
+                    .expect("an answer, not a reset");
+                let status = reply.status().as_u16();
+                (status, reply.text().await.expect("a body"))
+            }
+        };
+        assert_eq!(get("/readyz").await.0, 200, "ready at first");
+        for _ in 0..3 {
+            let (status, body) = get("/v1/boom").await;
+            assert_eq!(status, 500, "{body}");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("the envelope");
+            assert_eq!(body["code"], 10001, "{body}");
+        }
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, 503, "every request panics: not ready ({body})");
+        assert!(body.contains("requests are failing"), "{body}");
+        assert_eq!(get("/healthz").await.0, 200, "still alive");
+        assert_eq!(get("/v1/fine").await.0, 200);
+        assert_eq!(get("/readyz").await.0, 200, "a request served: ready again");
+        trigger.trigger();
+    }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
-use crate::{auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle};
+use crate::{
+    auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle, panics::Panics,
+};
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
 #[derive(Debug, Clone)]
@@ -25,4 +27,7 @@ pub struct AppState {
     pub logins: Arc<LoginThrottle>,
     /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
     pub request_timeout: std::time::Duration,
+    /// Panics caught in the request path (readiness turns false while
+    /// requests keep panicking).
+    pub panics: Arc<Panics>,
 }

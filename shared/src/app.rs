@@ -4,7 +4,11 @@
 //!
 //! Every binary also answers `<binary> healthcheck`: it probes the server
 //! configured by the same environment on this host and exits 0 when it is
-//! healthy, so container images need no shell or curl for health checks.
+//! ready (a gRPC server reports SERVING, which needs its database; the
+//! gateway's `/readyz`), and `<binary> healthcheck --live` exits 0 when the
+//! process answers at all (liveness: never the database or downstream
+//! services, so a database failover does not get every replica killed).
+//! Container images need no shell or curl for health checks.
 //! `--help` and `--version` come from clap.
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
@@ -25,14 +29,16 @@ use crate::{
 /// How `healthcheck` probes the server of a binary.
 #[derive(Debug, Clone, Copy)]
 pub enum Probe {
-    /// A gRPC server: `grpc.health.v1.Health/Check` must answer SERVING.
+    /// A gRPC server: `grpc.health.v1.Health/Check` must answer SERVING
+    /// (for the server as a whole, or [`LIVENESS`](crate::grpc::LIVENESS)).
     Grpc {
         /// The variable holding the listen address.
         addr_var: &'static str,
         /// Its default.
         default_addr: &'static str,
     },
-    /// An HTTP server: `GET /healthz` must answer 200.
+    /// An HTTP server: `GET /readyz` (or `/healthz` for liveness) must
+    /// answer 200.
     Http {
         /// The variable holding the listen address.
         addr_var: &'static str,
@@ -54,8 +60,14 @@ pub(crate) struct ServiceCli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
 pub enum ServiceCommand {
     /// Probe the server this environment configures on this host: exit 0
-    /// when it is healthy (for container health checks).
-    Healthcheck,
+    /// when it is ready to serve (for readiness checks), or with `--live`
+    /// when it is alive (for liveness checks).
+    Healthcheck {
+        /// Only ask whether the process answers, not whether its database
+        /// or downstream services do.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 /// The whole `main` of a one-service binary (`user-service`, …): parses
@@ -103,8 +115,8 @@ where
         }
     };
     let env = Env::from_process();
-    if command == Some(ServiceCommand::Healthcheck) {
-        return match runtime.block_on(run_probe(service, probe, &env)) {
+    if let Some(ServiceCommand::Healthcheck { live }) = command {
+        return match runtime.block_on(run_probe(service, probe, &env, live)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("{service} is not healthy: {err:#}");
@@ -163,11 +175,13 @@ pub fn report_addrs(env: &Env, addrs: &[(&str, SocketAddr)]) -> anyhow::Result<(
 }
 
 /// Probes the local server of `service` described by `probe` and `env`
-/// (over mutual TLS as `service` itself when the environment sets it up).
+/// (over mutual TLS as `service` itself when the environment sets it up):
+/// its readiness, or its liveness with `live`.
 pub(crate) async fn run_probe(
     service: &'static str,
     probe: Probe,
     env: &Env,
+    live: bool,
 ) -> anyhow::Result<()> {
     let (var, default, grpc) = match probe {
         Probe::Grpc {
@@ -191,9 +205,10 @@ pub(crate) async fn run_probe(
     };
     let check = async {
         if grpc {
-            probe_grpc(addr, tls.as_ref(), service).await
+            let name = if live { crate::grpc::LIVENESS } else { "" };
+            probe_grpc(addr, tls.as_ref(), service, name).await
         } else {
-            probe_http(addr).await
+            probe_http(addr, if live { "/healthz" } else { "/readyz" }).await
         }
     };
     tokio::time::timeout(Duration::from_secs(3), check)
@@ -214,10 +229,17 @@ fn local_target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn probe_grpc(addr: SocketAddr, tls: Option<&Tls>, service: &str) -> anyhow::Result<()> {
+async fn probe_grpc(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    service: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let channel = crate::tls::health_channel(addr, tls, service).await?;
     let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
+        .check(HealthCheckRequest {
+            service: name.to_owned(),
+        })
         .await?;
     match reply.get_ref().status() {
         ServingStatus::Serving => Ok(()),
@@ -225,12 +247,11 @@ async fn probe_grpc(addr: SocketAddr, tls: Option<&Tls>, service: &str) -> anyho
     }
 }
 
-async fn probe_http(addr: SocketAddr) -> anyhow::Result<()> {
+async fn probe_http(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
     let mut head = vec![0; 64];
@@ -308,10 +329,14 @@ mod tests {
                 default_addr: "127.0.0.1:1",
             },
         ] {
-            assert!(
-                run_probe("easy-note-user", probe, &env).await.is_err(),
-                "{probe:?}"
-            );
+            for live in [false, true] {
+                assert!(
+                    run_probe("easy-note-user", probe, &env, live)
+                        .await
+                        .is_err(),
+                    "{probe:?}"
+                );
+            }
         }
     }
 }

@@ -116,9 +116,23 @@ impl Migrations {
     pub fn new(mut sqlite: Migrator, mut mysql: Migrator) -> Self {
         sqlite.set_ignore_missing(true);
         mysql.set_ignore_missing(true);
+        // sqlx serialises MySQL migrations with `GET_LOCK(name, -1)`: MySQL
+        // waits for ever on a negative timeout, but MariaDB answers NULL at
+        // once (10.11, measured), so two replicas starting together both
+        // migrated and one exited ("partially applied", or a duplicate
+        // version in `_sqlx_migrations`): 4 fresh installs in 7 lost a
+        // note-service replica. [`Database::migrate`] takes a lock that
+        // waits on both instead.
+        mysql.set_locking(false);
         Self { sqlite, mysql }
     }
 }
+
+/// How long a process waits for another one's migrations before it gives up.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// The lock every process migrating a MySQL database takes: one per database.
+const MIGRATION_LOCK: &str = "SELECT GET_LOCK(CONCAT('easy-note-migrations:', DATABASE()), ?)";
 
 /// Why the database could not be used at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +154,40 @@ pub enum DbError {
     /// Applying the migrations failed.
     #[error("applying migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another process held the migration lock for too long, or taking it
+    /// failed.
+    #[error("taking the migration lock failed")]
+    MigrationLock(#[source] sqlx::Error),
     /// Creating the directory of the SQLite file failed.
     #[error("creating the directory for the SQLite file failed")]
     Io(#[from] std::io::Error),
+}
+
+/// Takes the database's migration lock on `conn`, waiting (in steps of a
+/// positive timeout, which MySQL and MariaDB both honour) while another
+/// process applies migrations, for at most [`MIGRATION_LOCK_WAIT`].
+async fn lock_migrations(conn: &mut sqlx::MySqlConnection) -> Result<(), DbError> {
+    const STEP_SECONDS: u64 = 5;
+    let started = std::time::Instant::now();
+    loop {
+        let got: Option<i64> = sqlx::query_scalar(MIGRATION_LOCK)
+            .bind(STEP_SECONDS as i64)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::MigrationLock)?;
+        match got {
+            Some(1) => return Ok(()),
+            _ if started.elapsed() >= MIGRATION_LOCK_WAIT => {
+                return Err(DbError::MigrationLock(sqlx::Error::Protocol(format!(
+                    "another process held the migration lock for {MIGRATION_LOCK_WAIT:?}"
+                ))));
+            }
+            _ => tracing::info!(
+                waited_s = started.elapsed().as_secs(),
+                "another process is applying migrations; waiting for it"
+            ),
+        }
+    }
 }
 
 impl Database {
@@ -227,7 +272,19 @@ impl Database {
     async fn migrate(&self, migrations: &Migrations) -> Result<(), DbError> {
         match self {
             Self::Sqlite(pool) => migrations.sqlite.run(pool).await?,
-            Self::MySql(pool) => migrations.mysql.run(pool).await?,
+            Self::MySql(pool) => {
+                // One connection holds the lock and applies the migrations;
+                // the lock goes with it if the process dies meanwhile.
+                let mut conn = pool.acquire().await.map_err(DbError::MigrationLock)?;
+                lock_migrations(&mut conn).await?;
+                let applied = migrations.mysql.run_direct(&mut *conn).await;
+                let released =
+                    sqlx::query("SELECT RELEASE_LOCK(CONCAT('easy-note-migrations:', DATABASE()))")
+                        .execute(&mut *conn)
+                        .await;
+                applied?;
+                released.map_err(DbError::MigrationLock)?;
+            }
         }
         Ok(())
     }

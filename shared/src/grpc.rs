@@ -177,7 +177,9 @@ impl GrpcService {
     /// [`lifecycle`](crate::lifecycle) until `shutdown`, then closes the
     /// database pool. Health answers SERVING from the start for the server
     /// and `api`, NOT_SERVING for both while the database does not answer,
-    /// and NOT_SERVING for good once shutdown begins.
+    /// and NOT_SERVING for good once shutdown begins (readiness). The
+    /// health service [`LIVENESS`] answers SERVING for as long as the
+    /// process serves at all, whatever its database does.
     pub async fn serve<S>(self, api: S, shutdown: Shutdown) -> anyhow::Result<()>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -191,9 +193,11 @@ impl GrpcService {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
         let name = S::NAME;
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
+        for service in [name, LIVENESS] {
+            health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
         let router = telemetry::grpc::server()
             .add_service(health_service)
             .add_service(Authorized::new(
@@ -239,6 +243,12 @@ impl GrpcService {
         served
     }
 }
+
+/// The gRPC health service name of liveness: SERVING while the process
+/// serves, whatever its database and downstream services do. Liveness
+/// probes ask it (`easy-note healthcheck --live`); readiness asks the
+/// server as a whole (`""`), which follows the database.
+pub const LIVENESS: &str = "liveness";
 
 /// How often a serving process checks that its database answers.
 const DB_CHECK_INTERVAL: Duration = Duration::from_secs(2);

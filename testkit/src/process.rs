@@ -92,11 +92,26 @@ impl Proc {
 
     /// Asks the process to stop gracefully (what Kubernetes does).
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Freezes the process (SIGSTOP), as a hung process or a paused
+    /// container is: its kernel still accepts connections, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {} failed", self.name);
+        assert!(status.success(), "kill {signal} {} failed", self.name);
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

@@ -1,6 +1,6 @@
 //! Dependencies that go away, shutdown under load, and the all-in-one run.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use easynote_shared::{config::Env, shutdown};
 use easynote_testkit::{TestDatabase, eventually, proxy::TcpProxy};
@@ -127,6 +127,29 @@ async fn health_of(addr: std::net::SocketAddr) -> Result<ServingStatus, String> 
         .map_err(|status| status.to_string())
 }
 
+/// Longer than the liveness probes of the Kubernetes manifests give a
+/// process before it is killed (`periodSeconds` 10 x `failureThreshold` 3).
+const LIVENESS_WINDOW: Duration = Duration::from_secs(31);
+
+/// `easy-note healthcheck [--live] ROLE` against the server at `addr`, as
+/// the container probes run it: whether it passed.
+async fn healthcheck(role: &str, addr: std::net::SocketAddr, live: bool) -> bool {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_easy-note"));
+    command.arg("healthcheck").arg(role);
+    if live {
+        command.arg("--live");
+    }
+    command
+        .env_clear()
+        .env("EASYNOTE_GRPC_ADDR", addr.to_string());
+    // Off the test's runtime, which serves the in-process servers.
+    tokio::task::spawn_blocking(move || command.output().expect("run easy-note healthcheck"))
+        .await
+        .expect("the probe ran")
+        .status
+        .success()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_database_gives_503_and_not_serving_then_recovers() {
     let Some(mut db) = TestDatabase::mysql().await else {
@@ -192,6 +215,33 @@ async fn a_stopped_database_gives_503_and_not_serving_then_recovers() {
     }
     let (status, body) = app.get("/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // Liveness is not readiness: for longer than the Kubernetes liveness
+    // window (3 failed probes 10 s apart), the binary's own liveness probe
+    // keeps passing while its readiness probe fails, so no replica would be
+    // killed for a database outage.
+    let window = Instant::now() + LIVENESS_WINDOW;
+    let mut probes = 0;
+    while Instant::now() < window {
+        for (role, addr) in [
+            ("user-service", app.user.addr),
+            ("note-service", app.note.addr),
+        ] {
+            assert!(
+                healthcheck(role, addr, true).await,
+                "{role}: liveness failed during a database outage"
+            );
+            assert!(
+                !healthcheck(role, addr, false).await,
+                "{role}: readiness passed during a database outage"
+            );
+            probes += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert!(probes >= 12, "probed throughout the window: {probes}");
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "the gateway is alive too");
 
     proxy.restore();
     for (name, addr) in [
@@ -313,4 +363,46 @@ async fn the_all_in_one_suite_serves_and_stops_cleanly() {
         http.get(format!("{base}/ping")).send().await.is_err(),
         "nothing listens after the stop"
     );
+}
+
+/// Replicas of both services starting at the same moment on an empty
+/// MySQL-compatible database (a fresh `docker compose up`, a new cluster):
+/// each one either applies the migrations or waits for the one that does,
+/// and none fails. MariaDB once let them all migrate at once (its
+/// `GET_LOCK` does not wait on the negative timeout sqlx passes), and one
+/// replica in two exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_at_once_on_an_empty_mysql_database_all_apply_the_migrations() {
+    use easynote_shared::db::{Database, DatabaseConfig};
+    const ROUNDS: usize = 5;
+    const REPLICAS: usize = 4;
+    for round in 0..ROUNDS {
+        let Some(db) = TestDatabase::mysql().await else {
+            eprintln!(
+                "skipped: no MySQL server configured ({})",
+                easynote_testkit::MYSQL_URL_VAR
+            );
+            return;
+        };
+        let mut starting = tokio::task::JoinSet::new();
+        for replica in 0..REPLICAS {
+            let url = db.url.clone();
+            starting.spawn(async move {
+                let migrations = if replica % 2 == 0 {
+                    note_service::migrations()
+                } else {
+                    user_service::migrations()
+                };
+                Database::connect(&DatabaseConfig::new(url), &migrations)
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| format!("replica {replica}: {:#}", anyhow::Error::from(err)))
+            });
+        }
+        while let Some(started) = starting.join_next().await {
+            started
+                .expect("a replica's task")
+                .unwrap_or_else(|err| panic!("round {round}: {err}"));
+        }
+    }
 }

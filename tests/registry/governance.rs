@@ -499,7 +499,10 @@ async fn retries_of_a_failing_instance_stay_within_the_budget() {
     let rules = json!({
         "clients": {"easy-note-note": {"QueryNote": {
             "retry": {"max_attempts": 2, "budget_percent": 10, "min_per_second": 0},
-            "breaker": {"min_requests": 100000}}}},
+            "breaker": {"min_requests": 100000},
+            // Keeps the failing instance in rotation: this test is about
+            // the budget, not about ejecting it (isolation.rs is).
+            "outlier": {"max_ejected_percent": 0}}}},
         "faults": [{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100,
                     "status": "UNAVAILABLE", "instances": {"zone": "b"}}]});
     cluster
@@ -723,4 +726,115 @@ async fn the_file_source_works_without_nacos_and_is_read_again_when_it_changes()
             }
         })
         .await;
+}
+
+/// A document with every number at an edge of its bound that leaves
+/// queries served: the largest limits and deadlines, the smallest where
+/// the rule applies to a route or method the queries do not use.
+fn edge_document(register_per_second: f64) -> String {
+    let extreme_client = json!({
+        "timeout_ms": 600_000,
+        "retry": {"max_attempts": 5, "budget_percent": 100, "min_per_second": 1_000_000,
+                  "backup_delay_ms": 60_000},
+        "breaker": {"error_rate": 1, "min_requests": 1_000_000, "window_ms": 3_600_000,
+                    "open_ms": 3_600_000, "half_open_requests": 100},
+        "outlier": {"consecutive_failures": 1000, "base_ejection_ms": 3_600_000,
+                    "max_ejection_ms": 3_600_000, "max_ejected_percent": 100}});
+    let smallest_client = json!({
+        "timeout_ms": 1,
+        "retry": {"max_attempts": 1, "budget_percent": 0, "min_per_second": 0, "backup_delay_ms": 0},
+        "breaker": {"error_rate": 0.000_001, "min_requests": 1, "window_ms": 100, "open_ms": 1,
+                    "half_open_requests": 1},
+        "outlier": {"consecutive_failures": 1, "base_ejection_ms": 1, "max_ejection_ms": 1,
+                    "max_ejected_percent": 0}});
+    json!({
+        "gateway": {
+            "max_in_flight": 1_000_000,
+            "timeouts_ms": {"*": 600_000, "POST /v1/user/register": 1},
+            "rate_limits": [
+                {"route": "POST /v1/user/register", "key": "ip",
+                 "per_second": register_per_second, "burst": 1},
+                {"route": "*", "key": "user", "per_second": 1_000_000, "burst": 1_000_000}]},
+        "clients": {"easy-note-note": {"*": extreme_client, "DeleteNote": smallest_client}},
+        "servers": {
+            "easy-note-note": {"max_in_flight": 1_000_000,
+                               "methods": {"DeleteNote": {"max_in_flight": 1}}},
+            "easy-note-user": {"max_in_flight": 1_000_000,
+                               "methods": {"CheckUser": {"max_in_flight": 1}}}},
+        "routing": {"easy-note-note": {"lanes": [
+            {"name": "nobody", "match": {"user_percent": 0}, "instances": {"lane": "nobody"}},
+            {"name": "everybody", "match": {"user_percent": 100}, "instances": {"lane": "none-such"}}]}},
+        "faults": [{"service": "easy-note-note", "method": "DeleteNote", "abort_percent": 100,
+                    "delay_ms": 60_000}]
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_at_every_edge_apply_and_one_past_an_edge_is_refused_while_queries_go_on() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, services, gateway) = governed(&[&[]]).await;
+    let token = sign_up(&cluster, &gateway, "edges").await;
+    let load = crate::load::Load::queries(&format!("http://{}", gateway.addr), &token, 2);
+
+    let edges = edge_document(easynote_shared::governance::rules::MIN_PER_SECOND);
+    let version = easynote_shared::governance::rules::version_of(&edges);
+    cluster.nacos().publish_config(DATA_ID, &edges).await;
+    for process in services.iter().chain([&gateway]) {
+        cluster
+            .eventually(
+                RULES_WITHIN,
+                "every process applies the edge document",
+                || async {
+                    let log = process.proc.output();
+                    if log.contains("governance rules changed") && log.contains(&version) {
+                        Ok(())
+                    } else {
+                        Err(format!("{} has not applied {version}", process.proc.name))
+                    }
+                },
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 1e-11 per second once made every request panic inside the limiter.
+    let past = edge_document(1e-11);
+    cluster.nacos().publish_config(DATA_ID, &past).await;
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "one past the edge is refused, naming the key",
+            || async {
+                let log = gateway.proc.output();
+                let refused = log.lines().any(|line| {
+                    line.contains("governance rules refused")
+                        && line.contains("gateway.rate_limits[0].per_second")
+                });
+                if refused {
+                    Ok(())
+                } else {
+                    Err("no refusal logged yet")
+                }
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = load.finish().await;
+    eprintln!(
+        "queries while the edge documents were published: {}",
+        report.summary()
+    );
+    assert!(report.total >= 20, "the queries ran: {}", report.summary());
+    assert!(
+        report.failures.is_empty(),
+        "no query failed: {}",
+        report.summary()
+    );
+    let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the edge rules stay in force: {body}"
+    );
 }

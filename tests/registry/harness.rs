@@ -28,3 +28,11 @@ pub async fn cluster() -> Cluster {
     cluster.set(&[("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned())]);
     cluster
 }
+
+/// A directory for the services, which find each other by static address
+/// lists instead of a registry, with the same settings.
+pub fn static_cluster() -> Cluster {
+    let mut cluster = Cluster::with_static_lists(&suite_bin());
+    cluster.set(&[("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned())]);
+    cluster
+}

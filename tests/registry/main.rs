@@ -9,6 +9,7 @@ mod errors;
 mod failover;
 mod governance;
 mod harness;
+mod isolation;
 mod load;
 mod registration;
 
@@ -37,27 +38,46 @@ struct Suite {
     cluster: Cluster,
 }
 
+/// How a suite's services find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FoundThrough {
+    /// Through rnacos.
+    Nacos,
+    /// By static address lists (`EASYNOTE_*_ADDRS`).
+    StaticLists,
+}
+
+/// The rules of most registry tests. Their load comes from one user,
+/// faster than the default per-user rate limit allows. Their note-services
+/// share one SQLite file, where a write can wait seconds for the other
+/// process's lock, or for a synced commit, on a busy machine (CI runs other
+/// tests' databases beside them): the route deadline (3 s by default) and
+/// the per-call timeouts (1 s) are raised so that such a wait, which is not
+/// what these tests are about, does not fail a request. Creates are never
+/// retried, so one slow commit would.
+const PATIENT_RULES: &str = r#"{
+    "gateway": {"rate_limits": [], "timeouts_ms": {"*": 10000}},
+    "clients": {
+        "easy-note-note": {"*": {"timeout_ms": 10000}},
+        "easy-note-user": {"*": {"timeout_ms": 10000}}
+    }
+}"#;
+
 impl Suite {
     /// rnacos, one user-service, `notes` note-services and a gateway (ready
-    /// when there is a note-service).
+    /// when there is a note-service), under [`PATIENT_RULES`].
     async fn start(notes: usize) -> Self {
-        let mut cluster = harness::cluster().await;
-        // The load of these tests comes from one user, faster than the
-        // default per-user rate limit allows. Their note-services share one
-        // SQLite file, where a write can wait seconds for the other
-        // process's lock, or for a synced commit, on a busy machine (CI runs
-        // other tests' databases beside them): the route deadline (3 s by
-        // default) and the per-call timeouts (1 s) are raised so that such a
-        // wait, which is not what these tests are about, does not fail a
-        // request. Creates are never retried, so one slow commit would.
+        Self::start_with(FoundThrough::Nacos, notes, PATIENT_RULES).await
+    }
+
+    /// One user-service, `notes` note-services and a gateway found through
+    /// `registry`, under the rules `document`.
+    async fn start_with(registry: FoundThrough, notes: usize, document: &str) -> Self {
+        let mut cluster = match registry {
+            FoundThrough::Nacos => harness::cluster().await,
+            FoundThrough::StaticLists => harness::static_cluster(),
+        };
         let rules = cluster.dir.path().join("governance.json");
-        let document = r#"{
-            "gateway": {"rate_limits": [], "timeouts_ms": {"*": 10000}},
-            "clients": {
-                "easy-note-note": {"*": {"timeout_ms": 10000}},
-                "easy-note-user": {"*": {"timeout_ms": 10000}}
-            }
-        }"#;
         std::fs::write(&rules, document).expect("write the rules");
         cluster.set(&[("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string())]);
         let user = cluster.start_user().await;
@@ -65,7 +85,16 @@ impl Suite {
         for _ in 0..notes {
             started.push(cluster.start_note().await);
         }
-        let gateway = cluster.start_gateway().await;
+        let gateway = match registry {
+            FoundThrough::Nacos => cluster.start_gateway().await,
+            // The suite's static lists name the last note-service only.
+            FoundThrough::StaticLists => {
+                let addrs: Vec<&str> = started.iter().map(|n| n.addr.as_str()).collect();
+                cluster
+                    .start_gateway_with(&[("EASYNOTE_NOTE_ADDRS", addrs.join(","))])
+                    .await
+            }
+        };
         if notes > 0 {
             cluster.wait_ready(&gateway).await;
         }

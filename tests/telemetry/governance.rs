@@ -119,6 +119,42 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
         )
         .await;
     assert!(received > 0);
+
+    // A document one past an edge (a rate limit that would panic the
+    // limiter) is refused, and the refusal is counted.
+    std::fs::write(
+        &rules,
+        json!({"gateway": {"rate_limits": [
+            {"route": "*", "key": "ip", "per_second": 1e-11, "burst": 1}]}})
+        .to_string(),
+    )
+    .expect("write the rules");
+    suite
+        .processes()
+        .eventually(
+            std::time::Duration::from_secs(15),
+            "the refusal is counted",
+            || async {
+                let refused = receiver
+                    .points()
+                    .iter()
+                    .any(|p| p.metric == "easynote.governance.rules.refused");
+                if refused {
+                    Ok(())
+                } else {
+                    Err("no easynote.governance.rules.refused point yet")
+                }
+            },
+        )
+        .await;
+    let (status, _, _) = suite
+        .call(Method::GET, "/v1/note/query", Some(&token), None, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the last good rules (the fault) stay, and the gateway answers"
+    );
     suite.stop().await;
 }
 

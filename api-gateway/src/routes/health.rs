@@ -1,5 +1,6 @@
 //! `/ping`, `/healthz` (liveness) and `/readyz` (readiness: both downstream
-//! services answer their gRPC health checks).
+//! services answer their gRPC health checks, and requests are not
+//! panicking).
 
 use std::{error::Error as _, time::Duration};
 
@@ -55,7 +56,8 @@ pub struct Readiness {
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Readiness>) {
     let (users, notes) = tokio::join!(check(&state.users), check(&state.notes));
     let stopping = state.shutdown.is_requested();
-    let ready = users.is_ok() && notes.is_ok() && !stopping;
+    let panicking = state.panics.failing();
+    let ready = users.is_ok() && notes.is_ok() && !stopping && !panicking;
     let describe = |r: Result<(), String>| r.map_or_else(|e| e, |()| "SERVING".to_owned());
     let readiness = Readiness {
         user_service: describe(users),
@@ -66,6 +68,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelo
     } else {
         let message = if stopping {
             "shutting down"
+        } else if panicking {
+            "requests are failing"
         } else {
             "a downstream service is not ready"
         };

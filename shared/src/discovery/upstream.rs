@@ -3,13 +3,15 @@
 //! call made through [`Upstream::call`] under the governance rules: a
 //! deadline per attempt (no more than what is left of the request's),
 //! retries on another instance within a budget, an optional hedged
-//! request, a circuit breaker per method, and instances picked by lane.
+//! request, outlier detection per instance (a sick instance is ejected,
+//! not the service), a circuit breaker per method for failures the
+//! instances share, and instances picked by lane.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     sync::{
-        Arc, LazyLock, RwLock,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -24,10 +26,11 @@ use crate::{
     config::{ConfigError, Env},
     governance::{
         Governance,
-        breaker::{Breaker, BreakerState},
+        breaker::{Breaker, BreakerState, Permit},
         budget::RetryBudget,
         context::CallContext,
-        rules::{ClientPolicy, Rules},
+        outlier::{self, Admission, Availability, Change, InstanceHealth, Outcome},
+        rules::{BreakerPolicy, ClientPolicy, OutlierPolicy, Rules},
     },
     telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
     tls::{self, Tls},
@@ -70,34 +73,12 @@ impl Default for ChannelSettings {
     }
 }
 
-/// How long an instance whose connection just failed stays out of rotation
-/// (unless every instance is out), so that one dead instance costs at most
-/// one failed attempt per caller until the registry drops it.
-const EJECT_FOR: Duration = Duration::from_secs(5);
-
-/// Milliseconds on a process-wide monotonic clock, for ejection deadlines.
-fn now_millis() -> u64 {
-    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 #[derive(Debug, Clone)]
 struct Backend {
     instance: Instance,
     channel: Channel,
-    /// Out of rotation until this point of [`now_millis`] (0: in rotation).
-    ejected_until: Arc<AtomicU64>,
-}
-
-impl Backend {
-    fn eject(&self) {
-        let until = now_millis().saturating_add(EJECT_FOR.as_millis() as u64);
-        self.ejected_until.store(until, Ordering::Relaxed);
-    }
-
-    fn in_rotation(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) <= now
-    }
+    /// Outlier detection's view of it, kept across instance-set updates.
+    health: Arc<InstanceHealth>,
 }
 
 /// A downstream service as its callers see it: the live set of its
@@ -241,8 +222,11 @@ impl Upstream {
     /// Idempotent methods (reads, health) are retried on another instance
     /// when an attempt fails with UNAVAILABLE, RESOURCE_EXHAUSTED,
     /// DEADLINE_EXCEEDED or a broken connection, within the retry budget,
-    /// and never when the call being served is itself a retry. An instance
-    /// whose connection failed is taken out of rotation for a few seconds.
+    /// and never when the call being served is itself a retry. Each
+    /// attempt's outcome feeds the picked instance's outlier detection; the
+    /// method's breaker sees the call's final outcome only, and not a
+    /// failure that outlier detection pinned on an instance it ejected:
+    /// one sick instance is taken out of rotation, the service stays in.
     pub async fn call<Req, Res, F, Fut>(
         &self,
         method: &'static str,
@@ -257,7 +241,7 @@ impl Upstream {
         let context = CallContext::current();
         let governance = &self.inner.governance;
         if !governance.enabled() {
-            let backend = self.pick_backend(&Selector::Default, None)?;
+            let (backend, _) = self.pick_backend(&Selector::Default, None)?;
             let mut request = tonic::Request::new(request);
             request.set_timeout(ClientPolicy::default().timeout);
             return call(self.traced(&backend), request).await;
@@ -268,13 +252,29 @@ impl Upstream {
         drop(active);
         let state = self.method_state(method);
         state.budget.deposit(Instant::now());
+        let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
+        self.transition(method, change);
+        let Some(permit) = permit else {
+            crate::governance::refused_event("clients.breaker", method);
+            return Err(Status::unavailable(format!(
+                "circuit breaker open for {}/{method}",
+                self.inner.service
+            )));
+        };
+        let mut verdict = BreakerVerdict {
+            upstream: self,
+            method,
+            state: &state,
+            policy: policy.breaker,
+            permit: Some(permit),
+        };
         let attempts = if context.retried {
             1
         } else {
             policy.max_attempts.max(1)
         };
         let mut avoid: Option<String> = None;
-        let mut last: Option<Status> = None;
+        let mut last: Option<(Status, Backend)> = None;
         for attempt in 0..attempts {
             let timeout = match context.deadline {
                 Some(deadline) => deadline
@@ -283,12 +283,7 @@ impl Upstream {
                 None => policy.timeout,
             };
             if timeout.is_zero() {
-                return Err(last.unwrap_or_else(|| {
-                    Status::deadline_exceeded(format!(
-                        "no time left for {}/{method}",
-                        self.inner.service
-                    ))
-                }));
+                break;
             }
             if attempt > 0 {
                 if !state.budget.try_withdraw(
@@ -301,20 +296,24 @@ impl Upstream {
                 }
                 self.count(&governance.metrics().retries, method, Some("retry"));
             }
-            let backend = match self.pick_backend(&selector, avoid.as_deref()) {
-                Ok(backend) => backend,
-                Err(status) => return Err(last.unwrap_or(status)),
+            let (backend, admission) = match self.pick_backend(&selector, avoid.as_deref()) {
+                Ok(picked) => picked,
+                Err(status) if last.is_none() => {
+                    verdict.record(true);
+                    return Err(status);
+                }
+                Err(_) => break,
             };
-            let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
-            self.transition(method, change);
-            let Some(permit) = permit else {
-                crate::governance::refused_event("clients.breaker", method);
-                return Err(Status::unavailable(format!(
-                    "circuit breaker open for {}/{method}",
-                    self.inner.service
-                )));
-            };
-            let first = self.attempt(&call, &backend, &request, timeout, &context, attempt > 0);
+            let first = self.attempt(
+                &call,
+                backend.clone(),
+                admission,
+                &request,
+                timeout,
+                &context,
+                attempt > 0,
+                &policy,
+            );
             let result = match policy.backup_delay {
                 Some(delay) if attempt == 0 && attempts > 1 => {
                     self.hedge(
@@ -325,20 +324,16 @@ impl Upstream {
                 }
                 _ => first.await,
             };
-            let failed = result.as_ref().err().is_some_and(counts_against_breaker);
-            let change = state
-                .breaker
-                .record(permit, failed, &policy.breaker, Instant::now());
-            self.transition(method, change);
             match result {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    verdict.record(false);
+                    return Ok(response);
+                }
+                Err(status) if !is_retryable(&status) => {
+                    verdict.record(self.is_service_failure(&status, &backend));
+                    return Err(self.final_status(status, method));
+                }
                 Err(status) => {
-                    if is_connection_failure(&status) {
-                        backend.eject();
-                    }
-                    if !is_retryable(&status) {
-                        return Err(status);
-                    }
                     tracing::debug!(
                         service = %self.inner.service,
                         method,
@@ -347,23 +342,61 @@ impl Upstream {
                         "attempt failed"
                     );
                     avoid = Some(backend.instance.addr.clone());
-                    last = Some(status);
+                    last = Some((status, backend));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Status::unavailable("no attempt was made")))
+        match last {
+            Some((status, backend)) => {
+                verdict.record(self.is_service_failure(&status, &backend));
+                Err(self.final_status(status, method))
+            }
+            None => {
+                verdict.record(true);
+                Err(Status::deadline_exceeded(format!(
+                    "no time left for {}/{method}",
+                    self.inner.service
+                )))
+            }
+        }
+    }
+
+    /// A call's final error as its caller sees it: a connection that broke
+    /// mid-call (an instance killed, a reset stream) is UNAVAILABLE, as a
+    /// refused one is, never the UNKNOWN or INTERNAL the transport reports,
+    /// which callers would answer as an unexpected failure (a 500).
+    fn final_status(&self, status: Status, method: &str) -> Status {
+        if is_connection_failure(&status) && status.code() != Code::Unavailable {
+            tracing::debug!(service = %self.inner.service, method, error = %status, "the connection failed mid-call");
+            return Status::unavailable(format!(
+                "the connection to {} failed during {method}",
+                self.inner.service
+            ));
+        }
+        status
+    }
+
+    /// Whether a call's final failure on `backend` says the service, not
+    /// one instance, is failing: it counts against the breaker unless
+    /// outlier detection has ejected the instance it came from.
+    fn is_service_failure(&self, status: &Status, backend: &Backend) -> bool {
+        counts_against_breaker(status) && !backend.health.is_ejected(Instant::now())
     }
 
     /// One attempt on `backend`, bounded by `timeout` (also sent as
-    /// `grpc-timeout`), with the lane and retry mark in its metadata.
+    /// `grpc-timeout`), with the lane and retry mark in its metadata; its
+    /// outcome is recorded for the instance's outlier detection.
+    #[allow(clippy::too_many_arguments)]
     fn attempt<'a, Req, Res, F, Fut>(
-        &self,
+        &'a self,
         call: &'a F,
-        backend: &Backend,
+        backend: Backend,
+        admission: Admission,
         request: &Req,
         timeout: Duration,
         context: &CallContext,
         retry: bool,
+        policy: &ClientPolicy,
     ) -> impl Future<Output = Result<tonic::Response<Res>, Status>> + 'a
     where
         Req: Clone + 'a,
@@ -374,16 +407,63 @@ impl Upstream {
         let mut request = tonic::Request::new(request.clone());
         request.set_timeout(timeout);
         context.write_metadata(request.metadata_mut(), retry);
-        let channel = self.traced(backend);
+        let channel = self.traced(&backend);
+        // A timeout shorter than the method's (the caller's deadline was
+        // nearly spent) says nothing about the instance.
+        let full_timeout = timeout >= policy.timeout;
+        let outlier = policy.outlier;
         async move {
-            match tokio::time::timeout(timeout, call(channel, request)).await {
-                Ok(Err(status)) if status.code() == Code::Cancelled && is_timeout(&status) => Err(
-                    Status::deadline_exceeded(format!("no answer within {timeout:?}")),
-                ),
-                Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "no answer within {timeout:?}"
-                ))),
+            let (result, timed_out) =
+                match tokio::time::timeout(timeout, call(channel, request)).await {
+                    Ok(Err(status)) if status.code() == Code::Cancelled && is_timeout(&status) => {
+                        (Err(no_answer(timeout)), true)
+                    }
+                    Ok(result) => (result, false),
+                    Err(_) => (Err(no_answer(timeout)), true),
+                };
+            let outcome = instance_outcome(&result, timed_out, full_timeout);
+            let may_eject = self.may_eject(&outlier);
+            let change = admission.record(outcome, &outlier, may_eject, Instant::now());
+            self.rotation_changed(&backend, change);
+            result
+        }
+    }
+
+    /// Whether the cap on ejected instances allows one more ejection now.
+    fn may_eject(&self, policy: &OutlierPolicy) -> bool {
+        let backends = self.inner.backends.borrow();
+        let now = Instant::now();
+        let ejected = backends.iter().filter(|b| b.health.is_ejected(now)).count();
+        outlier::may_eject(policy, ejected, backends.len())
+    }
+
+    /// Logs and counts an instance leaving or rejoining the rotation.
+    fn rotation_changed(&self, backend: &Backend, change: Option<Change>) {
+        let service = &self.inner.service;
+        let instance = backend.instance.addr.as_str();
+        match change {
+            None => {}
+            Some(Change::Ejected {
+                duration,
+                consecutive,
+            }) => {
+                self.inner.governance.metrics().ejections.add(
+                    1,
+                    &[
+                        KeyValue::new("service", service.clone()),
+                        KeyValue::new("instance", instance.to_owned()),
+                    ],
+                );
+                tracing::warn!(
+                    %service,
+                    instance,
+                    consecutive,
+                    ejected_ms = duration.as_millis() as u64,
+                    "instance ejected: out of rotation after failing"
+                );
+            }
+            Some(Change::Restored) => {
+                tracing::info!(%service, instance, "instance answered: back in rotation");
             }
         }
     }
@@ -415,10 +495,11 @@ impl Upstream {
             () = tokio::time::sleep(delay) => {}
         }
         let selector = self.selector(&self.inner.governance.active().rules, context);
-        let second_backend = match self.pick_backend(&selector, Some(&backend.instance.addr)) {
-            Ok(b) => b,
-            Err(_) => return first.await,
-        };
+        let (second_backend, admission) =
+            match self.pick_backend(&selector, Some(&backend.instance.addr)) {
+                Ok(picked) => picked,
+                Err(_) => return first.await,
+            };
         if !state
             .budget
             .try_withdraw(policy.budget_ratio, policy.min_per_second, Instant::now())
@@ -436,7 +517,16 @@ impl Upstream {
             Some("hedge"),
         );
         let left = timeout.saturating_sub(delay);
-        let second = self.attempt(call, &second_backend, request, left, context, true);
+        let second = self.attempt(
+            call,
+            second_backend,
+            admission,
+            request,
+            left,
+            context,
+            true,
+            policy,
+        );
         tokio::pin!(second);
         tokio::select! {
             result = &mut first => match result {
@@ -499,26 +589,103 @@ impl Upstream {
         tracing::warn!(service = %self.inner.service, method, state = state.as_str(), "circuit breaker changed state");
     }
 
-    /// A backend for `selector`, optionally avoiding one address.
-    fn pick_backend(&self, selector: &Selector, avoid: Option<&str>) -> Result<Backend, Status> {
+    /// A backend for `selector`, optionally avoiding one address, and the
+    /// admission of the call to it (an instance on probation takes one
+    /// call at a time).
+    fn pick_backend(
+        &self,
+        selector: &Selector,
+        avoid: Option<&str>,
+    ) -> Result<(Backend, Admission), Status> {
         let backends = self.inner.backends.borrow();
-        let n = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
-        let now = now_millis();
-        let picked = match selector {
-            Selector::Default => pick(&backends, n, avoid, now, |b| b.instance.lane().is_none())
-                .or_else(|| pick(&backends, n, avoid, now, |_| true)),
-            Selector::Lane(wanted) => {
-                pick(&backends, n, avoid, now, |b| b.instance.matches(wanted))
-                    .or_else(|| pick(&backends, n, avoid, now, |b| b.instance.lane().is_none()))
+        let now = Instant::now();
+        let mut skip: Vec<&str> = avoid.into_iter().collect();
+        // Each round either admits a call or skips one more instance whose
+        // trial another call took in the meantime.
+        for _ in 0..=backends.len() {
+            let n = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+            let pick =
+                |eligible: &dyn Fn(&Backend) -> bool| pick(&backends, n, &skip, now, eligible);
+            let picked = match selector {
+                Selector::Default => {
+                    pick(&|b| b.instance.lane().is_none()).or_else(|| pick(&|_| true))
+                }
+                Selector::Lane(wanted) => pick(&|b| b.instance.matches(wanted))
+                    .or_else(|| pick(&|b| b.instance.lane().is_none())),
+            };
+            let Some((backend, forced)) = picked else {
+                break;
+            };
+            if let Some(admission) = backend.health.admit(now, forced) {
+                return Ok((backend.clone(), admission));
             }
+            skip.push(backend.instance.addr.as_str());
+        }
+        let other = if avoid.is_some() { "other " } else { "" };
+        Err(Status::unavailable(format!(
+            "no {other}instance of {} is available",
+            self.inner.service
+        )))
+    }
+}
+
+/// Settles a call's breaker permit: with the call's final outcome, or as a
+/// failure when the call is dropped before it ends (its deadline passed), so
+/// that a half-open breaker never waits for a probe that will not come back.
+struct BreakerVerdict<'a> {
+    upstream: &'a Upstream,
+    method: &'static str,
+    state: &'a MethodState,
+    policy: BreakerPolicy,
+    permit: Option<Permit>,
+}
+
+impl BreakerVerdict<'_> {
+    fn record(&mut self, failed: bool) {
+        if let Some(permit) = self.permit.take() {
+            let change = self
+                .state
+                .breaker
+                .record(permit, failed, &self.policy, Instant::now());
+            self.upstream.transition(self.method, change);
+        }
+    }
+}
+
+impl Drop for BreakerVerdict<'_> {
+    fn drop(&mut self) {
+        self.record(true);
+    }
+}
+
+/// The error of an attempt that got no answer in time.
+fn no_answer(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!("no answer within {timeout:?}"))
+}
+
+/// What an attempt's result says about the instance that took it.
+fn instance_outcome<Res>(
+    result: &Result<Res, Status>,
+    timed_out: bool,
+    full_timeout: bool,
+) -> Outcome {
+    let Err(status) = result else {
+        return Outcome::Answered;
+    };
+    if timed_out {
+        return if full_timeout {
+            Outcome::Failed { connection: false }
+        } else {
+            Outcome::Neutral
         };
-        picked.cloned().ok_or_else(|| {
-            let other = if avoid.is_some() { "other " } else { "" };
-            Status::unavailable(format!(
-                "no {other}instance of {} is available",
-                self.inner.service
-            ))
-        })
+    }
+    if is_connection_failure(status) {
+        return Outcome::Failed { connection: true };
+    }
+    match status.code() {
+        Code::Unavailable => Outcome::Failed { connection: false },
+        Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled => Outcome::Neutral,
+        _ => Outcome::Answered,
     }
 }
 
@@ -570,33 +737,35 @@ fn is_connection_failure(status: &Status) -> bool {
     ) && status.source().is_some()
 }
 
-/// Weighted pick among `eligible` backends with weight > 0 that are in
-/// rotation (or, when none is, among all of them), leaving out `avoid`: plain round robin
-/// when weights are equal, otherwise the `n`-th point of a low-discrepancy
-/// sequence over the cumulative weights.
+/// Weighted pick among `eligible` backends with weight > 0 that outlier
+/// detection lets take a call, leaving out `skip`; when none may, among all
+/// of them (`true`: forced, there is nowhere better to go). Plain round
+/// robin when weights are equal, otherwise the `n`-th point of a
+/// low-discrepancy sequence over the cumulative weights.
 fn pick<'a>(
     backends: &'a [Backend],
     n: u64,
-    avoid: Option<&str>,
-    now: u64,
-    eligible: impl Fn(&Backend) -> bool,
-) -> Option<&'a Backend> {
+    skip: &[&str],
+    now: Instant,
+    eligible: &dyn Fn(&Backend) -> bool,
+) -> Option<(&'a Backend, bool)> {
     let candidates: Vec<&Backend> = backends
         .iter()
         .filter(|b| {
-            b.instance.weight > 0.0 && Some(b.instance.addr.as_str()) != avoid && eligible(b)
+            b.instance.weight > 0.0 && !skip.contains(&b.instance.addr.as_str()) && eligible(b)
         })
         .collect();
-    let in_rotation: Vec<&Backend> = candidates
+    let usable: Vec<&Backend> = candidates
         .iter()
         .copied()
-        .filter(|b| b.in_rotation(now))
+        .filter(|b| b.health.availability(now) != Availability::Out)
         .collect();
-    let eligible = if in_rotation.is_empty() {
-        candidates
-    } else {
-        in_rotation
-    };
+    let forced = usable.is_empty();
+    let eligible = if forced { candidates } else { usable };
+    weighted(&eligible, n).map(|backend| (backend, forced))
+}
+
+fn weighted<'a>(eligible: &[&'a Backend], n: u64) -> Option<&'a Backend> {
     let count = eligible.len() as u64;
     let first = eligible.first()?.instance.weight;
     if eligible
@@ -609,7 +778,7 @@ fn pick<'a>(
     // Golden-ratio sequence: evenly spread points in [0, 1) without shared state.
     let point = ((n as f64) * 0.618_033_988_749_895).fract() * total;
     let mut acc = 0.0;
-    for backend in &eligible {
+    for backend in eligible {
         acc += backend.instance.weight;
         if point < acc {
             return Some(backend);
@@ -631,14 +800,14 @@ fn build_backends(
                 return Some(Backend {
                     instance: instance.clone(),
                     channel: existing.channel.clone(),
-                    ejected_until: existing.ejected_until.clone(),
+                    health: existing.health.clone(),
                 });
             }
             match channel(&instance.addr, settings, service) {
                 Ok(channel) => Some(Backend {
                     instance: instance.clone(),
                     channel,
-                    ejected_until: Arc::default(),
+                    health: Arc::default(),
                 }),
                 Err(err) => {
                     tracing::warn!(service, addr = %instance.addr, error = %err, "ignoring instance with an unusable address");
@@ -687,15 +856,31 @@ mod tests {
                     "svc",
                 )
                 .expect("a channel"),
-                ejected_until: Arc::default(),
+                health: Arc::default(),
             })
             .collect()
+    }
+
+    /// Ejects `backend` as a refused connection would.
+    fn eject(backend: &Backend) {
+        let admission = backend
+            .health
+            .admit(Instant::now(), false)
+            .expect("admitted");
+        let change = admission.record(
+            Outcome::Failed { connection: true },
+            &ClientPolicy::default().outlier,
+            true,
+            Instant::now(),
+        );
+        assert!(matches!(change, Some(Change::Ejected { .. })), "{change:?}");
     }
 
     fn share_of(set: &[Backend], picks: u64, avoid: Option<&str>) -> Vec<u64> {
         let mut counts = vec![0; set.len()];
         for n in 0..picks {
-            let picked = pick(set, n, avoid, now_millis(), |_| true).expect("a backend");
+            let skip: Vec<&str> = avoid.into_iter().collect();
+            let (picked, _) = pick(set, n, &skip, Instant::now(), &|_| true).expect("a backend");
             let idx = set
                 .iter()
                 .position(|b| b.instance.addr == picked.instance.addr)
@@ -725,10 +910,10 @@ mod tests {
     #[tokio::test]
     async fn ejected_instances_get_no_traffic_until_every_instance_is_ejected() {
         let set = backends(&[1.0, 1.0, 1.0]);
-        set[1].eject();
+        eject(&set[1]);
         assert_eq!(share_of(&set, 100, None), vec![50, 0, 50]);
-        set[0].eject();
-        set[2].eject();
+        eject(&set[0]);
+        eject(&set[2]);
         let counts = share_of(&set, 90, None);
         assert_eq!(counts, vec![30, 30, 30], "all ejected: all in play again");
     }
@@ -740,13 +925,13 @@ mod tests {
         assert_eq!(share_of(&set, 50, Some(&avoid)), vec![50, 0]);
         let single = backends(&[1.0]);
         let only = single[0].instance.addr.clone();
-        assert!(pick(&single, 0, Some(&only), now_millis(), |_| true).is_none());
+        assert!(pick(&single, 0, &[&only], Instant::now(), &|_| true).is_none());
     }
 
     #[tokio::test]
     async fn no_instances_is_unavailable_not_a_panic() {
-        assert!(pick(&backends(&[]), 7, None, 0, |_| true).is_none());
-        assert!(pick(&backends(&[0.0]), 7, None, 0, |_| true).is_none());
+        assert!(pick(&backends(&[]), 7, &[], Instant::now(), &|_| true).is_none());
+        assert!(pick(&backends(&[0.0]), 7, &[], Instant::now(), &|_| true).is_none());
         let discovery = Discovery::new(StaticDiscovery::new([("svc", Vec::new())]));
         let upstream =
             Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
@@ -818,9 +1003,175 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(tried.lock().expect("lock").len(), 2, "one retry");
         let backends = upstream.inner.backends.borrow();
-        assert!(
-            backends.iter().all(|b| !b.in_rotation(now_millis())),
-            "both failed instances are out of rotation"
+        let ejected = backends
+            .iter()
+            .filter(|b| b.health.is_ejected(Instant::now()))
+            .count();
+        assert_eq!(
+            ejected, 1,
+            "the first refused instance is out of rotation; the second stays, as at most half may be out"
+        );
+    }
+
+    /// A gRPC health server on port 0 answering SERVING.
+    async fn serving() -> String {
+        let (_, service) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    /// An address that takes connections and never answers on them, as a
+    /// process frozen by SIGSTOP does (its kernel still accepts).
+    async fn hung() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        addr
+    }
+
+    async fn check(upstream: &Upstream) -> Result<(), Status> {
+        upstream
+            .call(
+                "Check",
+                tonic_health::pb::HealthCheckRequest::default(),
+                |channel, request| async move {
+                    tonic_health::pb::health_client::HealthClient::new(channel)
+                        .check(request)
+                        .await
+                },
+            )
+            .await
+            .map(drop)
+    }
+
+    #[tokio::test]
+    async fn a_hung_instance_is_ejected_and_the_service_stays_in() {
+        let (hung, healthy) = (hung().await, serving().await);
+        let governance = governance();
+        governance
+            .apply(
+                "test",
+                r#"{"clients": {"svc": {"*": {"timeout_ms": 200,
+                    "breaker": {"min_requests": 2, "error_rate": 0.1},
+                    "outlier": {"base_ejection_ms": 60000, "max_ejection_ms": 60000}}}}}"#,
+            )
+            .expect("valid rules");
+        let discovery = Discovery::new(StaticDiscovery::new([(
+            "svc",
+            vec![hung.clone(), healthy.clone()],
+        )]));
+        let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance)
+            .await
+            .expect("subscribe");
+        for i in 0..30 {
+            check(&upstream)
+                .await
+                .unwrap_or_else(|status| panic!("call {i}: {status:?}"));
+        }
+        let backends = upstream.inner.backends.borrow().clone();
+        let state = |addr: &str| {
+            backends
+                .iter()
+                .find(|b| b.instance.addr == addr)
+                .expect("known")
+                .health
+                .availability(Instant::now())
+        };
+        assert_eq!(state(&hung), Availability::Out, "the hung one is ejected");
+        assert_eq!(state(&healthy), Availability::InRotation);
+        assert_eq!(
+            upstream.breaker_state("Check"),
+            BreakerState::Closed,
+            "timeouts absorbed by a retry elsewhere are not the service failing"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ejected_instance_that_answers_again_comes_back_after_its_trial() {
+        let healthy = serving().await;
+        let (refusing, addr) = {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+            let addr = socket.local_addr().expect("addr");
+            (socket, addr)
+        };
+        let governance = governance();
+        governance
+            .apply(
+                "test",
+                r#"{"clients": {"svc": {"*": {"outlier": {"base_ejection_ms": 100}}}}}"#,
+            )
+            .expect("valid rules");
+        let discovery = Discovery::new(StaticDiscovery::new([(
+            "svc",
+            vec![addr.to_string(), healthy],
+        )]));
+        let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance)
+            .await
+            .expect("subscribe");
+        for _ in 0..4 {
+            check(&upstream).await.expect("served by the other one");
+        }
+        let backend = upstream
+            .inner
+            .backends
+            .borrow()
+            .iter()
+            .find(|b| b.instance.addr == addr.to_string())
+            .cloned()
+            .expect("known");
+        assert!(backend.health.is_ejected(Instant::now()));
+        // The instance starts answering where it refused.
+        let listener = refusing.listen(16).expect("listen");
+        let (_, service) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..10 {
+            check(&upstream).await.expect("served");
+        }
+        assert_eq!(
+            backend.health.availability(Instant::now()),
+            Availability::InRotation,
+            "its trial answered"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_broken_mid_call_is_unavailable_not_an_unexpected_failure() {
+        let discovery = Discovery::new(StaticDiscovery::new([("svc", vec!["a:1".to_owned()])]));
+        let upstream =
+            Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+                .await
+                .expect("subscribe");
+        let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(is_connection_failure(&broken));
+        let seen = upstream.final_status(broken, "CreateNote");
+        assert_eq!(seen.code(), Code::Unavailable, "{seen:?}");
+        let answered = upstream.final_status(Status::internal("internal error"), "CreateNote");
+        assert_eq!(
+            answered.code(),
+            Code::Internal,
+            "a server's own answer stays"
         );
     }
 

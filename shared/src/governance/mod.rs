@@ -10,13 +10,15 @@
 //! - Where the rules act: the gateway's edge (in-flight shedding, rate
 //!   limits, route deadlines, lanes; in the gateway crate), every caller
 //!   ([`Upstream`](crate::discovery::Upstream): per-attempt timeouts, retry
-//!   budgets, hedging, [`breaker`]s, lanes), and every gRPC server
+//!   budgets, hedging, [`outlier`] detection per instance, [`breaker`]s
+//!   per method, lanes), and every gRPC server
 //!   ([`server`]: in-flight limits, fault injection, and the deadline and
 //!   lane that travel with a call, in [`context`]).
 
 pub mod breaker;
 pub mod budget;
 pub mod context;
+pub mod outlier;
 pub mod rules;
 pub mod server;
 mod source;
@@ -257,6 +259,9 @@ pub struct Metrics {
     /// `easynote.governance.breaker.transitions`: state changes (`service`,
     /// `method`, `state`).
     pub breaker_transitions: Counter<u64>,
+    /// `easynote.governance.outlier.ejections`: instances taken out of
+    /// rotation by outlier detection (`service`, `instance`).
+    pub ejections: Counter<u64>,
     /// `easynote.governance.retries`: retried and hedged attempts
     /// (`service`, `method`, `kind`).
     pub retries: Counter<u64>,
@@ -292,6 +297,10 @@ impl Metrics {
             breaker_transitions: meter
                 .u64_counter("easynote.governance.breaker.transitions")
                 .with_description("Circuit breaker state changes.")
+                .build(),
+            ejections: meter
+                .u64_counter("easynote.governance.outlier.ejections")
+                .with_description("Instances taken out of rotation by outlier detection.")
                 .build(),
             retries: meter
                 .u64_counter("easynote.governance.retries")

@@ -126,6 +126,9 @@ pub struct ClientRule {
     pub retry: Option<RetryRule>,
     /// Circuit breaker.
     pub breaker: Option<BreakerRule>,
+    /// Outlier detection per instance (read from the method called; set it
+    /// under `*`).
+    pub outlier: Option<OutlierRule>,
 }
 
 /// `retry`, every field optional.
@@ -156,6 +159,20 @@ pub struct BreakerRule {
     pub open_ms: Option<u64>,
     /// Probes let through when half-open.
     pub half_open_requests: Option<u32>,
+}
+
+/// `outlier`, every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierRule {
+    /// Failures of an instance's own in a row that eject it.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection, ms; doubled at each one while the instance stays sick.
+    pub base_ejection_ms: Option<u64>,
+    /// Longest ejection, ms.
+    pub max_ejection_ms: Option<u64>,
+    /// Share of a service's instances that may be out at once, in percent.
+    pub max_ejected_percent: Option<f64>,
 }
 
 /// `servers.SERVICE`.
@@ -281,6 +298,22 @@ pub struct ClientPolicy {
     pub backup_delay: Option<Duration>,
     /// The breaker's thresholds.
     pub breaker: BreakerPolicy,
+    /// Outlier detection per instance.
+    pub outlier: OutlierPolicy,
+}
+
+/// Outlier detection per instance, resolved (see
+/// [`outlier`](super::outlier)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierPolicy {
+    /// Failures of an instance's own in a row that eject it.
+    pub consecutive_failures: u32,
+    /// First ejection; doubled at each one while the instance stays sick.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Share of a service's instances that may be out at once, in percent.
+    pub max_ejected_percent: f64,
 }
 
 /// A breaker's thresholds, resolved.
@@ -312,6 +345,12 @@ impl Default for ClientPolicy {
                 window: Duration::from_millis(10_000),
                 open: Duration::from_millis(5000),
                 half_open_requests: 2,
+            },
+            outlier: OutlierPolicy {
+                consecutive_failures: 3,
+                base_ejection: Duration::from_millis(2000),
+                max_ejection: Duration::from_millis(10_000),
+                max_ejected_percent: 50.0,
             },
         }
     }
@@ -352,6 +391,21 @@ impl ClientPolicy {
             }
             if let Some(v) = b.half_open_requests {
                 p.half_open_requests = v;
+            }
+        }
+        if let Some(o) = &rule.outlier {
+            let p = &mut self.outlier;
+            if let Some(v) = o.consecutive_failures {
+                p.consecutive_failures = v;
+            }
+            if let Some(v) = o.base_ejection_ms {
+                p.base_ejection = Duration::from_millis(v);
+            }
+            if let Some(v) = o.max_ejection_ms {
+                p.max_ejection = Duration::from_millis(v);
+            }
+            if let Some(v) = o.max_ejected_percent {
+                p.max_ejected_percent = v;
             }
         }
     }
@@ -453,33 +507,26 @@ impl Rules {
 
     fn validate(&self) -> Result<(), RulesError> {
         let gw = &self.gateway;
-        check(
-            gw.max_in_flight >= 1,
-            "gateway.max_in_flight",
-            "must be at least 1",
-        )?;
-        check(
-            gw.trusted_proxy_hops <= 16,
-            "gateway.trusted_proxy_hops",
-            "must be at most 16",
-        )?;
+        within(gw.max_in_flight, 1..=MAX_COUNT, "gateway.max_in_flight")?;
+        within(gw.trusted_proxy_hops, 0..=16, "gateway.trusted_proxy_hops")?;
         for (route, ms) in &gw.timeouts_ms {
             let path = format!("gateway.timeouts_ms.{route}");
             check_route(route, &path)?;
-            check((1..=600_000).contains(ms), &path, "must be 1..=600000 ms")?;
+            within(*ms, 1..=MAX_TIMEOUT_MS, &path)?;
         }
         for (i, limit) in gw.rate_limits.iter().enumerate() {
             let path = format!("gateway.rate_limits[{i}]");
             check_route(&limit.route, &format!("{path}.route"))?;
-            check(
-                limit.per_second.is_finite() && limit.per_second > 0.0 && limit.per_second <= 1e6,
+            within_f64(
+                limit.per_second,
+                MIN_PER_SECOND..=MAX_PER_SECOND,
                 &format!("{path}.per_second"),
-                "must be above 0 and at most 1000000",
             )?;
+            within(limit.burst, 1..=MAX_COUNT, &format!("{path}.burst"))?;
             check(
-                limit.burst >= 1,
-                &format!("{path}.burst"),
-                "must be at least 1",
+                limit.period().is_some(),
+                &format!("{path}.per_second"),
+                "gives no usable period",
             )?;
         }
         for (service, methods) in &self.clients {
@@ -490,18 +537,14 @@ impl Rules {
         for (service, rule) in &self.servers {
             let path = format!("servers.{service}");
             if let Some(n) = rule.max_in_flight {
-                check(
-                    n >= 1,
-                    &format!("{path}.max_in_flight"),
-                    "must be at least 1",
-                )?;
+                within(n, 1..=MAX_COUNT, &format!("{path}.max_in_flight"))?;
             }
             for (method, limit) in &rule.methods {
                 if let Some(n) = limit.max_in_flight {
-                    check(
-                        n >= 1,
+                    within(
+                        n,
+                        1..=MAX_COUNT,
                         &format!("{path}.methods.{method}.max_in_flight"),
-                        "must be at least 1",
                     )?;
                 }
             }
@@ -518,15 +561,15 @@ impl Rules {
                 &format!("{path}.service"),
                 "must name a service",
             )?;
-            check(
-                (0.0..=100.0).contains(&fault.abort_percent),
+            within_f64(
+                fault.abort_percent,
+                0.0..=100.0,
                 &format!("{path}.abort_percent"),
-                "must be 0..=100",
             )?;
-            check(
-                fault.delay_ms <= 60_000,
+            within(
+                fault.delay_ms,
+                0..=MAX_DELAY_MS,
                 &format!("{path}.delay_ms"),
-                "must be at most 60000",
             )?;
             match code_from_name(&fault.status) {
                 Some(Code::Ok) | None => {
@@ -545,36 +588,56 @@ impl Rules {
     }
 }
 
+/// Upper bound of counts: in-flight limits, bursts, `min_requests`.
+pub const MAX_COUNT: u32 = 1_000_000;
+/// Upper bound of deadlines and timeouts, ms (10 minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Upper bound of injected delays and hedge delays, ms.
+pub const MAX_DELAY_MS: u64 = 60_000;
+/// Upper bound of breaker windows, open times and ejections, ms (1 hour).
+pub const MAX_WINDOW_MS: u64 = 3_600_000;
+/// Lowest rate limit: one request per 1000 s. With [`MAX_COUNT`] as the
+/// burst, the bucket's depth (period × burst, 31.7 years) still fits the
+/// limiter's 64-bit nanosecond clock (584 years); 1e-11 per second did not
+/// and made every request panic.
+pub const MIN_PER_SECOND: f64 = 0.001;
+/// Highest rate limit.
+pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+
+impl RateLimit {
+    /// The time one request's token takes to come back, and the bucket's
+    /// depth (period × burst); `None` when either is not a usable duration
+    /// of at least a nanosecond that fits 64-bit nanoseconds.
+    pub fn period(&self) -> Option<Duration> {
+        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+            return None;
+        }
+        let period = Duration::try_from_secs_f64(1.0 / self.per_second)
+            .ok()?
+            .max(Duration::from_nanos(1));
+        let depth = period.checked_mul(self.burst.max(1))?;
+        u64::try_from(depth.as_nanos()).ok()?;
+        Some(period)
+    }
+}
+
 fn validate_client(rule: &ClientRule, path: &str) -> Result<(), RulesError> {
     if let Some(ms) = rule.timeout_ms {
-        check(
-            (1..=600_000).contains(&ms),
-            &format!("{path}.timeout_ms"),
-            "must be 1..=600000 ms",
-        )?;
+        within(ms, 1..=MAX_TIMEOUT_MS, &format!("{path}.timeout_ms"))?;
     }
     if let Some(retry) = &rule.retry {
         let path = format!("{path}.retry");
         if let Some(n) = retry.max_attempts {
-            check(
-                (1..=5).contains(&n),
-                &format!("{path}.max_attempts"),
-                "must be 1..=5",
-            )?;
+            within(n, 1..=5, &format!("{path}.max_attempts"))?;
         }
         if let Some(p) = retry.budget_percent {
-            check(
-                (0.0..=100.0).contains(&p),
-                &format!("{path}.budget_percent"),
-                "must be 0..=100",
-            )?;
+            within_f64(p, 0.0..=100.0, &format!("{path}.budget_percent"))?;
+        }
+        if let Some(n) = retry.min_per_second {
+            within(n, 0..=MAX_COUNT, &format!("{path}.min_per_second"))?;
         }
         if let Some(ms) = retry.backup_delay_ms {
-            check(
-                ms <= 60_000,
-                &format!("{path}.backup_delay_ms"),
-                "must be at most 60000",
-            )?;
+            within(ms, 0..=MAX_DELAY_MS, &format!("{path}.backup_delay_ms"))?;
         }
     }
     if let Some(b) = &rule.breaker {
@@ -587,35 +650,66 @@ fn validate_client(rule: &ClientRule, path: &str) -> Result<(), RulesError> {
             )?;
         }
         if let Some(n) = b.min_requests {
-            check(
-                n >= 1,
-                &format!("{path}.min_requests"),
-                "must be at least 1",
-            )?;
+            within(n, 1..=MAX_COUNT, &format!("{path}.min_requests"))?;
         }
         if let Some(ms) = b.window_ms {
-            check(
-                (100..=3_600_000).contains(&ms),
-                &format!("{path}.window_ms"),
-                "must be 100..=3600000 ms",
-            )?;
+            within(ms, 100..=MAX_WINDOW_MS, &format!("{path}.window_ms"))?;
         }
         if let Some(ms) = b.open_ms {
-            check(
-                (1..=3_600_000).contains(&ms),
-                &format!("{path}.open_ms"),
-                "must be 1..=3600000 ms",
-            )?;
+            within(ms, 1..=MAX_WINDOW_MS, &format!("{path}.open_ms"))?;
         }
         if let Some(n) = b.half_open_requests {
+            within(n, 1..=100, &format!("{path}.half_open_requests"))?;
+        }
+    }
+    if let Some(o) = &rule.outlier {
+        let path = format!("{path}.outlier");
+        if let Some(n) = o.consecutive_failures {
+            within(n, 1..=1000, &format!("{path}.consecutive_failures"))?;
+        }
+        if let Some(ms) = o.base_ejection_ms {
+            within(ms, 1..=MAX_WINDOW_MS, &format!("{path}.base_ejection_ms"))?;
+        }
+        if let Some(ms) = o.max_ejection_ms {
+            within(ms, 1..=MAX_WINDOW_MS, &format!("{path}.max_ejection_ms"))?;
+        }
+        if let (Some(base), Some(max)) = (o.base_ejection_ms, o.max_ejection_ms) {
             check(
-                (1..=100).contains(&n),
-                &format!("{path}.half_open_requests"),
-                "must be 1..=100",
+                base <= max,
+                &format!("{path}.max_ejection_ms"),
+                "must be at least base_ejection_ms",
             )?;
+        }
+        if let Some(p) = o.max_ejected_percent {
+            within_f64(p, 0.0..=100.0, &format!("{path}.max_ejected_percent"))?;
         }
     }
     Ok(())
+}
+
+/// `value` within `range`, else refused as "must be A..=B".
+fn within<T>(value: T, range: std::ops::RangeInclusive<T>, path: &str) -> Result<(), RulesError>
+where
+    T: PartialOrd + fmt::Display,
+{
+    check(
+        range.contains(&value),
+        path,
+        &format!("must be {}..={}", range.start(), range.end()),
+    )
+}
+
+/// A finite `value` within `range`.
+fn within_f64(
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+    path: &str,
+) -> Result<(), RulesError> {
+    check(
+        value.is_finite() && range.contains(&value),
+        path,
+        &format!("must be {}..={}", range.start(), range.end()),
+    )
 }
 
 fn validate_lane(lane: &Lane, path: &str) -> Result<(), RulesError> {
@@ -875,5 +969,232 @@ mod tests {
             assert_eq!(code_from_name(grpc_code_name(code)), Some(code));
         }
         assert_eq!(code_from_name("unavailable"), None);
+    }
+
+    /// Every bounded number: where it sits in a document, its two edges,
+    /// and the values one step past them (`None` where the type itself
+    /// stops there).
+    #[test]
+    fn every_bound_takes_its_edges_and_refuses_one_past_them_naming_the_key() {
+        use serde_json::{Value, json};
+        type Place = fn(Value) -> Value;
+        let cases: Vec<(&str, Place, Value, Value, Option<Value>, Option<Value>)> = vec![
+            (
+                "gateway.max_in_flight",
+                |v| json!({"gateway": {"max_in_flight": v}}),
+                json!(1),
+                json!(MAX_COUNT),
+                Some(json!(0)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "gateway.timeouts_ms.*",
+                |v| json!({"gateway": {"timeouts_ms": {"*": v}}}),
+                json!(1),
+                json!(MAX_TIMEOUT_MS),
+                Some(json!(0)),
+                Some(json!(MAX_TIMEOUT_MS + 1)),
+            ),
+            (
+                "gateway.rate_limits[0].per_second",
+                |v| json!({"gateway": {"rate_limits": [{"route": "*", "key": "ip", "per_second": v, "burst": MAX_COUNT}]}}),
+                json!(MIN_PER_SECOND),
+                json!(MAX_PER_SECOND),
+                Some(json!(1e-11)),
+                Some(json!(MAX_PER_SECOND * 1.01)),
+            ),
+            (
+                "gateway.rate_limits[0].burst",
+                |v| json!({"gateway": {"rate_limits": [{"route": "*", "key": "ip", "per_second": MIN_PER_SECOND, "burst": v}]}}),
+                json!(1),
+                json!(MAX_COUNT),
+                Some(json!(0)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.timeout_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"timeout_ms": v}}}}),
+                json!(1),
+                json!(MAX_TIMEOUT_MS),
+                Some(json!(0)),
+                Some(json!(MAX_TIMEOUT_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.retry.max_attempts",
+                |v| json!({"clients": {"easy-note-note": {"*": {"retry": {"max_attempts": v}}}}}),
+                json!(1),
+                json!(5),
+                Some(json!(0)),
+                Some(json!(6)),
+            ),
+            (
+                "clients.easy-note-note.*.retry.budget_percent",
+                |v| json!({"clients": {"easy-note-note": {"*": {"retry": {"budget_percent": v}}}}}),
+                json!(0),
+                json!(100),
+                Some(json!(-0.1)),
+                Some(json!(100.1)),
+            ),
+            (
+                "clients.easy-note-note.*.retry.min_per_second",
+                |v| json!({"clients": {"easy-note-note": {"*": {"retry": {"min_per_second": v}}}}}),
+                json!(0),
+                json!(MAX_COUNT),
+                Some(json!(-1)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.retry.backup_delay_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"retry": {"backup_delay_ms": v}}}}}),
+                json!(0),
+                json!(MAX_DELAY_MS),
+                Some(json!(-1)),
+                Some(json!(MAX_DELAY_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.breaker.error_rate",
+                |v| json!({"clients": {"easy-note-note": {"*": {"breaker": {"error_rate": v}}}}}),
+                json!(1e-9),
+                json!(1),
+                Some(json!(0)),
+                Some(json!(1.01)),
+            ),
+            (
+                "clients.easy-note-note.*.breaker.min_requests",
+                |v| json!({"clients": {"easy-note-note": {"*": {"breaker": {"min_requests": v}}}}}),
+                json!(1),
+                json!(MAX_COUNT),
+                Some(json!(0)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.breaker.window_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"breaker": {"window_ms": v}}}}}),
+                json!(100),
+                json!(MAX_WINDOW_MS),
+                Some(json!(99)),
+                Some(json!(MAX_WINDOW_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.breaker.open_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"breaker": {"open_ms": v}}}}}),
+                json!(1),
+                json!(MAX_WINDOW_MS),
+                Some(json!(0)),
+                Some(json!(MAX_WINDOW_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.breaker.half_open_requests",
+                |v| json!({"clients": {"easy-note-note": {"*": {"breaker": {"half_open_requests": v}}}}}),
+                json!(1),
+                json!(100),
+                Some(json!(0)),
+                Some(json!(101)),
+            ),
+            (
+                "clients.easy-note-note.*.outlier.consecutive_failures",
+                |v| json!({"clients": {"easy-note-note": {"*": {"outlier": {"consecutive_failures": v}}}}}),
+                json!(1),
+                json!(1000),
+                Some(json!(0)),
+                Some(json!(1001)),
+            ),
+            (
+                "clients.easy-note-note.*.outlier.base_ejection_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"outlier": {"base_ejection_ms": v}}}}}),
+                json!(1),
+                json!(MAX_WINDOW_MS),
+                Some(json!(0)),
+                Some(json!(MAX_WINDOW_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.outlier.max_ejection_ms",
+                |v| json!({"clients": {"easy-note-note": {"*": {"outlier": {"max_ejection_ms": v}}}}}),
+                json!(1),
+                json!(MAX_WINDOW_MS),
+                Some(json!(0)),
+                Some(json!(MAX_WINDOW_MS + 1)),
+            ),
+            (
+                "clients.easy-note-note.*.outlier.max_ejected_percent",
+                |v| json!({"clients": {"easy-note-note": {"*": {"outlier": {"max_ejected_percent": v}}}}}),
+                json!(0),
+                json!(100),
+                Some(json!(-0.1)),
+                Some(json!(100.1)),
+            ),
+            (
+                "servers.easy-note-user.max_in_flight",
+                |v| json!({"servers": {"easy-note-user": {"max_in_flight": v}}}),
+                json!(1),
+                json!(MAX_COUNT),
+                Some(json!(0)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "servers.easy-note-user.methods.CheckUser.max_in_flight",
+                |v| json!({"servers": {"easy-note-user": {"methods": {"CheckUser": {"max_in_flight": v}}}}}),
+                json!(1),
+                json!(MAX_COUNT),
+                Some(json!(0)),
+                Some(json!(MAX_COUNT + 1)),
+            ),
+            (
+                "routing.easy-note-note.lanes[0].match.user_percent",
+                |v| json!({"routing": {"easy-note-note": {"lanes": [{"name": "x", "match": {"user_percent": v}, "instances": {"lane": "x"}}]}}}),
+                json!(0),
+                json!(100),
+                Some(json!(-0.1)),
+                Some(json!(100.1)),
+            ),
+            (
+                "faults[0].abort_percent",
+                |v| json!({"faults": [{"service": "easy-note-note", "abort_percent": v}]}),
+                json!(0),
+                json!(100),
+                Some(json!(-0.1)),
+                Some(json!(100.1)),
+            ),
+            (
+                "faults[0].delay_ms",
+                |v| json!({"faults": [{"service": "easy-note-note", "delay_ms": v}]}),
+                json!(0),
+                json!(MAX_DELAY_MS),
+                Some(json!(-1)),
+                Some(json!(MAX_DELAY_MS + 1)),
+            ),
+        ];
+        for (key, place, low, high, below, above) in cases {
+            for edge in [low, high] {
+                let doc = place(edge).to_string();
+                Rules::parse(&doc).unwrap_or_else(|err| panic!("{doc} is at an edge: {err}"));
+            }
+            for past in [below, above].into_iter().flatten() {
+                let doc = place(past).to_string();
+                let err = Rules::parse(&doc).expect_err(&doc);
+                assert_eq!(err.path, key, "{doc}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_slowest_limit_with_the_largest_burst_still_has_a_period() {
+        let limit = RateLimit {
+            route: "*".into(),
+            key: LimitKey::Ip,
+            per_second: MIN_PER_SECOND,
+            burst: MAX_COUNT,
+        };
+        assert_eq!(limit.period(), Some(Duration::from_secs(1000)));
+        let too_slow = RateLimit {
+            per_second: 1e-11,
+            ..limit.clone()
+        };
+        assert_eq!(too_slow.period(), None, "its bucket outlasts 584 years");
+        let nan = RateLimit {
+            per_second: f64::NAN,
+            ..limit
+        };
+        assert_eq!(nan.period(), None);
     }
 }
