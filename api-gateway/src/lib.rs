@@ -5,6 +5,7 @@
 //! the two services; [`Gateway::run`] serves until shutdown, then drains.
 
 pub mod auth;
+pub mod client_addr;
 mod config;
 mod envelope;
 mod error;
@@ -68,6 +69,7 @@ pub struct Gateway {
     governance: Governance,
     users: Upstream,
     notes: Upstream,
+    logins: login_throttle::LoginThrottle,
 }
 
 impl Gateway {
@@ -92,6 +94,12 @@ impl Gateway {
         let notes = Upstream::connect(&discovery, service_name::NOTE, rpc, governance.clone())
             .await
             .context("subscribing to note-service")?;
+        let logins = login_throttle::LoginThrottle::build(
+            config.login_throttle,
+            config.login_store.as_ref(),
+            config.http.request_timeout,
+        )
+        .context("setting up the login throttle")?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_HTTP_ADDR {}", config.http_addr))?;
@@ -102,6 +110,7 @@ impl Gateway {
             governance,
             users,
             notes,
+            logins,
         })
     }
 
@@ -118,6 +127,8 @@ impl Gateway {
     /// and drains in-flight requests for at most the shutdown timeout.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let clients =
+            client_addr::ClientAddrs::new(self.config.trusted_proxies, self.governance.clone());
         let state = AppState {
             users: self.users,
             notes: self.notes,
@@ -125,16 +136,15 @@ impl Gateway {
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance)),
-            logins: Arc::new(login_throttle::LoginThrottle::new(
-                self.config.login_throttle,
-            )),
+            logins: Arc::new(self.logins),
+            readiness: Arc::default(),
             request_timeout: self.config.http.request_timeout,
         };
         prune_idle_state(&state, &shutdown);
         let app = app(state);
         let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
-            |stop| http::serve(listener, app, http, stop),
+            |stop| http::serve(listener, app, http, clients, stop),
             Lifecycle {
                 discovery: self.discovery,
                 registration: Registration::new(SERVICE, addr, "http")
@@ -173,8 +183,9 @@ fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
 }
 
 /// The whole HTTP application over `state`: routes, body limit, panics
-/// answered as 500s, governance at the edge, the request timeout, and a
-/// traced, measured span per request.
+/// answered as 500s, governance at the edge, the request timeout, a
+/// traced, measured span per request, and the headers every answer
+/// carries (`nosniff`, `no-store`).
 pub fn app(state: AppState) -> Router {
     let (body_limit, request_timeout) = (state.body_limit, state.request_timeout);
     routes::router()
@@ -194,5 +205,6 @@ pub fn app(state: AppState) -> Router {
             HttpServerMetrics::new(),
             observe::observe,
         ))
+        .layer(middleware::from_fn(http::secure_headers))
         .with_state(state)
 }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
-use crate::{auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle};
+use crate::{
+    auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle,
+    routes::health::ReadinessCheck,
+};
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
 #[derive(Debug, Clone)]
@@ -23,6 +26,8 @@ pub struct AppState {
     pub edge: Arc<EdgeGovernance>,
     /// Failed logins per username.
     pub logins: Arc<LoginThrottle>,
+    /// The last downstream readiness check (`/readyz`).
+    pub readiness: Arc<ReadinessCheck>,
     /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
     pub request_timeout: std::time::Duration,
 }
