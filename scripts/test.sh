@@ -5,7 +5,9 @@
 # EASYNOTE_TEST_MYSQL_URL names a server where the user may create databases
 # (CI always sets it). The registry tests (tests/registry) start their own
 # rnacos, a Nacos-compatible server: it is taken from RNACOS_BIN or PATH, and
-# installed with `cargo install --locked rnacos` when missing. Extra arguments
+# installed with `cargo install --locked rnacos` when missing. The shared
+# login-throttle tests use the Redis at EASYNOTE_TEST_REDIS_URL (default
+# redis://127.0.0.1:6379; .ci/run starts one). Extra arguments
 # go to the test runner, e.g.
 #   ./scripts/test.sh -p note-service
 set -euo pipefail

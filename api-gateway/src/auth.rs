@@ -1,6 +1,7 @@
 //! JWT authentication: HS256 tokens carrying the user id, read from the
-//! `Authorization: Bearer` header, then the `token` query parameter, then
-//! the `jwt` cookie, as the reference does.
+//! `Authorization: Bearer` header, then the `token` query parameter (only
+//! with `EASYNOTE_JWT_QUERY_TOKEN=true`: URLs end up in logs and `Referer`
+//! headers), then the `jwt` cookie, as the reference does.
 
 use std::{
     fmt,
@@ -43,6 +44,7 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    query_token: bool,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -65,7 +67,13 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl: config.ttl,
+            query_token: config.query_token,
         }
+    }
+
+    /// Whether the `token` query parameter is read (`EASYNOTE_JWT_QUERY_TOKEN`).
+    pub fn query_token(&self) -> bool {
+        self.query_token
     }
 
     /// Issues a token for `user_id`, valid for the configured lifetime.
@@ -118,10 +126,14 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The token, from the first place that has one.
-pub(crate) fn find_token(parts: &Parts) -> Option<String> {
+/// The token, from the first place that has one (the query only when
+/// `query_token` allows it).
+pub(crate) fn find_token(parts: &Parts, query_token: bool) -> Option<String> {
     bearer(&parts.headers)
         .or_else(|| {
+            if !query_token {
+                return None;
+            }
             Query::<TokenQuery>::try_from_uri(&parts.uri)
                 .ok()
                 .and_then(|q| q.0.token)
@@ -161,7 +173,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<Self>() {
             return Ok(*user);
         }
-        let token = find_token(parts).ok_or(ApiError::Unauthorized("missing token"))?;
+        let token = find_token(parts, state.jwt.query_token())
+            .ok_or(ApiError::Unauthorized("missing token"))?;
         let claims = state.jwt.verify(&token)?;
         // The request's span (see `observe`) names who made it.
         tracing::Span::current().record("user.id", claims.id);
@@ -179,6 +192,7 @@ mod tests {
         JwtKeys::new(&JwtConfig {
             secret: SecretString::from(secret),
             ttl,
+            query_token: false,
         })
     }
 
@@ -241,7 +255,7 @@ mod tests {
                 .header("Cookie", "jwt=from-cookie"),
         );
         assert_eq!(
-            find_token(&header_and_query).as_deref(),
+            find_token(&header_and_query, true).as_deref(),
             Some("from-header")
         );
         let query_and_cookie = parts(
@@ -249,18 +263,31 @@ mod tests {
                 .uri("/v1/note/query?a=1&token=from-query")
                 .header("Cookie", "jwt=from-cookie"),
         );
-        assert_eq!(find_token(&query_and_cookie).as_deref(), Some("from-query"));
+        assert_eq!(
+            find_token(&query_and_cookie, true).as_deref(),
+            Some("from-query")
+        );
+        assert_eq!(
+            find_token(&query_and_cookie, false).as_deref(),
+            Some("from-cookie"),
+            "the query is not read unless turned on"
+        );
+        let query_only = parts(Request::builder().uri("/v1/note/query?token=from-query"));
+        assert_eq!(find_token(&query_only, false), None);
         let cookie_only = parts(
             Request::builder()
                 .uri("/x")
                 .header("Cookie", "theme=dark; jwt=from-cookie"),
         );
-        assert_eq!(find_token(&cookie_only).as_deref(), Some("from-cookie"));
+        assert_eq!(
+            find_token(&cookie_only, false).as_deref(),
+            Some("from-cookie")
+        );
         let basic = parts(
             Request::builder()
                 .uri("/x")
                 .header("Authorization", "Basic abc"),
         );
-        assert_eq!(find_token(&basic), None);
+        assert_eq!(find_token(&basic, true), None);
     }
 }

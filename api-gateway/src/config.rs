@@ -11,7 +11,11 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{http::HttpConfig, login_throttle::LoginThrottleConfig};
+use crate::{
+    client_addr::TrustedProxies,
+    http::HttpConfig,
+    login_throttle::{LoginThrottleConfig, SharedStoreConfig},
+};
 
 /// The default HTTP listen address.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
@@ -20,6 +24,9 @@ pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWA
 pub const DEV_JWT_SECRET: &str = "easy-note-development-secret-change-me";
 /// Shortest production JWT key, in bytes (HS256 wants at least 256 bits).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Least estimated entropy of a production JWT key, in bits
+/// ([`estimated_entropy_bits`]).
+pub const MIN_JWT_SECRET_BITS: f64 = 128.0;
 
 /// Everything the gateway reads from the environment.
 #[derive(Debug, Clone)]
@@ -30,8 +37,14 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Timeouts and the connection bound of the HTTP server.
     pub http: HttpConfig,
+    /// `EASYNOTE_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is
+    /// believed (default none).
+    pub trusted_proxies: TrustedProxies,
     /// Thresholds of the failed-login throttle.
     pub login_throttle: LoginThrottleConfig,
+    /// `EASYNOTE_REDIS_URL`: where the throttle's counts are shared between
+    /// replicas (default: in this process).
+    pub login_store: Option<SharedStoreConfig>,
     /// Token signing.
     pub jwt: JwtConfig,
     /// Where user-service and note-service are.
@@ -55,6 +68,10 @@ pub struct JwtConfig {
     pub secret: SecretString,
     /// `EASYNOTE_JWT_TTL` (default 1h): token lifetime.
     pub ttl: Duration,
+    /// `EASYNOTE_JWT_QUERY_TOKEN` (default false): also accept the token
+    /// from the `token` query parameter, as the reference did, for old
+    /// clients. Off by default: URLs end up in logs and `Referer` headers.
+    pub query_token: bool,
 }
 
 /// Bounds of `EASYNOTE_JWT_TTL`.
@@ -77,8 +94,15 @@ const PLACEHOLDER_MARKS: [&str; 2] = ["replace-me", "change-me"];
 impl JwtConfig {
     /// Reads the JWT settings: the key from `EASYNOTE_JWT_SECRET`, else
     /// from the file `EASYNOTE_JWT_SECRET_FILE` names (trailing whitespace
-    /// trimmed); production refuses a missing, short or public key.
-    pub fn from_env(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
+    /// trimmed); production refuses a missing, short, guessable or public
+    /// key. Without a key, development signs with the public development
+    /// key only while the process listens on loopback (`listen`): reachable
+    /// from elsewhere, it gets a random key of its own instead.
+    pub fn from_env(
+        env: &Env,
+        environment: Environment,
+        listen: SocketAddr,
+    ) -> Result<Self, ConfigError> {
         let (var, secret) = match env.secret_or_file("EASYNOTE_JWT_SECRET")? {
             Some((var, secret)) => (var, Some(secret)),
             None => ("EASYNOTE_JWT_SECRET".to_owned(), None),
@@ -101,6 +125,18 @@ impl JwtConfig {
                         format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
                     ));
                 }
+                let bits = estimated_entropy_bits(key.as_bytes());
+                if bits < MIN_JWT_SECRET_BITS {
+                    return Err(ConfigError::invalid(
+                        &var,
+                        format!(
+                            "is too guessable for a production key (about {bits:.0} bits of \
+                             entropy estimated, {MIN_JWT_SECRET_BITS:.0} needed: repeated or \
+                             sequential characters count little); set a random key, e.g. \
+                             `openssl rand -base64 48`"
+                        ),
+                    ));
+                }
                 secret
             }
             (Some(secret), Environment::Development) => secret,
@@ -111,11 +147,23 @@ impl JwtConfig {
                         .into(),
                 });
             }
-            (None, Environment::Development) => {
+            (None, Environment::Development) if listen.ip().to_canonical().is_loopback() => {
                 tracing::warn!(
                     "EASYNOTE_JWT_SECRET is not set: using the public development key; tokens are forgeable"
                 );
                 SecretString::from(DEV_JWT_SECRET)
+            }
+            (None, Environment::Development) => {
+                // Anyone who can reach the gateway can read the public key
+                // in this repository and sign their own tokens with it.
+                tracing::warn!(
+                    %listen,
+                    "EASYNOTE_JWT_SECRET is not set and the gateway listens beyond loopback: \
+                     signing with a random key of this process instead of the public development \
+                     key; tokens will not survive a restart nor work on another replica \
+                     (set EASYNOTE_JWT_SECRET)"
+                );
+                random_key()?
             }
         };
         let ttl = env.duration("EASYNOTE_JWT_TTL", Duration::from_secs(3600))?;
@@ -127,8 +175,60 @@ impl JwtConfig {
                 "must be between 1m and 7d",
             ));
         }
-        Ok(Self { secret, ttl })
+        let query_token = env.parse("EASYNOTE_JWT_QUERY_TOKEN", false)?;
+        Ok(Self {
+            secret,
+            ttl,
+            query_token,
+        })
     }
+}
+
+/// 32 random bytes as 64 hex digits.
+fn random_key() -> Result<SecretString, ConfigError> {
+    use ring::rand::{SecureRandom as _, SystemRandom};
+    let mut key = [0u8; 32];
+    SystemRandom::new().fill(&mut key).map_err(|_| {
+        ConfigError::invalid(
+            "EASYNOTE_JWT_SECRET",
+            "is not set and no system randomness is available for a key of this process",
+        )
+    })?;
+    Ok(SecretString::from(
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
+}
+
+/// A conservative estimate of the entropy of `key`, in bits: the key cut
+/// to its shortest repeating unit (`abcabcabc` is `abc`), then that unit's
+/// length times the Shannon entropy per byte of its bytes or of the steps
+/// between neighbours, whichever is smaller (so `aaaa…` and `abcd…` both
+/// count next to nothing). It under-counts random keys (64 hex digits of
+/// 256 bits come out at about 240) and over-counts human phrases, so it
+/// catches placeholders and patterns, not weak passphrases.
+pub fn estimated_entropy_bits(key: &[u8]) -> f64 {
+    let period = (1..key.len())
+        .find(|&p| key.iter().enumerate().all(|(i, b)| *b == key[i % p]))
+        .unwrap_or(key.len());
+    let unit = &key[..period];
+    let steps: Vec<u8> = unit.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let bits = |bytes: &[u8]| {
+        let mut counts = [0usize; 256];
+        for b in bytes {
+            counts[usize::from(*b)] += 1;
+        }
+        let n = bytes.len() as f64;
+        let per_byte: f64 = counts
+            .iter()
+            .filter(|c| **c > 0)
+            .map(|c| {
+                let p = *c as f64 / n;
+                -p * p.log2()
+            })
+            .sum();
+        per_byte * n
+    };
+    bits(unit).min(bits(&steps))
 }
 
 impl Config {
@@ -142,12 +242,15 @@ impl Config {
                 "must be at least 1024 bytes",
             ));
         }
+        let http_addr = env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
         Ok(Self {
             environment,
-            http_addr: env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
+            http_addr,
             http: HttpConfig::from_env(env)?,
+            trusted_proxies: TrustedProxies::from_env(env)?,
             login_throttle: LoginThrottleConfig::from_env(env)?,
-            jwt: JwtConfig::from_env(env, environment)?,
+            login_store: SharedStoreConfig::from_env(env)?,
+            jwt: JwtConfig::from_env(env, environment, http_addr)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,
             governance: GovernanceConfig::from_env(env)?,
@@ -162,9 +265,18 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A random-looking key (from `openssl rand -base64 48`, never used).
+    const GOOD_KEY: &str = "q3Vd8Yc1bq0mJ7pXhT2kLwN9sRzE4uAa6fGiOyBtCxZvKjM5nHdPeWrSlQg0UoI8";
+    const OTHER_GOOD_KEY: &str = "Xf2Lr9TbQe4Wm7Ky1Hs6Jd0Pv3Nc8Za5Gu2Mi7Ro4Ew9Bt1Ys6Dq3Vk0Ch5Fn8Ax";
+
     fn jwt(pairs: &[(&str, &str)]) -> Result<JwtConfig, ConfigError> {
+        jwt_listening(pairs, "127.0.0.1:8080")
+    }
+
+    fn jwt_listening(pairs: &[(&str, &str)], listen: &str) -> Result<JwtConfig, ConfigError> {
         let env = Env::from_pairs(pairs.iter().copied());
-        JwtConfig::from_env(&env, Environment::from_env(&env)?)
+        let listen = listen.parse().expect("an address");
+        JwtConfig::from_env(&env, Environment::from_env(&env)?, listen)
     }
 
     #[test]
@@ -186,8 +298,38 @@ mod tests {
             assert!(err.contains(expected), "{pairs:?}: {err}");
             assert!(!err.contains("short"), "the secret leaked into {err:?}");
         }
-        let good = "k".repeat(40);
-        assert!(jwt(&[prod, ("EASYNOTE_JWT_SECRET", &good)]).is_ok());
+        assert!(jwt(&[prod, ("EASYNOTE_JWT_SECRET", GOOD_KEY)]).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_long_but_guessable_keys_without_echoing_them() {
+        let prod = ("EASYNOTE_ENV", "production");
+        let guessable = [
+            "a".repeat(32),
+            "k".repeat(40),
+            "0123456789abcdef".repeat(2),
+            "abcdefghijklmnopqrstuvwxyz012345".to_owned(),
+            "passwordpasswordpasswordpassword1".to_owned(),
+            "Tr0ub4dor&3".repeat(3),
+        ];
+        for key in &guessable {
+            let err = jwt(&[prod, ("EASYNOTE_JWT_SECRET", key)])
+                .expect_err("a guessable key must be refused")
+                .to_string();
+            assert!(err.starts_with("EASYNOTE_JWT_SECRET:"), "{err}");
+            assert!(err.contains("too guessable"), "{key}: {err}");
+            assert!(!err.contains(key.as_str()), "the key leaked into {err:?}");
+        }
+    }
+
+    #[test]
+    fn random_keys_pass_the_entropy_estimate() {
+        for _ in 0..200 {
+            let key = random_key().expect("randomness");
+            let bits = estimated_entropy_bits(key.expose_secret().as_bytes());
+            assert!(bits >= MIN_JWT_SECRET_BITS, "{bits} bits for a random key");
+        }
+        assert!(estimated_entropy_bits(GOOD_KEY.as_bytes()) >= MIN_JWT_SECRET_BITS);
     }
 
     /// Every `EASYNOTE_JWT_SECRET` value written in compose or a
@@ -265,7 +407,7 @@ mod tests {
         let prod = ("EASYNOTE_ENV", "production");
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("jwt");
-        let key = "f".repeat(48);
+        let key = GOOD_KEY;
         std::fs::write(&file, format!("{key}\n")).expect("write");
         let path = file.display().to_string();
         let config = jwt(&[prod, ("EASYNOTE_JWT_SECRET_FILE", &path)]).expect("a good file");
@@ -275,10 +417,10 @@ mod tests {
             "trailing newline trimmed"
         );
         // The variable wins over the file.
-        let other = "g".repeat(48);
+        let other = OTHER_GOOD_KEY;
         let config = jwt(&[
             prod,
-            ("EASYNOTE_JWT_SECRET", &other),
+            ("EASYNOTE_JWT_SECRET", other),
             ("EASYNOTE_JWT_SECRET_FILE", &path),
         ])
         .expect("both");
@@ -295,7 +437,42 @@ mod tests {
     }
 
     #[test]
-    fn development_falls_back_to_the_public_key() {
+    fn development_beyond_loopback_signs_with_a_random_key_of_its_own() {
+        for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            let first = jwt_listening(&[], listen).expect("development");
+            let second = jwt_listening(&[], listen).expect("development");
+            let key = first.secret.expose_secret();
+            assert_ne!(key, DEV_JWT_SECRET, "{listen}: never the public key");
+            assert_eq!(key.len(), 64, "{listen}: 32 random bytes in hex");
+            assert_ne!(
+                key,
+                second.secret.expose_secret(),
+                "{listen}: one per process"
+            );
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0"] {
+            let config = jwt_listening(&[], listen).expect("development");
+            assert_eq!(config.secret.expose_secret(), DEV_JWT_SECRET, "{listen}");
+        }
+        let set =
+            jwt_listening(&[("EASYNOTE_JWT_SECRET", GOOD_KEY)], "0.0.0.0:8080").expect("a set key");
+        assert_eq!(set.secret.expose_secret(), GOOD_KEY, "a set key is kept");
+    }
+
+    #[test]
+    fn query_tokens_are_off_unless_turned_on() {
+        assert!(!jwt(&[]).expect("default").query_token);
+        let on = jwt(&[("EASYNOTE_JWT_QUERY_TOKEN", "true")]).expect("on");
+        assert!(on.query_token);
+        let err = jwt(&[("EASYNOTE_JWT_QUERY_TOKEN", "yes")]).expect_err("not a bool");
+        assert!(
+            err.to_string().starts_with("EASYNOTE_JWT_QUERY_TOKEN"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn development_on_loopback_falls_back_to_the_public_key() {
         let config = jwt(&[]).expect("development default");
         assert_eq!(config.secret.expose_secret(), DEV_JWT_SECRET);
         assert_eq!(config.ttl, Duration::from_secs(3600));

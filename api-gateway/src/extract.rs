@@ -1,15 +1,12 @@
 //! Extractors that answer bad input with the contract's errors instead of
 //! axum's plain-text rejections.
 
-use std::{
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-};
+use std::{convert::Infallible, net::IpAddr};
 
 use axum::{
     Json,
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request},
+    extract::{FromRequest, FromRequestParts, Path, Request},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use easynote_shared::validate;
@@ -118,33 +115,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// The client's IP as governance derives it: the peer's, or the one the
-/// outermost of `trusted_proxy_hops` proxies saw; `None` without a peer.
+/// The client's address as the HTTP server derived it (client_addr.rs);
+/// `None` when the request did not come through it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl FromRequestParts<AppState> for ClientIp {
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        let hops = state
-            .edge
-            .governance()
-            .active()
-            .rules
-            .gateway
-            .trusted_proxy_hops;
-        Ok(Self(crate::governance::client_ip(
-            peer,
-            &parts.headers,
-            hops,
-        )))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<crate::client_addr::ClientAddr>()
+                .map(|client| client.0),
+        ))
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! 1. load shedding: beyond `max_in_flight` requests at once, 503 (code
 //!    10001) with `Retry-After`, at once;
-//! 2. rate limits: keyed token buckets (GCRA, `governor`) per client IP,
-//!    user or globally; over the limit, 429 (code 10006) with an integer
-//!    `Retry-After`;
+//! 2. rate limits: keyed token buckets (GCRA, `governor`) per client IP
+//!    (an IPv6 client's /64; client_addr.rs), user or globally; over the
+//!    limit, 429 (code 10006) with an integer `Retry-After`;
 //! 3. the route's deadline, for the whole request: what is left of it
 //!    travels downstream as each call's `grpc-timeout`; past it, 503 (408
 //!    when the request's body has not arrived yet);
@@ -14,7 +14,6 @@
 //! Health routes are exempt from all of it.
 
 use std::{
-    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::{
         Arc,
@@ -25,7 +24,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use axum::{
-    extract::{ConnectInfo, MatchedPath, Request, State},
+    extract::{MatchedPath, Request, State},
     http::HeaderMap,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -38,7 +37,12 @@ use easynote_shared::governance::{
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use opentelemetry::KeyValue;
 
-use crate::{auth::AuthUser, error::ApiError, state::AppState};
+use crate::{
+    auth::AuthUser,
+    client_addr::{ClientAddr, limit_key},
+    error::ApiError,
+    state::AppState,
+};
 
 type Limiter = DefaultKeyedRateLimiter<String>;
 
@@ -209,18 +213,14 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
     }
     let _slot = Slot(&edge.in_flight);
 
-    // Who is asking: the client IP, and the user when the token is valid.
+    // Who is asking: the client (http.rs derived it), and the user when
+    // the token is valid.
     let (mut parts, body) = request.into_parts();
-    let peer = parts
+    let client_ip = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let client_ip = client_ip(
-        peer,
-        &parts.headers,
-        active.rules.gateway.trusted_proxy_hops,
-    );
-    let user = crate::auth::find_token(&parts)
+        .get::<ClientAddr>()
+        .map(|client| limit_key(client.0));
+    let user = crate::auth::find_token(&parts, state.jwt.query_token())
         .and_then(|token| state.jwt.verify(&token).ok())
         .map(|claims| AuthUser { id: claims.id });
     if let Some(user) = user {
@@ -302,27 +302,6 @@ fn route_matches(rule: &str, route: &str) -> bool {
             .all(|(w, a)| w == a || (w.starts_with('{') && a.starts_with('{')))
 }
 
-/// The client's IP: the peer's, or with `hops` trusted proxies in front,
-/// the address the outermost trusted proxy saw in `X-Forwarded-For`.
-pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
-    if hops == 0 {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
-        .collect();
-    let hops = hops as usize;
-    if forwarded.is_empty() {
-        return peer;
-    }
-    let index = forwarded.len().saturating_sub(hops);
-    forwarded.get(index).copied().or(peer)
-}
-
 /// The first lane, across the `routing` rules, whose match holds.
 fn lane_of(rules: &Rules, headers: &HeaderMap, user: Option<AuthUser>) -> Option<Arc<str>> {
     rules
@@ -370,25 +349,6 @@ mod tests {
         assert!(route_matches("GET /v1/note/:id", "GET /v1/note/{note_id}"));
         assert!(!route_matches("GET /v1/note/{id}", "GET /v1/note/query"));
         assert!(!route_matches("GET /v1/note", "GET /v1/note/{note_id}"));
-    }
-
-    #[test]
-    fn the_client_ip_comes_through_trusted_hops_only() {
-        let peer: IpAddr = "10.0.0.9".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "1.1.1.1, 2.2.2.2, 3.3.3.3".parse().unwrap(),
-        );
-        assert_eq!(
-            client_ip(Some(peer), &headers, 0),
-            Some(peer),
-            "spoofable: ignored"
-        );
-        assert_eq!(client_ip(Some(peer), &headers, 1), "3.3.3.3".parse().ok());
-        assert_eq!(client_ip(Some(peer), &headers, 2), "2.2.2.2".parse().ok());
-        assert_eq!(client_ip(Some(peer), &headers, 9), "1.1.1.1".parse().ok());
-        assert_eq!(client_ip(Some(peer), &HeaderMap::new(), 1), Some(peer));
     }
 
     #[test]

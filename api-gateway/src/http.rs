@@ -25,11 +25,25 @@
 //! `Retry-After: 1`, `Connection: close`) and closed: the client learns at
 //! once that this gateway is full and can go elsewhere, rather than
 //! waiting in the listen backlog behind the connections holding it.
+//!
+//! One address cannot take all of them: at most
+//! `EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS` connections come from one
+//! peer address (an IPv6 peer's /64), every route alike (`/ping` too);
+//! beyond it a new connection is answered 429 (code 10006, `Retry-After:
+//! 1`) and closed. The trusted proxies (`EASYNOTE_TRUSTED_PROXIES`) carry
+//! every client's connections and are not capped; their kept-alive
+//! connections wait `EASYNOTE_HTTP_PROXY_IDLE_TIMEOUT`, longer than a load
+//! balancer's own idle timeout, so that the gateway never closes a
+//! connection the balancer is about to reuse.
+//!
+//! Each request's client address is derived here, once, from the peer and
+//! the trusted proxies (client_addr.rs), and left in its extensions.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -43,6 +57,7 @@ use axum::{
     Router,
     body::Body,
     extract::{ConnectInfo, Request, State},
+    http::{HeaderValue, header},
     middleware::Next,
     response::{IntoResponse as _, Response},
 };
@@ -58,7 +73,11 @@ use tokio::{
 };
 use tower::Service as _;
 
-use crate::{envelope::Envelope, error::ApiError};
+use crate::{
+    client_addr::{ClientAddr, ClientAddrs, limit_key},
+    envelope::Envelope,
+    error::ApiError,
+};
 
 /// Bounds of the HTTP server (`EASYNOTE_HTTP_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +90,19 @@ pub struct HttpConfig {
     /// headers to its answer (body included); also how long an answer may
     /// wait for the client to read any of it.
     pub request_timeout: Duration,
-    /// `EASYNOTE_HTTP_IDLE_TIMEOUT` (default 60s): how long a kept-alive
+    /// `EASYNOTE_HTTP_IDLE_TIMEOUT` (default 10s): how long a kept-alive
     /// connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// `EASYNOTE_HTTP_PROXY_IDLE_TIMEOUT` (default 75s): the same for a
+    /// connection from a trusted proxy.
+    pub proxy_idle_timeout: Duration,
     /// `EASYNOTE_HTTP_MAX_CONNECTIONS` (default 2048): connections served at
     /// once; beyond them a new connection is answered 503 and closed.
     pub max_connections: usize,
+    /// `EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS` (default 64): connections
+    /// from one peer address (IPv6: one /64) at once, trusted proxies
+    /// excepted; beyond them a new one is answered 429 and closed.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for HttpConfig {
@@ -84,10 +110,19 @@ impl Default for HttpConfig {
         Self {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            // Long enough for a client's next request in a burst; an idle
+            // connection is a slot held for nothing.
+            idle_timeout: Duration::from_secs(10),
+            // Load balancers commonly keep idle backend connections up to
+            // 60 s: the backend must wait longer, or it closes a connection
+            // the balancer is sending a request on (a 502).
+            proxy_idle_timeout: Duration::from_secs(75),
             // About 20 KB each when idle (measured): 2048 stay well inside
             // the 128 MiB the Kubernetes base gives the gateway.
             max_connections: 2048,
+            // A browser opens 6 per host; 64 leaves room for a small NAT
+            // and takes one host 32 of the 2048.
+            max_connections_per_address: 64,
         }
     }
 }
@@ -127,6 +162,16 @@ impl HttpConfig {
                 format!("must be between 1 and {MAX_CONNECTIONS_MAX}"),
             ));
         }
+        let max_connections_per_address = env.parse(
+            "EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+            defaults.max_connections_per_address,
+        )?;
+        if !(1..=MAX_CONNECTIONS_MAX).contains(&max_connections_per_address) {
+            return Err(ConfigError::invalid(
+                "EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                format!("must be between 1 and {MAX_CONNECTIONS_MAX}"),
+            ));
+        }
         Ok(Self {
             header_timeout: timeout(
                 "EASYNOTE_HTTP_HEADER_TIMEOUT",
@@ -143,7 +188,13 @@ impl HttpConfig {
                 defaults.idle_timeout,
                 IDLE_TIMEOUT_MAX,
             )?,
+            proxy_idle_timeout: timeout(
+                "EASYNOTE_HTTP_PROXY_IDLE_TIMEOUT",
+                defaults.proxy_idle_timeout,
+                IDLE_TIMEOUT_MAX,
+            )?,
             max_connections,
+            max_connections_per_address,
         })
     }
 }
@@ -155,9 +206,12 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     config: HttpConfig,
+    clients: ClientAddrs,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let clients = Arc::new(clients);
     let refusals = Arc::new(Refusals::default());
     let graceful = GracefulShutdown::new();
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -180,14 +234,32 @@ pub(crate) async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
+        let from_proxy = clients.is_trusted_proxy(peer.ip());
+        let address_slot = if from_proxy {
+            None
+        } else {
+            let key = limit_key(peer.ip());
+            match per_address.take(key, config.max_connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    refusals.refuse(tcp, Refusal::PerAddress(key), config);
+                    continue;
+                }
+            }
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refusals.refuse(tcp, config.max_connections);
+            refusals.refuse(tcp, Refusal::Total, config);
             continue;
         };
-        let clock = Arc::new(PhaseClock::new(config));
+        let mut connection_config = config;
+        if from_proxy {
+            connection_config.idle_timeout = config.proxy_idle_timeout;
+        }
+        let clock = Arc::new(PhaseClock::new(connection_config));
         let service = ConnectionService {
             app: app.clone(),
             peer,
+            clients: clients.clone(),
             clock: clock.clone(),
         };
         let io = TokioIo::new(Watched {
@@ -197,7 +269,7 @@ pub(crate) async fn serve(
         let connection = graceful.watch(http1.serve_connection(io, service));
         tokio::spawn(async move {
             clock.enforce(connection).await;
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     drop(listener);
@@ -229,32 +301,105 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// At most one warning per this long while connections are refused.
 const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Answers connections beyond the bound.
+/// Open connections per peer address (an IPv6 peer's /64).
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more connection from `key`, unless it has `max`.
+    fn take(self: &Arc<Self>, key: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.lock();
+        let count = open.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+
+    #[cfg(test)]
+    fn open(&self, key: IpAddr) -> usize {
+        self.lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// One connection counted against its address until dropped; the table
+/// holds only addresses with open connections.
+#[derive(Debug)]
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// `EASYNOTE_HTTP_MAX_CONNECTIONS` are open.
+    Total,
+    /// The address has `EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS` open.
+    PerAddress(IpAddr),
+}
+
+/// Answers connections beyond the bounds.
 #[derive(Debug)]
 struct Refusals {
     answering: Arc<Semaphore>,
-    answer: Arc<[u8]>,
+    full: Arc<[u8]>,
+    per_address: Arc<[u8]>,
     refused: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
 }
 
+/// A whole HTTP/1.1 answer that closes the connection, with the envelope.
+fn closing_answer(status: &str, error: &ApiError, message: &str) -> Arc<[u8]> {
+    let body = serde_json::to_vec(&Envelope::<()>::error(error.code(), message.to_owned()))
+        .expect("an envelope serializes");
+    let mut answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+         x-content-type-options: nosniff\r\ncache-control: no-store\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer.into()
+}
+
 impl Default for Refusals {
     fn default() -> Self {
-        let body = serde_json::to_vec(&Envelope::<()>::error(
-            ApiError::Overloaded.code(),
-            "too many connections, please retry".to_owned(),
-        ))
-        .expect("an envelope serializes");
-        let mut answer = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        answer.extend_from_slice(&body);
         Self {
             answering: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
-            answer: answer.into(),
+            full: closing_answer(
+                "503 Service Unavailable",
+                &ApiError::Overloaded,
+                "too many connections, please retry",
+            ),
+            per_address: closing_answer(
+                "429 Too Many Requests",
+                &ApiError::RateLimited { retry_after: 1 },
+                "too many connections from your address, please retry",
+            ),
             refused: AtomicU64::new(0),
             last_warning: Mutex::new(None),
         }
@@ -262,9 +407,9 @@ impl Default for Refusals {
 }
 
 impl Refusals {
-    /// Answers 503 and closes; past [`REFUSING_AT_ONCE`] answers in
-    /// progress, just closes.
-    fn refuse(&self, mut tcp: TcpStream, max_connections: usize) {
+    /// Answers and closes; past [`REFUSING_AT_ONCE`] answers in progress,
+    /// just closes.
+    fn refuse(&self, mut tcp: TcpStream, why: Refusal, config: HttpConfig) {
         let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         {
             let mut last = self
@@ -273,17 +418,29 @@ impl Refusals {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.is_none_or(|at| at.elapsed() >= REFUSAL_WARN_EVERY) {
                 *last = Some(Instant::now());
-                tracing::warn!(
-                    max_connections,
-                    refused_so_far = refused,
-                    "at EASYNOTE_HTTP_MAX_CONNECTIONS: new connections are answered 503"
-                );
+                match why {
+                    Refusal::Total => tracing::warn!(
+                        max_connections = config.max_connections,
+                        refused_so_far = refused,
+                        "at EASYNOTE_HTTP_MAX_CONNECTIONS: new connections are answered 503"
+                    ),
+                    Refusal::PerAddress(address) => tracing::warn!(
+                        %address,
+                        max_connections_per_address = config.max_connections_per_address,
+                        refused_so_far = refused,
+                        "an address at EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS: \
+                         its new connections are answered 429"
+                    ),
+                }
             }
         }
         let Ok(permit) = self.answering.clone().try_acquire_owned() else {
             return;
         };
-        let answer = self.answer.clone();
+        let answer = match why {
+            Refusal::Total => self.full.clone(),
+            Refusal::PerAddress(_) => self.per_address.clone(),
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tokio::time::timeout(REFUSAL_LINGER, async {
@@ -514,11 +671,13 @@ impl AsyncWrite for Watched {
 }
 
 /// The application as one connection's hyper service: the peer's address
-/// as `ConnectInfo` (observe.rs, governance.rs), phases as they pass.
+/// as `ConnectInfo`, the client's as [`ClientAddr`] (observe.rs,
+/// governance.rs, the login throttle), phases as they pass.
 #[derive(Clone)]
 struct ConnectionService {
     app: Router,
     peer: SocketAddr,
+    clients: Arc<ClientAddrs>,
     clock: Arc<PhaseClock>,
 }
 
@@ -537,7 +696,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
             body,
             received: received.clone(),
         });
+        let client = self.clients.client(self.peer.ip(), request.headers());
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(ClientAddr(client));
         request.extensions_mut().insert(received);
         let mut app = self.app.clone();
         Box::pin(async move {
@@ -626,6 +787,22 @@ impl HttpBody for Received {
     }
 }
 
+/// Headers every answer carries: `X-Content-Type-Options: nosniff`, and
+/// `Cache-Control: no-store` unless the handler chose otherwise (login
+/// replies carry tokens, the others a user's notes: no cache may keep them).
+pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The request timeout, as a middleware: past it, a request whose body is
 /// still arriving is answered 408 (code 10002: the client is too slow), one
 /// still being handled 503 (code 10001, like a passed route deadline).
@@ -681,6 +858,16 @@ mod tests {
                 "between 1 and 1000000",
             ),
             ("EASYNOTE_HTTP_MAX_CONNECTIONS", "-5", "cannot parse"),
+            (
+                "EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                "0",
+                "between 1 and 1000000",
+            ),
+            (
+                "EASYNOTE_HTTP_PROXY_IDLE_TIMEOUT",
+                "0",
+                "between 100ms and 1h",
+            ),
         ];
         for (var, value, expected) in cases {
             let err = config(&[(var, value)])
@@ -694,8 +881,12 @@ mod tests {
             ("EASYNOTE_HTTP_REQUEST_TIMEOUT", "2m"),
             ("EASYNOTE_HTTP_IDLE_TIMEOUT", "500ms"),
             ("EASYNOTE_HTTP_MAX_CONNECTIONS", "50"),
+            ("EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "5"),
+            ("EASYNOTE_HTTP_PROXY_IDLE_TIMEOUT", "2m"),
         ])
         .expect("valid");
+        assert_eq!(set.max_connections_per_address, 5);
+        assert_eq!(set.proxy_idle_timeout, Duration::from_secs(120));
         assert_eq!(set.header_timeout, Duration::from_secs(1));
         assert_eq!(set.request_timeout, Duration::from_secs(120));
         assert_eq!(set.idle_timeout, Duration::from_millis(500));
@@ -703,18 +894,39 @@ mod tests {
     }
 
     #[test]
-    fn the_refusal_is_a_complete_http_answer_with_the_envelope() {
-        let answer = Refusals::default().answer;
-        let text = std::str::from_utf8(&answer).expect("ASCII");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
-        assert!(head.contains("retry-after: 1"), "{head}");
+    fn refusals_are_complete_http_answers_with_the_envelope() {
+        let refusals = Refusals::default();
+        for (answer, status, code) in [
+            (&refusals.full, "503", 10001),
+            (&refusals.per_address, "429", 10006),
+        ] {
+            let text = std::str::from_utf8(answer).expect("ASCII");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(head.contains("retry-after: 1"), "{head}");
+            assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            let envelope: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            assert_eq!(envelope["code"], code);
+            assert_eq!(envelope["data"], serde_json::Value::Null);
+        }
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_and_closed_connections_free_it() {
+        let table = Arc::new(PerAddress::default());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let held: Vec<_> = (0..3).map(|_| table.take(a, 3).expect("a slot")).collect();
+        assert!(table.take(a, 3).is_none(), "the fourth from one address");
         assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{head}"
+            table.take(b, 3).is_some(),
+            "another address is not affected"
         );
-        let envelope: serde_json::Value = serde_json::from_str(body).expect("JSON");
-        assert_eq!(envelope["code"], 10001);
-        assert_eq!(envelope["data"], serde_json::Value::Null);
+        drop(held);
+        assert_eq!(table.open(a), 0);
+        assert!(table.take(a, 3).is_some(), "free again");
     }
 }

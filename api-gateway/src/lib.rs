@@ -5,6 +5,7 @@
 //! the two services; [`Gateway::run`] serves until shutdown, then drains.
 
 pub mod auth;
+pub mod client_addr;
 mod config;
 mod envelope;
 mod error;
@@ -69,6 +70,7 @@ pub struct Gateway {
     governance: Governance,
     users: Upstream,
     notes: Upstream,
+    logins: Arc<login_throttle::LoginThrottle>,
 }
 
 impl Gateway {
@@ -93,6 +95,12 @@ impl Gateway {
         let notes = Upstream::connect(&discovery, service_name::NOTE, rpc, governance.clone())
             .await
             .context("subscribing to note-service")?;
+        let logins = login_throttle::LoginThrottle::build(
+            config.login_throttle,
+            config.login_store.as_ref(),
+            config.http.request_timeout,
+        )
+        .context("setting up the login throttle")?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_HTTP_ADDR {}", config.http_addr))?;
@@ -103,6 +111,7 @@ impl Gateway {
             governance,
             users,
             notes,
+            logins: Arc::new(logins),
         })
     }
 
@@ -119,12 +128,13 @@ impl Gateway {
     /// and drains in-flight requests for at most the shutdown timeout.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let clients = self.clients();
         let state = self.state(&shutdown);
         prune_idle_state(&state, &shutdown);
         let app = app(state);
         let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
-            |stop| http::serve(listener, app, http, stop),
+            |stop| http::serve(listener, app, http, clients, stop),
             Lifecycle {
                 discovery: self.discovery,
                 registration: Registration::new(SERVICE, addr, "http")
@@ -147,12 +157,20 @@ impl Gateway {
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance.clone())),
-            logins: Arc::new(login_throttle::LoginThrottle::new(
-                self.config.login_throttle,
-            )),
+            logins: self.logins.clone(),
+            readiness: Arc::default(),
             request_timeout: self.config.http.request_timeout,
             panics: Arc::default(),
         }
+    }
+
+    /// Who the gateway's clients are: the peer, or behind a trusted proxy
+    /// the address it forwards.
+    fn clients(&self) -> client_addr::ClientAddrs {
+        client_addr::ClientAddrs::new(
+            self.config.trusted_proxies.clone(),
+            self.governance.clone(),
+        )
     }
 }
 
@@ -187,6 +205,8 @@ pub fn app(state: AppState) -> Router {
 /// `routes` under the gateway's layers, outermost first (a request goes
 /// through them in this order, its answer back in the reverse one):
 ///
+/// 0. `secure_headers`: the headers every answer carries (`nosniff`,
+///    `no-store`);
 /// 1. `observe`: the traced, measured span of the request and its access
 ///    log line, so every answer below is seen, a caught panic's 500 too;
 /// 2. the panic catcher: a panic anywhere below is a 500 with the envelope,
@@ -218,6 +238,7 @@ fn layered(routes: Router<AppState>, state: AppState) -> Router {
             HttpServerMetrics::new(),
             observe::observe,
         ))
+        .layer(middleware::from_fn(http::secure_headers))
         .with_state(state)
 }
 
@@ -263,10 +284,14 @@ mod tests {
             .route("/v1/boom", get(boom))
             .route("/v1/fine", get(|| async { "fine" }));
         let app = layered(routes, gateway.state(&shutdown));
+        let clients = gateway.clients();
         let (listener, http) = (gateway.listener, gateway.config.http);
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            http::serve(listener, app, http, async move { stop.requested().await }).await
+            http::serve(listener, app, http, clients, async move {
+                stop.requested().await
+            })
+            .await
         });
 
         let client = reqwest::Client::new();
@@ -291,7 +316,6 @@ mod tests {
         }
         let (status, body) = get("/readyz").await;
         assert_eq!(status, 503, "every request panics: not ready ({body})");
-        assert!(body.contains("requests are failing"), "{body}");
         assert_eq!(get("/healthz").await.0, 200, "still alive");
         assert_eq!(get("/v1/fine").await.0, 200);
         assert_eq!(get("/readyz").await.0, 200, "a request served: ready again");

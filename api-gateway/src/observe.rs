@@ -14,6 +14,8 @@ use axum::{
     response::Response,
 };
 use easynote_shared::telemetry::{metrics::HttpServerMetrics, propagation};
+
+use crate::client_addr::ClientAddr;
 use opentelemetry::context::FutureExt as _;
 use tracing::{Instrument as _, field::Empty, info_span};
 
@@ -38,17 +40,19 @@ fn scheme(headers: &HeaderMap) -> &'static str {
     }
 }
 
-/// `client.address`: the original client, first in `X-Forwarded-For` when
-/// a proxy put it there, else the peer of the connection.
-fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .or_else(|| peer.map(|peer| peer.ip().to_string()))
+/// `client.address`: the client the limits count (client_addr.rs: the
+/// peer, or behind trusted proxies the address they saw), else the peer.
+fn client_address(request: &Request) -> Option<String> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ClientAddr>()
+        .map(|client| client.0)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
+        .map(|ip| ip.to_string())
 }
 
 /// The middleware; install with `axum::middleware::from_fn_with_state`.
@@ -71,10 +75,6 @@ pub async fn observe(
     let span = if is_probe(&path) {
         tracing::Span::none()
     } else {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
         let user_agent = request
             .headers()
             .get(header::USER_AGENT)
@@ -90,7 +90,7 @@ pub async fn observe(
             http.route = route.as_deref(),
             url.path = %path,
             url.scheme = scheme,
-            client.address = client_address(request.headers(), peer).as_deref(),
+            client.address = client_address(&request).as_deref(),
             user_agent.original = user_agent,
             http.response.status_code = Empty,
             user.id = Empty,
@@ -143,24 +143,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_client_and_scheme_come_from_the_proxy_when_there_is_one() {
-        let peer: SocketAddr = "10.0.0.9:51000".parse().expect("addr");
+    fn the_scheme_comes_from_the_proxy_and_the_client_is_the_one_the_limits_count() {
         let mut headers = HeaderMap::new();
         assert_eq!(scheme(&headers), "http");
-        assert_eq!(
-            client_address(&headers, Some(peer)).as_deref(),
-            Some("10.0.0.9")
-        );
-        assert_eq!(client_address(&headers, None), None);
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.5, 10.0.0.2"),
-        );
         assert_eq!(scheme(&headers), "https");
-        assert_eq!(
-            client_address(&headers, Some(peer)).as_deref(),
-            Some("203.0.113.5")
-        );
+
+        let peer: SocketAddr = "10.0.0.9:51000".parse().expect("addr");
+        let mut request = Request::new(axum::body::Body::empty());
+        assert_eq!(client_address(&request), None);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(client_address(&request).as_deref(), Some("10.0.0.9"));
+        // A forged header changes nothing: only the derived address counts.
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
+        assert_eq!(client_address(&request).as_deref(), Some("10.0.0.9"));
+        request
+            .extensions_mut()
+            .insert(ClientAddr("198.51.100.4".parse().expect("ip")));
+        assert_eq!(client_address(&request).as_deref(), Some("198.51.100.4"));
     }
 }

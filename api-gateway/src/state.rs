@@ -6,6 +6,7 @@ use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
 use crate::{
     auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle, panics::Panics,
+    routes::health::ReadinessCheck,
 };
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub edge: Arc<EdgeGovernance>,
     /// Failed logins per username.
     pub logins: Arc<LoginThrottle>,
+    /// The last downstream readiness check (`/readyz`).
+    pub readiness: Arc<ReadinessCheck>,
     /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
     pub request_timeout: std::time::Duration,
     /// Panics caught in the request path (readiness turns false while

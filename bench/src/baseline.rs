@@ -48,7 +48,7 @@ pub async fn serve() -> anyhow::Result<()> {
     let env = Env::from_process();
     let addr: SocketAddr = env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_ADDR)?;
     let database = DatabaseConfig::from_env(&env, DEFAULT_DATABASE_URL)?;
-    let jwt = JwtConfig::from_env(&env, Environment::from_env(&env)?)?;
+    let jwt = JwtConfig::from_env(&env, Environment::from_env(&env)?, addr)?;
     // Two pools on one database, as the all-in-one suite has.
     let users = Database::connect(&database, &user_service::migrations()).await?;
     let notes = Database::connect(&database, &note_service::migrations()).await?;

@@ -108,6 +108,7 @@ async fn two_thousand_half_sent_requests_are_closed_at_the_header_timeout_while_
     let app = TestApp::spawn_with(&[
         ("EASYNOTE_HTTP_HEADER_TIMEOUT", "1s"),
         ("EASYNOTE_HTTP_MAX_CONNECTIONS", "4096"),
+        ("EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "4096"),
     ])
     .await;
     let addr = app.gateway.addr;
@@ -176,6 +177,7 @@ async fn a_body_that_never_arrives_is_answered_408_at_the_request_timeout() {
 async fn connections_beyond_the_bound_are_answered_503_and_the_gateway_recovers() {
     let app = TestApp::spawn_with(&[
         ("EASYNOTE_HTTP_MAX_CONNECTIONS", "20"),
+        ("EASYNOTE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "100"),
         ("EASYNOTE_HTTP_HEADER_TIMEOUT", "60s"),
     ])
     .await;

@@ -70,6 +70,7 @@ pub struct TestApp {
     pub note: Service,
     pub gateway: Service,
     env: Env,
+    gateway_env: Env,
 }
 
 impl TestApp {
@@ -132,11 +133,7 @@ impl TestApp {
                 .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string()),
             |env, (var, value)| env.with(var, *value),
         );
-        let config = api_gateway::Config::from_env(&gateway_env).expect("gateway config");
-        let server = api_gateway::Gateway::build(config)
-            .await
-            .expect("build gateway");
-        let gateway = Service::spawn(server.local_addr(), |s| server.run(s));
+        let gateway = start_gateway(&gateway_env).await;
         let app = Self {
             base: format!("http://{}", gateway.addr),
             http: reqwest::Client::new(),
@@ -145,6 +142,7 @@ impl TestApp {
             note,
             gateway,
             env,
+            gateway_env,
         };
         app.wait_until_ready().await;
         app
@@ -159,6 +157,32 @@ impl TestApp {
             }
         })
         .await;
+    }
+
+    /// Another gateway in front of the same services, with this one's
+    /// settings and `extra`; ready when it returns.
+    pub async fn spawn_gateway(&self, extra: &[(&str, &str)]) -> Service {
+        let env = extra
+            .iter()
+            .fold(self.gateway_env.clone(), |env, (var, value)| {
+                env.with(var, *value)
+            });
+        let gateway = start_gateway(&env).await;
+        let base = format!("http://{}", gateway.addr);
+        easynote_testkit::eventually(Duration::from_secs(10), "the gateway is ready", || async {
+            let response = self
+                .http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .map_err(|err| err.to_string())?;
+            match response.status() {
+                StatusCode::OK => Ok(()),
+                status => Err(status.to_string()),
+            }
+        })
+        .await;
+        gateway
     }
 
     /// Starts a new user-service on the address the old one had.
@@ -272,6 +296,14 @@ impl TestApp {
         db.close().await;
         counts
     }
+}
+
+async fn start_gateway(env: &Env) -> Service {
+    let config = api_gateway::Config::from_env(env).expect("gateway config");
+    let server = api_gateway::Gateway::build(config)
+        .await
+        .expect("build gateway");
+    Service::spawn(server.local_addr(), |s| server.run(s))
 }
 
 async fn start_user_service(env: &Env) -> Service {

@@ -4,8 +4,8 @@
 //!
 //! Clients come from different loopback addresses (127.0.0.2, …), which
 //! the gateway sees as different client IPs without any proxy header.
-//! Governance is off so that its per-IP login rate limit stays out of the
-//! way; the throttle does not depend on it.
+//! Governance is off and the login rate floor raised so that per-address
+//! rate limits stay out of the way; the throttle does not depend on them.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -23,6 +23,8 @@ async fn spawn(max_failures: &str, max_user_failures: &str) -> TestApp {
         ("EASYNOTE_LOGIN_MAX_FAILURES", max_failures),
         ("EASYNOTE_LOGIN_LOCK", "1s"),
         ("EASYNOTE_LOGIN_MAX_USER_FAILURES", max_user_failures),
+        ("EASYNOTE_LOGIN_RATE_PER_SECOND", "1000"),
+        ("EASYNOTE_LOGIN_RATE_BURST", "1000"),
     ])
     .await
 }

@@ -8,5 +8,6 @@ mod helpers;
 mod idempotency;
 mod login_throttle;
 mod resilience;
+mod security;
 mod tls;
 mod user_story;

@@ -287,8 +287,9 @@ async fn another_users_notes_are_invisible_and_untouchable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tokens_are_accepted_from_header_query_and_cookie() {
-    let app = TestApp::spawn().await;
+async fn tokens_are_accepted_from_header_cookie_and_query_when_the_query_is_turned_on() {
+    // The query is off by default (security::a_token_in_the_url_is_refused_unless_turned_on).
+    let app = TestApp::spawn_with(&[("EASYNOTE_JWT_QUERY_TOKEN", "true")]).await;
     let token = app.signed_up("carol").await;
     let url = format!("{}/v1/note/query", app.base);
     let by_header = app

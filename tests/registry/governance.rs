@@ -29,9 +29,21 @@ const GOVERNANCE_DEBUG: &str = "info,nacos_sdk=warn,nacos_sdk::config::worker=of
 
 /// rnacos plus user-service, `notes` note-services (with the given extra
 /// settings each) and a gateway, ready.
+/// The gateway's own edge settings in these tests: the test client, on
+/// loopback, is the proxy whose `X-Forwarded-For` names the client (as the
+/// rules' `trusted_proxy_hops` asks), and the login floor is out of the way
+/// of the rules' limits, which are what these tests measure (the floor has
+/// its own test in tests/api/security.rs).
+const GATEWAY_EDGE: [(&str, &str); 3] = [
+    ("EASYNOTE_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ("EASYNOTE_LOGIN_RATE_PER_SECOND", "1000"),
+    ("EASYNOTE_LOGIN_RATE_BURST", "1000"),
+];
+
 async fn governed(notes: &[&[(&str, String)]]) -> (Cluster, Vec<Service>, Service) {
     let mut cluster = harness::cluster().await;
     cluster.set(&[("RUST_LOG", GOVERNANCE_DEBUG.to_owned())]);
+    cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
     let user = cluster.start_user().await;
     let mut services = vec![user];
     for extra in notes {
@@ -687,6 +699,7 @@ async fn lanes_send_matching_requests_only_to_their_instances_and_fall_back() {
 async fn the_file_source_works_without_nacos_and_is_read_again_when_it_changes() {
     let mut cluster = Cluster::with_static_lists(&suite_bin());
     cluster.set(&[("EASYNOTE_JWT_SECRET", harness::JWT_SECRET.to_owned())]);
+    cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
     let file = cluster.dir.path().join("governance.json");
     cluster.set(&[("EASYNOTE_GOVERNANCE_FILE", file.display().to_string())]);
     let _user = cluster.start_user().await;

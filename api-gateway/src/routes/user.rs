@@ -95,7 +95,8 @@ pub struct LoginReply {
 ///
 /// Throttled per username (login_throttle.rs): the check comes before
 /// user-service is asked and does not depend on the account existing, so
-/// a 429 says nothing about it.
+/// a 429 says nothing about it. The reply carries a token: it is sent with
+/// `Cache-Control: no-store` (http.rs).
 #[utoipa::path(
     post,
     path = "/v1/user/login",
@@ -112,7 +113,10 @@ pub(crate) async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<LoginReply>> {
     let attempt = Attempt::new(&body.username, ip);
-    state.logins.check(&attempt)?;
+    // Reserved before user-service is asked: concurrent guesses cannot
+    // pass the allowance. Dropped unsettled (another error, or the client
+    // gone), the reservation is given back.
+    let reservation = state.logins.reserve(&attempt).await?;
     let request = CheckUserRequest {
         username: body.username,
         password: body.password,
@@ -125,12 +129,12 @@ pub(crate) async fn login(
         .await;
     let user_id = match checked {
         Ok(reply) => {
-            state.logins.succeeded(&attempt);
+            reservation.succeeded().await;
             reply.into_inner().user_id
         }
         Err(status) => {
             if status.code() == tonic::Code::Unauthenticated {
-                state.logins.failed(&attempt);
+                reservation.failed().await;
             }
             return Err(status.into());
         }
