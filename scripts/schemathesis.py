@@ -68,7 +68,7 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="easy-note-schemathesis-")
     certs = os.path.join(workdir, "certs")
-    subprocess.run([suite.EASY_NOTE, "dev-certs", "--out", certs, "--jwt-secret"], check=True,
+    subprocess.run([suite.EASY_NOTE, "dev-certs", "--out", certs, "--all-in-one", "--jwt-secret"], check=True,
                    stdout=subprocess.DEVNULL)
     env = {
         "PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn", "EASYNOTE_ENV": "production",
