@@ -11,7 +11,10 @@ use easynote_shared::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{http::HttpConfig, login_throttle::LoginThrottleConfig};
+use crate::{
+    auth::ClaimsConfig, http::HttpConfig, login_throttle::LoginThrottleConfig,
+    revocation::RevocationConfig,
+};
 
 /// The default HTTP listen address.
 pub(crate) const DEFAULT_HTTP_ADDR: &str = easynote_shared::default_addr::GATEWAY_HTTP;
@@ -34,6 +37,10 @@ pub struct Config {
     pub login_throttle: LoginThrottleConfig,
     /// Token signing.
     pub jwt: JwtConfig,
+    /// The issuer and audience of tokens.
+    pub claims: ClaimsConfig,
+    /// How long an answer about a token's revocation is trusted.
+    pub revocation: RevocationConfig,
     /// Where user-service and note-service are.
     pub discovery: DiscoveryConfig,
     /// How calls to the services connect (their deadlines are governance rules).
@@ -148,6 +155,8 @@ impl Config {
             http: HttpConfig::from_env(env)?,
             login_throttle: LoginThrottleConfig::from_env(env)?,
             jwt: JwtConfig::from_env(env, environment)?,
+            claims: ClaimsConfig::from_env(env)?,
+            revocation: RevocationConfig::from_env(env)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,
             governance: GovernanceConfig::from_env(env)?,

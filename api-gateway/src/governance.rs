@@ -187,7 +187,7 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
     );
     let user = crate::auth::find_token(&parts)
         .and_then(|token| state.jwt.verify(&token).ok())
-        .map(|claims| AuthUser { id: claims.id });
+        .map(|claims| AuthUser::of(&claims));
     if let Some(user) = user {
         parts.extensions.insert(user);
         tracing::Span::current().record("user.id", user.id);
@@ -370,7 +370,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(lane_of(&rules, &headers, None), None);
         assert_eq!(
-            lane_of(&rules, &headers, Some(AuthUser { id: 7 })).as_deref(),
+            lane_of(
+                &rules,
+                &headers,
+                Some(AuthUser {
+                    id: 7,
+                    token: crate::auth::TokenId {
+                        jti: 1,
+                        epoch: 0,
+                        expires_at: 0,
+                    },
+                })
+            )
+            .as_deref(),
             Some("all-users")
         );
         headers.insert("x-lane", "canary".parse().unwrap());

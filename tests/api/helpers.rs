@@ -161,6 +161,25 @@ impl TestApp {
         .await;
     }
 
+    /// Another gateway in front of the same services (a second replica),
+    /// with `gateway_env` added to its settings; plaintext suites only.
+    pub async fn another_gateway(&self, gateway_env: &[(&str, &str)]) -> (Service, String) {
+        let env = gateway_env.iter().fold(
+            self.env
+                .clone()
+                .with("EASYNOTE_USER_ADDRS", self.user.addr.to_string())
+                .with("EASYNOTE_NOTE_ADDRS", self.note.addr.to_string()),
+            |env, (var, value)| env.with(var, *value),
+        );
+        let config = api_gateway::Config::from_env(&env).expect("gateway config");
+        let server = api_gateway::Gateway::build(config)
+            .await
+            .expect("build gateway");
+        let gateway = Service::spawn(server.local_addr(), |s| server.run(s));
+        let base = format!("http://{}", gateway.addr);
+        (gateway, base)
+    }
+
     /// Starts a new user-service on the address the old one had.
     pub async fn restart_user_service(&mut self) {
         let env = self
