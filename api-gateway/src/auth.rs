@@ -360,7 +360,8 @@ mod tests {
             ours.verify(&sign(&claims(1))).is_ok(),
             "the well-formed case"
         );
-        let cases: [(&str, fn(&mut serde_json::Value)); 8] = [
+        type Change = fn(&mut serde_json::Value);
+        let cases: [(&str, Change); 8] = [
             ("another issuer", |c| c["iss"] = "someone-else".into()),
             ("another audience", |c| c["aud"] = "another-api".into()),
             ("no issuer", |c| {
