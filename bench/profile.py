@@ -161,7 +161,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="easy-note-profile-")
     certs = os.path.join(workdir, "certs")
-    subprocess.run([run.SUITE, "dev-certs", "--out", certs], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([run.SUITE, "dev-certs", "--out", certs, "--all-in-one"], check=True, stdout=subprocess.DEVNULL)
     wanted = args.only.split(",")
     plan = {entry[0]: entry for entry in run.scenarios(argparse.Namespace(smoke=False), workdir)}
     unknown = [name for name in wanted if name not in plan]

@@ -322,7 +322,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="easy-note-bench-work-")
     certs = os.path.join(workdir, "certs")
-    subprocess.run([SUITE, "dev-certs", "--out", certs], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([SUITE, "dev-certs", "--out", certs, "--all-in-one"], check=True, stdout=subprocess.DEVNULL)
     only = set(args.only.split(",")) if args.only else None
     plan = [entry for entry in scenarios(args, workdir) if not only or entry[0] in only]
     results = []

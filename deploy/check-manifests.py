@@ -40,11 +40,17 @@ schema cannot express, so that they cannot quietly break again:
   the gateway to user-service and note-service, note-service to
   user-service, on their gRPC ports (read from the Deployments);
 - compose: the one-shot `easy-note dev-certs` service writes the keys into
-  a volume the three services mount read-only and wait for; each service
-  names its own certificate; the gateway's JWT key comes from that volume
+  volumes the three services mount read-only and wait for; each service
+  names its own certificate; the gateway's JWT key comes from such a volume
   (EASYNOTE_JWT_SECRET may only be passed through from `.env`, with no
   committed default); no database URL in the gateway and no JWT key in the
   services; Nacos's ports are published on 127.0.0.1 only;
+- compose secret separation: of the files dev-certs writes, each of our
+  services can read (mounts) only those it uses: its own certificate and
+  key, the CA, the JWT key (the gateway), the database password (where a
+  MySQL database is used) and its Nacos login's password (where Nacos is
+  used); so no other service's key, no MySQL root password and no Nacos
+  server secret; and none logs in to Nacos as its admin;
 - registry auth and committed secrets: wherever an overlay or compose runs
   Nacos, its auth is on and its admin's password is set as it starts (a
   postStart hook; compose's init one-shot, which our services wait for),
@@ -109,6 +115,8 @@ SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|SECRET_KEY|IDENTITY_VALUE)$")
 COMPOSE_COMMITTED_OK = {"GF_SECURITY_ADMIN_PASSWORD"}
 # How Nacos gets an admin: the API the first caller sets its password with.
 NACOS_ADMIN_API = "/v1/auth/users/admin"
+# Nacos's admin: our services log in as a user of their own, with less.
+NACOS_ADMIN_USER = "nacos"
 NACOS_IMAGE = re.compile(r"(^|/)nacos-server:")
 
 # The services' own defaults, as the README's configuration table lists them
@@ -577,19 +585,9 @@ def check_compose_secrets(compose, errors):
     its admin's password, and our services wait for it and read the
     generated passwords from files a dev-certs one-shot writes."""
     services = compose.get("services") or {}
-    generated = {}  # container path of a generated secret file -> (volume, writer)
-    for name, service in services.items():
-        command = command_of(service)
-        if command[:1] != ["dev-certs"]:
-            continue
-        out = flag_value(command, "--out")
-        secrets_out = flag_value(command, "--secrets-out", out)
-        target_volume = {target: source for source, target, _ in volume_mounts(service)}
-        for i, part in enumerate(command[:-1]):
-            if part == "--secret" and secrets_out in target_volume:
-                generated[(target_volume[secrets_out], command[i + 1])] = name
-        if "--jwt-secret" in command and out in target_volume:
-            generated[(target_volume[out], "jwt-secret")] = name
+    generated = {(volume, file): init  # (volume, file name) -> the dev-certs one-shot
+                 for volume, files in dev_certs_outputs(compose).items()
+                 for file, init in files.items()}
     inits = [name for name, service in services.items()
              if NACOS_ADMIN_API in " ".join(str(p) for p in (
                  [service.get("entrypoint") or []] + [service.get("command") or []]))]
@@ -624,12 +622,70 @@ def check_compose_secrets(compose, errors):
                               "one-shot (--secret) into a volume it mounts")
         if env.get("NACOS_USERNAME") is None:
             errors.append(f"{where}: no NACOS_USERNAME: it could not log in to Nacos")
+        elif env.get("NACOS_USERNAME") == NACOS_ADMIN_USER:
+            errors.append(f"{where}: logs in to Nacos as its admin ({NACOS_ADMIN_USER}): give "
+                          "the services a user of their own that may only register, discover "
+                          "and read configuration")
+        check_compose_separation(where, env, mounts, generated, errors)
         depends = service.get("depends_on") or {}
         if not any(isinstance(depends, dict) and (depends.get(init) or {}).get("condition")
                    == "service_completed_successfully" for init in inits):
             errors.append(f"{where}: does not wait for the one-shot that sets Nacos's admin "
                           f"password ({', '.join(inits) or f'none calls {NACOS_ADMIN_API}'}): "
                           "its login would fail")
+
+
+def dev_certs_outputs(compose):
+    """{named volume: {file name: the dev-certs one-shot writing it}}: what
+    each volume an `easy-note dev-certs` one-shot writes will hold, from its
+    flags (--out, --split, --all-in-one, --jwt-secret, --secrets-out,
+    --secret) and where it mounts the volumes."""
+    services = compose.get("services") or {}
+    named = compose.get("volumes") or {}
+    found = {}
+    for name, service in services.items():
+        command = command_of(service)
+        if command[:1] != ["dev-certs"]:
+            continue
+        out = flag_value(command, "--out", "certs")
+        secrets_out = flag_value(command, "--secrets-out", out)
+        split = "--split" in command
+        writable = {target: source for source, target, ro in volume_mounts(service)
+                    if not ro and source in named}
+
+        def put(path, writer=name):
+            source = writable.get(os.path.dirname(path))
+            if source:
+                found.setdefault(source, {})[os.path.basename(path)] = writer
+
+        stems = [IDENTITY[role] for role in SUITE]
+        if "--all-in-one" in command:
+            stems.append(IDENTITY["all"])
+        for stem in stems:
+            directory = f"{out}/{stem}" if split else out
+            for file in ("ca.pem", f"{stem}.pem", f"{stem}.key"):
+                put(f"{directory}/{file}")
+        if "--jwt-secret" in command:
+            put(f"{out}/{IDENTITY['api-gateway']}/jwt-secret" if split else f"{out}/jwt-secret")
+        for i, part in enumerate(command[:-1]):
+            if part == "--secret":
+                put(f"{secrets_out}/{command[i + 1]}")
+    return found
+
+
+def check_compose_separation(where, env, mounts, generated, errors):
+    """A service can read only the generated files it uses."""
+    used = {env.get(var) for var in TLS_VARS + ("EASYNOTE_JWT_SECRET_FILE",)}
+    if env.get("EASYNOTE_DATABASE_URL", "").startswith("mysql:"):
+        used.add(env.get("EASYNOTE_DATABASE_PASSWORD_FILE"))
+    if env.get("EASYNOTE_REGISTRY") == "nacos":
+        used.add(env.get("NACOS_PASSWORD_FILE"))
+    for target, source in sorted(mounts.items()):
+        for (volume, file), init in sorted(generated.items()):
+            if volume == source and f"{target}/{file}" not in used:
+                errors.append(f"{where}: can read {file} (volume {source}, written by {init}), "
+                              "which it does not use: mount only its own keys and the "
+                              "passwords it uses")
 
 
 def check_secret_refs(where, container, inputs, errors):
@@ -778,17 +834,22 @@ def check_compose_keys(where, role, raw_env, env, service, inits, errors):
               if source in inits]
     if not mounts:
         errors.append(f"{where}: does not mount the volume the dev-certs service writes "
-                      f"({', '.join(sorted(inits)) or 'none'}): it would have no certificates")
+                      f"({', '.join(sorted(set(inits.values()))) or 'none'}): it would have no "
+                      "certificates")
         return
-    source, target, read_only = mounts[0]
-    if not read_only:
-        errors.append(f"{where}: mounts {source} writable; mount the keys read-only (:ro)")
-    init = inits[source]
-    condition = ((service.get("depends_on") or {}).get(init) or {}) \
-        if isinstance(service.get("depends_on"), dict) else {}
-    if condition.get("condition") != "service_completed_successfully":
-        errors.append(f"{where}: does not wait for {init} (depends_on: {init}: condition: "
-                      "service_completed_successfully): it could start before its keys exist")
+    for source, target, read_only in mounts:
+        if not read_only:
+            errors.append(f"{where}: mounts {source} writable; mount the keys read-only (:ro)")
+    depends = service.get("depends_on") if isinstance(service.get("depends_on"), dict) else {}
+    for init in sorted({inits[source] for source, _, _ in mounts}):
+        if (depends.get(init) or {}).get("condition") != "service_completed_successfully":
+            errors.append(f"{where}: does not wait for {init} (depends_on: {init}: condition: "
+                          "service_completed_successfully): it could start before its keys "
+                          "exist")
+    # The keys' volume: the one mounted where the certificate is.
+    cert_dir = os.path.dirname(env.get("EASYNOTE_TLS_CERT", ""))
+    source, target = next(((s, t) for s, t, _ in mounts if t == cert_dir),
+                          (mounts[0][0], mounts[0][1]))
     identity = IDENTITY.get(role, "easy-note")
     wanted = {"EASYNOTE_TLS_CERT": f"{identity}.pem", "EASYNOTE_TLS_KEY": f"{identity}.key",
               "EASYNOTE_TLS_CA": "ca.pem"}
@@ -821,6 +882,7 @@ def check_compose_keys(where, role, raw_env, env, service, inits, errors):
 def check_compose(compose, inputs, errors):
     """The one-shot dev-certs service, Nacos's ports, then each of our services."""
     services = compose.get("services") or {}
+    outputs = dev_certs_outputs(compose)
     inits = {}  # named volume -> the dev-certs service writing it
     for name, service in services.items():
         command = command_of(service)
@@ -832,8 +894,7 @@ def check_compose(compose, inputs, errors):
             if flag not in command:
                 errors.append(f"{where}: `easy-note {' '.join(command)}` lacks {flag}: {why}")
         out = flag_value(command, "--out")
-        written = [source for source, target, ro in volume_mounts(service)
-                   if target == out and not ro and source in (compose.get("volumes") or {})]
+        written = [source for source, files in outputs.items() if name in files.values()]
         if not written:
             errors.append(f"{where}: writes {out}, which is not a writable named volume: the "
                           "services would not see the keys")
@@ -1101,8 +1162,21 @@ def compose_mutations():
         ("compose user-service without the certificates",
          lambda c: svc(c, "user-service").pop("volumes"), "does not mount the volume"),
         ("compose note-service mounts the keys writable",
-         lambda c: svc(c, "note-service").update(volumes=["certs:/app/certs"]),
+         lambda c: svc(c, "note-service").update(volumes=[
+             "certs-note:/app/certs", *svc(c, "note-service")["volumes"][1:]]),
          "mount the keys read-only"),
+        ("compose gateway can read the database password",
+         lambda c: svc(c, "api-gateway")["volumes"].append("secrets-db:/app/secrets/db:ro"),
+         "can read mysql-password (volume secrets-db"),
+        ("compose gateway can read Nacos's server secrets",
+         lambda c: svc(c, "api-gateway")["volumes"].append("secrets-nacos:/app/secrets/nacos:ro"),
+         "can read nacos-token (volume secrets-nacos"),
+        ("compose user-service can read another service's key",
+         lambda c: svc(c, "user-service")["volumes"].append("certs-note:/app/other:ro"),
+         "can read easy-note-note.key"),
+        ("compose services log in to Nacos as its admin",
+         lambda c: svc(c, "note-service")["environment"].update(NACOS_USERNAME="nacos"),
+         "logs in to Nacos as its admin"),
         ("compose note-service with user-service's certificate",
          lambda c: svc(c, "note-service")["environment"].update(
              EASYNOTE_TLS_CERT="/app/certs/easy-note-user.pem"), "not its own certificate"),
@@ -1139,8 +1213,9 @@ def compose_mutations():
          "holds a password in its URL"),
         ("compose Nacos password no longer generated",
          lambda c: svc(c, "certs").update(command=[
-             part for part in svc(c, "certs")["command"] if part != "nacos-password"]),
-         "NACOS_PASSWORD_FILE=/app/secrets/nacos-password is not generated"),
+             part for part in svc(c, "certs")["command"]
+             if part != "registry/nacos-service-password"]),
+         "NACOS_PASSWORD_FILE=/app/secrets/registry/nacos-service-password is not generated"),
         ("compose user-service without its database password file",
          lambda c: svc(c, "user-service")["environment"].pop("EASYNOTE_DATABASE_PASSWORD_FILE"),
          "no EASYNOTE_DATABASE_PASSWORD_FILE"),

@@ -10,8 +10,11 @@ containers are replaced by real local stand-ins:
                        with the password `certs` generated)
     nacos           -> rnacos on a free pair of ports p, p + 1000 (RNACOS_BIN or PATH),
                        with auth on as in compose, its admin the services' login
-    nacos-init      -> its script, run here with sh and curl against rnacos (which has no
-                       admin-creation API: the script goes on to check the login)
+    nacos-init      -> its script, run here with sh and curl against rnacos, which has no
+                       admin-creation API and no users, roles or permissions (no RBAC):
+                       NACOS_INIT_STANDIN=rnacos makes the script skip to its check that
+                       the services' login works, so the least-privilege grants themselves
+                       are not exercised here
     otel-collector  -> an OTLP/gRPC receiver on a port of its own (examples/otlp-receiver.rs)
 
 Jaeger, Prometheus and Grafana sit behind the collector and are not
@@ -151,17 +154,38 @@ def run_init_steps(services, workdir):
         if command[:1] != ["dev-certs"]:
             continue
         args = list(command)
-        for source, target in volume_mounts(spec):
+        mounts = volume_mounts(spec)
+        for source, target in mounts:
             directory = volumes.setdefault(source, os.path.join(workdir, f"volume-{source}"))
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            args = [directory + arg[len(target):] if arg == target or arg.startswith(target + "/")
-                    else arg for arg in args]
+        args = [init_path(arg, mounts, volumes, os.path.join(workdir, f"init-{name}"))
+                for arg in args]
         result = subprocess.run([suite.EASY_NOTE, *args], capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             raise SmokeFailure(f"{name}: easy-note {' '.join(args)} failed ({result.returncode}):\n"
                                f"{result.stdout}{result.stderr}")
         print(f"{name} -> easy-note {' '.join(args)}")
     return volumes
+
+
+def init_path(arg, mounts, volumes, standin):
+    """A container path of a one-shot's argument as the path here: under a
+    mount, in that volume's directory; above mounts (`--out /app/certs`
+    with volumes on /app/certs/<name>), a directory of this run whose
+    entries are links to those volumes' directories."""
+    for source, target in mounts:
+        if arg == target or arg.startswith(target + "/"):
+            return volumes[source] + arg[len(target):]
+    below = [(source, target) for source, target in mounts if target.startswith(arg + "/")]
+    if not arg.startswith("/") or not below:
+        return arg
+    here = standin + arg
+    for source, target in below:
+        link = os.path.join(here, os.path.relpath(target, arg))
+        os.makedirs(os.path.dirname(link), mode=0o700, exist_ok=True)
+        if not os.path.islink(link):
+            os.symlink(volumes[source], link)
+    return here
 
 
 def container_env(spec, outer, volumes, read_files=True):
@@ -195,7 +219,8 @@ def run_shell_inits(services, volumes, moved):
                 script = script.replace(target + "/", volumes[source] + "/")
         for (host, port), here in moved.items():
             script = script.replace(f"//{host}:{port}/", f"//{here}/")
-        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "NACOS_INIT_STANDIN": "rnacos"})
         if result.returncode != 0:
             raise SmokeFailure(f"{name}: its script failed ({result.returncode}):\n"
                                f"{result.stdout}{result.stderr}")

@@ -15,6 +15,8 @@ in; schemathesis gets the token and checks that
     response_schema_conformance),
   - a route that needs the token refuses a request without it or with a
     wrong one (ignored_auth).
+`POST /v1/user/logout` revokes the token it is given, so it is driven last,
+in a short run of its own with a second token, after the other routes.
 Then the suite must stop cleanly on SIGTERM.
 
 schemathesis (pinned below) is installed into a virtualenv under
@@ -36,6 +38,9 @@ import suite  # noqa: E402  scripts/suite.py
 VERSION = "4.32.5"
 VENV = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                     "easy-note", f"schemathesis-{VERSION}")
+# Driven in a run of its own (it revokes the run's token), for this long.
+LOGOUT = "/v1/user/logout"
+LOGOUT_TIME = 15
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "ignored_auth"]
 
@@ -68,7 +73,7 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="easy-note-schemathesis-")
     certs = os.path.join(workdir, "certs")
-    subprocess.run([suite.EASY_NOTE, "dev-certs", "--out", certs, "--jwt-secret"], check=True,
+    subprocess.run([suite.EASY_NOTE, "dev-certs", "--out", certs, "--all-in-one", "--jwt-secret"], check=True,
                    stdout=subprocess.DEVNULL)
     env = {
         "PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn", "EASYNOTE_ENV": "production",
@@ -88,12 +93,21 @@ def main():
         # One worker: with two, hypothesis describing its strategies from
         # two threads at once trips CPython 3.11's `ast` ("AST constructor
         # recursion depth mismatch"), a runtime error of the tool itself.
-        command = [exe, "run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
-                   "--max-time", str(args.max_time), "--workers", "1", "--seed", "1",
-                   "--header", f"Authorization: Bearer {token}"]
-        print("schemathesis run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
-              "--max-time", args.max_time, flush=True)
-        result = subprocess.run(command, cwd=workdir)  # its own files (.schemathesis/) go there
+        # Logout revokes the token every other route is driven with, so it
+        # gets a run of its own, last, with a token of its own.
+        runs = [(["--exclude-path", LOGOUT], args.max_time, token),
+                (["--include-path", LOGOUT], LOGOUT_TIME,
+                 post(f"{base}/v1/user/login", credentials)["data"]["token"])]
+        result = None
+        for selection, max_time, run_token in runs:
+            command = [exe, "run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
+                       *selection, "--max-time", str(max_time), "--workers", "1", "--seed", "1",
+                       "--header", f"Authorization: Bearer {run_token}"]
+            print("schemathesis run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
+                  *selection, "--max-time", max_time, flush=True)
+            result = subprocess.run(command, cwd=workdir)  # its own files (.schemathesis/) go there
+            if result.returncode != 0:
+                break
         stopped = [(c.name, code) for c, code in group.stop_all() if code != 0]
         if stopped:
             print(f"schemathesis: the suite did not stop cleanly: {stopped}\n{child.tail()}", file=sys.stderr)

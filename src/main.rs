@@ -53,9 +53,9 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
-    /// Write a development CA and a certificate per service (and one for
-    /// the all-in-one process), to turn mutual TLS on locally. Not for
-    /// production.
+    /// Write a development CA and a certificate per service (and, with
+    /// `--all-in-one`, one for the all-in-one process), to turn mutual TLS
+    /// on locally. Not for production.
     DevCerts {
         /// Where to write them.
         #[arg(long, default_value = "certs")]
@@ -66,14 +66,25 @@ enum Command {
         /// Do nothing when a set is already there (for a container's first start).
         #[arg(long)]
         if_missing: bool,
+        /// Also write `easy-note.pem`/`.key`, one certificate with every
+        /// service's name, for the all-in-one process (it can pass for any
+        /// service, so it is left out unless asked for).
+        #[arg(long)]
+        all_in_one: bool,
+        /// Put each certificate (with the CA) in a directory of its own,
+        /// `OUT/<registry name>/`, and the JWT key in the gateway's: one
+        /// directory (one volume) per service, holding only its own key.
+        #[arg(long)]
+        split: bool,
         /// Also write a random JWT key to `jwt-secret` (for
         /// `EASYNOTE_JWT_SECRET_FILE`).
         #[arg(long)]
         jwt_secret: bool,
         /// Also write a random secret (48 bytes as hex) to the file NAME in
         /// `--secrets-out`, unless it is there already (or with `--force`);
-        /// repeatable. For per-install passwords and keys, e.g. compose's
-        /// Nacos and MySQL ones.
+        /// repeatable. NAME may be in one directory (`db/mysql-password`),
+        /// to keep secrets with the same holders together. For per-install
+        /// passwords and keys, e.g. compose's Nacos and MySQL ones.
         #[arg(long = "secret", value_name = "NAME", value_parser = secret_name)]
         secrets: Vec<String>,
         /// Where `--secret` files go (by default `--out`).
@@ -102,18 +113,27 @@ fn main() -> ExitCode {
             out,
             force,
             if_missing,
+            all_in_one,
+            split,
             jwt_secret,
             secrets,
             secrets_out,
         }) => {
+            let mut set = easynote_shared::tls::devcert::Set::services();
+            if all_in_one {
+                set = set.with_all_in_one();
+            }
+            if split {
+                set = set.split();
+            }
             let mut files: Vec<PathBuf> = secrets
                 .iter()
                 .map(|name| secrets_out.as_ref().unwrap_or(&out).join(name))
                 .collect();
             if jwt_secret {
-                files.push(out.join(easynote_shared::tls::devcert::JWT_SECRET_FILE));
+                files.push(set.jwt_secret_file(&out));
             }
-            return dev_certs(&out, force, if_missing, &files);
+            return dev_certs(&out, set, force, if_missing, &files);
         }
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
@@ -153,7 +173,11 @@ fn secret_name(name: &str) -> Result<String, String> {
     if easynote_shared::tls::devcert::valid_secret_name(name) {
         Ok(name.to_owned())
     } else {
-        Err("a file name of letters, digits, '.', '_' and '-' (not a path)".to_owned())
+        Err(
+            "a file name of letters, digits, '.', '_' and '-', optionally in one directory \
+             named the same way (db/mysql-password)"
+                .to_owned(),
+        )
     }
 }
 
@@ -162,17 +186,18 @@ fn secret_name(name: &str) -> Result<String, String> {
 /// how to use them.
 fn dev_certs(
     out: &std::path::Path,
+    set: easynote_shared::tls::devcert::Set,
     force: bool,
     if_missing: bool,
     secrets: &[PathBuf],
 ) -> ExitCode {
     use easynote_shared::tls::devcert;
     // The CA is written last: its presence marks a complete set.
-    let have_set = !force && out.join("ca.pem").exists();
+    let have_set = !force && set.is_complete(out);
     if have_set && !if_missing {
         eprintln!(
-            "easy-note dev-certs: {} exists; pass --force to replace the set",
-            out.join("ca.pem").display()
+            "easy-note dev-certs: a set exists in {}; pass --force to replace it",
+            out.display()
         );
         return ExitCode::FAILURE;
     }
@@ -187,7 +212,7 @@ fn dev_certs(
         if have_set {
             println!("{}: a certificate set is already there", out.display());
         } else {
-            written.extend(devcert::write(out, true)?);
+            written.extend(devcert::write(out, set, true)?);
         }
         anyhow::Ok(written)
     })();
@@ -197,14 +222,19 @@ fn dev_certs(
                 println!("wrote {}", file.display());
             }
             let all = devcert::files(out, devcert::ALL_IN_ONE);
+            if all.cert.exists() {
+                println!(
+                    "\nMutual TLS for the all-in-one process:\n  \
+                     EASYNOTE_TLS_CA={} EASYNOTE_TLS_CERT={} EASYNOTE_TLS_KEY={} cargo run --release",
+                    all.ca.display(),
+                    all.cert.display(),
+                    all.key.display(),
+                );
+            }
             println!(
-                "\nMutual TLS for the all-in-one process:\n  \
-                 EASYNOTE_TLS_CA={} EASYNOTE_TLS_CERT={} EASYNOTE_TLS_KEY={} cargo run --release\n\
-                 Each service takes its own pair ({}/<registry name>.pem and .key) and the same CA.",
-                all.ca.display(),
-                all.cert.display(),
-                all.key.display(),
+                "Each service takes its own pair ({}/<registry name>.pem and .key) and the CA {}.",
                 out.display(),
+                all.ca.display(),
             );
             ExitCode::SUCCESS
         }

@@ -2,6 +2,13 @@
 //! `Authorization: Bearer` header, then the `token` query parameter (only
 //! with `EASYNOTE_JWT_QUERY_TOKEN=true`: URLs end up in logs and `Referer`
 //! headers), then the `jwt` cookie, as the reference does.
+//!
+//! Every token names its issuer and audience (`iss`, `aud`, both checked),
+//! has a unique `jti` (128 random bits as 32 hex digits) and carries the
+//! user's token epoch at login (`epoch`); a token lacking any of them is
+//! refused. Whether a valid token is still in force (not logged out) is
+//! asked of user-service through [`crate::revocation`] when the route's
+//! [`AuthUser`] is extracted.
 
 use std::{
     fmt,
@@ -12,6 +19,7 @@ use axum::{
     extract::{FromRequestParts, Query},
     http::{HeaderMap, header, request::Parts},
 };
+use easynote_shared::config::{ConfigError, Env};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
@@ -27,6 +35,69 @@ pub struct Claims {
     pub exp: u64,
     /// Issue time, Unix seconds.
     pub iat: u64,
+    /// Who issued it (`EASYNOTE_JWT_ISSUER`).
+    pub iss: String,
+    /// Whom it is for (`EASYNOTE_JWT_AUDIENCE`).
+    pub aud: String,
+    /// This token's id: 32 hex digits.
+    pub jti: String,
+    /// The user's token epoch when it was issued; "log out everywhere"
+    /// moves the user's on, which revokes every token of an earlier one.
+    pub epoch: i64,
+}
+
+/// Issuer and audience of the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimsConfig {
+    /// `EASYNOTE_JWT_ISSUER` (default `easy-note`): the `iss` issued and required.
+    pub issuer: String,
+    /// `EASYNOTE_JWT_AUDIENCE` (default `easy-note-api`): the `aud` issued and required.
+    pub audience: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "easy-note".to_owned(),
+            audience: "easy-note-api".to_owned(),
+        }
+    }
+}
+
+impl ClaimsConfig {
+    /// Reads `EASYNOTE_JWT_ISSUER` and `EASYNOTE_JWT_AUDIENCE`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let read = |var: &str, default: String| -> Result<String, ConfigError> {
+            let value = env.string(var, &default);
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(var, "must not be empty"));
+            }
+            Ok(value)
+        };
+        Ok(Self {
+            issuer: read("EASYNOTE_JWT_ISSUER", defaults.issuer)?,
+            audience: read("EASYNOTE_JWT_AUDIENCE", defaults.audience)?,
+        })
+    }
+}
+
+/// What identifies one token for revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId {
+    /// The `jti`.
+    pub jti: u128,
+    /// The `epoch` claim.
+    pub epoch: i64,
+    /// The `exp` claim: a revocation is kept until then.
+    pub expires_at: u64,
+}
+
+impl TokenId {
+    /// The `jti` as issued: 32 lowercase hex digits.
+    pub fn jti_hex(&self) -> String {
+        format!("{:032x}", self.jti)
+    }
 }
 
 /// A freshly issued token.
@@ -45,6 +116,7 @@ pub struct JwtKeys {
     validation: Validation,
     ttl: Duration,
     query_token: bool,
+    claims: ClaimsConfig,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -56,18 +128,22 @@ impl fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
-    /// Keys from the configured secret.
-    pub fn new(config: &JwtConfig) -> Self {
+    /// Keys from the configured secret, issuing and requiring `claims`'
+    /// issuer and audience.
+    pub fn new(config: &JwtConfig, claims: &ClaimsConfig) -> Self {
         let secret = config.secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "iat"]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        validation.set_issuer(&[&claims.issuer]);
+        validation.set_audience(&[&claims.audience]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl: config.ttl,
             query_token: config.query_token,
+            claims: claims.clone(),
         }
     }
 
@@ -76,14 +152,19 @@ impl JwtKeys {
         self.query_token
     }
 
-    /// Issues a token for `user_id`, valid for the configured lifetime.
-    pub fn issue(&self, user_id: i64) -> Result<IssuedToken, ApiError> {
+    /// Issues a token for `user_id` in its token epoch `epoch`, valid for
+    /// the configured lifetime.
+    pub fn issue(&self, user_id: i64, epoch: i64) -> Result<IssuedToken, ApiError> {
         let now = SystemTime::now();
         let expires_at = now + self.ttl;
         let claims = Claims {
             id: user_id,
             exp: unix_seconds(expires_at),
             iat: unix_seconds(now),
+            iss: self.claims.issuer.clone(),
+            aud: self.claims.audience.clone(),
+            jti: new_jti()?,
+            epoch,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|err| {
@@ -94,7 +175,9 @@ impl JwtKeys {
     }
 
     /// The claims of a valid token: HS256 only (so `alg: none` and other
-    /// algorithms fail), signed with our key, not expired.
+    /// algorithms fail), signed with our key, not expired, our issuer and
+    /// audience, with a `jti` and an `epoch`. Whether it was revoked is
+    /// not checked here (see [`crate::revocation`]).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
@@ -102,7 +185,7 @@ impl JwtKeys {
                 _ => ApiError::Unauthorized("invalid token"),
             })?
             .claims;
-        if claims.id <= 0 {
+        if claims.id <= 0 || parse_jti(&claims.jti).is_none() || claims.epoch < 0 {
             return Err(ApiError::Unauthorized("invalid token"));
         }
         Ok(claims)
@@ -113,12 +196,47 @@ fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
+/// A fresh `jti`: 128 bits from the system's randomness.
+fn new_jti() -> Result<String, ApiError> {
+    use ring::rand::{SecureRandom as _, SystemRandom};
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| {
+        tracing::error!("no system randomness for a token id");
+        ApiError::Internal
+    })?;
+    Ok(format!("{:032x}", u128::from_be_bytes(bytes)))
+}
+
+/// A `jti` as we issue them (32 lowercase hex digits), as a number.
+fn parse_jti(jti: &str) -> Option<u128> {
+    (jti.len() == 32 && jti.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| u128::from_str_radix(jti, 16).ok())
+        .flatten()
+}
+
 /// The authenticated caller of a route; extracting it answers 401 (code
-/// 10004) when no valid token comes with the request.
+/// 10004) when no valid token comes with the request, or when the token
+/// was revoked (logged out).
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     /// The user's id, from the token.
     pub id: i64,
+    /// The token the request came with.
+    pub token: TokenId,
+}
+
+impl AuthUser {
+    /// The caller a valid token names.
+    pub fn of(claims: &Claims) -> Self {
+        Self {
+            id: claims.id,
+            token: TokenId {
+                jti: parse_jti(&claims.jti).unwrap_or_default(),
+                epoch: claims.epoch,
+                expires_at: claims.exp,
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -169,16 +287,22 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Governance already checked the token of this request.
-        if let Some(user) = parts.extensions.get::<Self>() {
-            return Ok(*user);
-        }
-        let token = find_token(parts, state.jwt.query_token())
-            .ok_or(ApiError::Unauthorized("missing token"))?;
-        let claims = state.jwt.verify(&token)?;
-        // The request's span (see `observe`) names who made it.
-        tracing::Span::current().record("user.id", claims.id);
-        Ok(Self { id: claims.id })
+        // Governance already checked the token's signature and claims.
+        let user = match parts.extensions.get::<Self>() {
+            Some(user) => *user,
+            None => {
+                let token = find_token(parts, state.jwt.query_token())
+                    .ok_or(ApiError::Unauthorized("missing token"))?;
+                let user = Self::of(&state.jwt.verify(&token)?);
+                // The request's span (see `observe`) names who made it.
+                tracing::Span::current().record("user.id", user.id);
+                user
+            }
+        };
+        // Whether it was logged out is asked here, once per request, for
+        // the routes that need a user.
+        state.revocations.check(&state.users, &user).await?;
+        Ok(user)
     }
 }
 
@@ -188,12 +312,37 @@ mod tests {
     use axum::http::Request;
     use secrecy::SecretString;
 
+    const SECRET: &str = "a-test-secret-of-enough-length!!";
+
     fn keys(secret: &str, ttl: Duration) -> JwtKeys {
-        JwtKeys::new(&JwtConfig {
-            secret: SecretString::from(secret),
-            ttl,
-            query_token: false,
+        JwtKeys::new(
+            &JwtConfig {
+                secret: SecretString::from(secret),
+                ttl,
+                query_token: false,
+            },
+            &ClaimsConfig::default(),
+        )
+    }
+
+    fn now() -> u64 {
+        unix_seconds(SystemTime::now())
+    }
+
+    fn claims(id: i64) -> serde_json::Value {
+        serde_json::json!({
+            "id": id, "exp": now() + 60, "iat": now(), "iss": "easy-note",
+            "aud": "easy-note-api", "jti": "00112233445566778899aabbccddeeff", "epoch": 0,
         })
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode")
     }
 
     fn parts(builder: axum::http::request::Builder) -> Parts {
@@ -201,33 +350,74 @@ mod tests {
     }
 
     #[test]
-    fn tokens_round_trip_and_carry_the_id() {
-        let keys = keys("a-test-secret-of-enough-length!!", Duration::from_secs(60));
-        let issued = keys.issue(42).expect("issue");
-        assert_eq!(keys.verify(&issued.token).expect("verify").id, 42);
+    fn tokens_round_trip_and_carry_the_id_epoch_and_a_fresh_jti() {
+        let keys = keys(SECRET, Duration::from_secs(60));
+        let first = keys
+            .verify(&keys.issue(42, 3).expect("issue").token)
+            .expect("verify");
+        let second = keys
+            .verify(&keys.issue(42, 3).expect("issue").token)
+            .expect("verify");
+        assert_eq!((first.id, first.epoch), (42, 3));
+        assert_eq!(
+            (first.iss.as_str(), first.aud.as_str()),
+            ("easy-note", "easy-note-api")
+        );
+        assert_ne!(first.jti, second.jti, "every token has its own jti");
+        assert_eq!(AuthUser::of(&first).token.jti_hex(), first.jti);
+    }
+
+    #[test]
+    fn tokens_of_another_issuer_or_audience_or_without_an_id_or_epoch_are_refused() {
+        let ours = keys(SECRET, Duration::from_secs(60));
+        assert!(
+            ours.verify(&sign(&claims(1))).is_ok(),
+            "the well-formed case"
+        );
+        type Change = fn(&mut serde_json::Value);
+        let cases: [(&str, Change); 8] = [
+            ("another issuer", |c| c["iss"] = "someone-else".into()),
+            ("another audience", |c| c["aud"] = "another-api".into()),
+            ("no issuer", |c| {
+                drop(c.as_object_mut().unwrap().remove("iss"))
+            }),
+            ("no audience", |c| {
+                drop(c.as_object_mut().unwrap().remove("aud"))
+            }),
+            ("no jti", |c| drop(c.as_object_mut().unwrap().remove("jti"))),
+            ("a jti not of ours", |c| c["jti"] = "not-hex".into()),
+            ("no epoch", |c| {
+                drop(c.as_object_mut().unwrap().remove("epoch"))
+            }),
+            ("a negative epoch", |c| c["epoch"] = (-1).into()),
+        ];
+        for (what, change) in cases {
+            let mut claims = claims(1);
+            change(&mut claims);
+            assert!(
+                matches!(
+                    ours.verify(&sign(&claims)),
+                    Err(ApiError::Unauthorized("invalid token"))
+                ),
+                "a token with {what} must be refused"
+            );
+        }
     }
 
     #[test]
     fn foreign_expired_and_unsigned_tokens_are_refused() {
         let ours = keys("a-test-secret-of-enough-length!!", Duration::from_secs(60));
         let theirs = keys("another-secret-of-enough-length!", Duration::from_secs(60));
-        let forged = theirs.issue(1).expect("issue").token;
+        let forged = theirs.issue(1, 0).expect("issue").token;
         assert!(matches!(
             ours.verify(&forged),
             Err(ApiError::Unauthorized("invalid token"))
         ));
 
-        let now = unix_seconds(SystemTime::now());
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Claims {
-                id: 1,
-                exp: now - 10,
-                iat: now - 100,
-            },
-            &EncodingKey::from_secret(b"a-test-secret-of-enough-length!!"),
-        )
-        .expect("encode");
+        let mut expired = claims(1);
+        expired["exp"] = (now() - 10).into();
+        expired["iat"] = (now() - 100).into();
+        let expired = sign(&expired);
         assert!(matches!(
             ours.verify(&expired),
             Err(ApiError::Unauthorized("token has expired"))

@@ -12,9 +12,11 @@ use easynote_shared::{
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
+    auth::ClaimsConfig,
     client_addr::TrustedProxies,
     http::HttpConfig,
     login_throttle::{LoginThrottleConfig, SharedStoreConfig},
+    revocation::RevocationConfig,
 };
 
 /// The default HTTP listen address.
@@ -47,6 +49,10 @@ pub struct Config {
     pub login_store: Option<SharedStoreConfig>,
     /// Token signing.
     pub jwt: JwtConfig,
+    /// The issuer and audience of tokens.
+    pub claims: ClaimsConfig,
+    /// How long an answer about a token's revocation is trusted.
+    pub revocation: RevocationConfig,
     /// Where user-service and note-service are.
     pub discovery: DiscoveryConfig,
     /// How calls to the services connect (their deadlines are governance rules).
@@ -251,6 +257,8 @@ impl Config {
             login_throttle: LoginThrottleConfig::from_env(env)?,
             login_store: SharedStoreConfig::from_env(env)?,
             jwt: JwtConfig::from_env(env, environment, http_addr)?,
+            claims: ClaimsConfig::from_env(env)?,
+            revocation: RevocationConfig::from_env(env)?,
             discovery: DiscoveryConfig::from_env(env)?,
             rpc: ChannelSettings::from_env(env)?,
             governance: GovernanceConfig::from_env(env)?,

@@ -222,7 +222,7 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
         .map(|client| limit_key(client.0));
     let user = crate::auth::find_token(&parts, state.jwt.query_token())
         .and_then(|token| state.jwt.verify(&token).ok())
-        .map(|claims| AuthUser { id: claims.id });
+        .map(|claims| AuthUser::of(&claims));
     if let Some(user) = user {
         parts.extensions.insert(user);
         tracing::Span::current().record("user.id", user.id);
@@ -365,7 +365,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(lane_of(&rules, &headers, None), None);
         assert_eq!(
-            lane_of(&rules, &headers, Some(AuthUser { id: 7 })).as_deref(),
+            lane_of(
+                &rules,
+                &headers,
+                Some(AuthUser {
+                    id: 7,
+                    token: crate::auth::TokenId {
+                        jti: 1,
+                        epoch: 0,
+                        expires_at: 0,
+                    },
+                })
+            )
+            .as_deref(),
             Some("all-users")
         );
         headers.insert("x-lane", "canary".parse().unwrap());
@@ -430,7 +442,11 @@ mod tests {
             Governance::new(&easynote_shared::governance::GovernanceConfig::defaults());
         let edge = EdgeGovernance::new(governance);
         let good = edge.limiters.load_full();
-        assert_eq!(good.rules.len(), 2, "the default limits");
+        assert_eq!(
+            good.rules.len(),
+            Rules::default().gateway.rate_limits.len(),
+            "the default limits"
+        );
         // Rules that skipped validation (they cannot come from a document).
         let mut rules = Rules::default();
         rules.gateway.rate_limits[0].per_second = 1e-11;

@@ -16,6 +16,7 @@ pub mod login_throttle;
 pub mod observe;
 mod openapi;
 mod panics;
+pub mod revocation;
 mod routes;
 mod state;
 
@@ -153,7 +154,8 @@ impl Gateway {
         AppState {
             users: self.users.clone(),
             notes: self.notes.clone(),
-            jwt: Arc::new(auth::JwtKeys::new(&self.config.jwt)),
+            jwt: Arc::new(auth::JwtKeys::new(&self.config.jwt, &self.config.claims)),
+            revocations: Arc::new(revocation::Revocations::new(self.config.revocation)),
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
             edge: Arc::new(governance::EdgeGovernance::new(self.governance.clone())),
@@ -167,18 +169,16 @@ impl Gateway {
     /// Who the gateway's clients are: the peer, or behind a trusted proxy
     /// the address it forwards.
     fn clients(&self) -> client_addr::ClientAddrs {
-        client_addr::ClientAddrs::new(
-            self.config.trusted_proxies.clone(),
-            self.governance.clone(),
-        )
+        client_addr::ClientAddrs::new(self.config.trusted_proxies.clone(), self.governance.clone())
     }
 }
 
-/// Forgets idle rate-limit buckets and expired failed-login counts every
-/// minute until shutdown.
+/// Forgets idle rate-limit buckets, expired failed-login counts and stale
+/// revocation answers every minute until shutdown.
 fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
     let edge = Arc::downgrade(&state.edge);
     let logins = Arc::downgrade(&state.logins);
+    let revocations = Arc::downgrade(&state.revocations);
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -188,11 +188,14 @@ fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
                 _ = tick.tick() => {}
                 () = shutdown.requested() => return,
             }
-            let (Some(edge), Some(logins)) = (edge.upgrade(), logins.upgrade()) else {
+            let (Some(edge), Some(logins), Some(revocations)) =
+                (edge.upgrade(), logins.upgrade(), revocations.upgrade())
+            else {
                 return;
             };
             edge.prune();
             logins.prune();
+            revocations.prune();
         }
     });
 }

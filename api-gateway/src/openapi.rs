@@ -51,6 +51,7 @@ fn null() -> Schema {
     paths(
         user::register,
         user::login,
+        user::logout,
         note::create,
         note::query,
         note::fetch,
@@ -219,6 +220,7 @@ mod tests {
                 "GET /v1/note/{note_id}",
                 "POST /v1/note",
                 "POST /v1/user/login",
+                "POST /v1/user/logout",
                 "POST /v1/user/register",
                 "PUT /v1/note/{note_id}",
             ]
@@ -234,6 +236,12 @@ mod tests {
         }
         assert_eq!(create["security"][0]["bearer"], Value::Array(vec![]));
         assert!(paths["/v1/user/login"]["post"]["security"].is_null());
+        let logout = &paths["/v1/user/logout"]["post"];
+        assert_eq!(logout["security"][0]["bearer"], Value::Array(vec![]));
+        assert_ne!(
+            logout["requestBody"]["required"], true,
+            "the body is optional: {logout}"
+        );
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

@@ -6,7 +6,7 @@ use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
 
 use crate::{
     auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle, panics::Panics,
-    routes::health::ReadinessCheck,
+    revocation::Revocations, routes::health::ReadinessCheck,
 };
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
@@ -18,6 +18,8 @@ pub struct AppState {
     pub notes: Upstream,
     /// Token signing and checking.
     pub jwt: Arc<JwtKeys>,
+    /// Which tokens were logged out, as user-service last said.
+    pub revocations: Arc<Revocations>,
     /// Largest accepted request body, for error messages.
     pub body_limit: usize,
     /// Fires when the gateway is stopping (readiness turns false).

@@ -9,7 +9,10 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use api_gateway::{ApiError, JwtConfig, auth::JwtKeys};
+use api_gateway::{
+    ApiError, JwtConfig,
+    auth::{ClaimsConfig, JwtKeys},
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -58,7 +61,7 @@ pub async fn serve() -> anyhow::Result<()> {
         users: UserRepo::new(users.clone()),
         notes: NoteRepo::new(notes.clone()),
         hasher,
-        keys: JwtKeys::new(&jwt),
+        keys: JwtKeys::new(&jwt, &ClaimsConfig::from_env(&env)?),
     });
     let app = Router::new()
         .route("/ping", get(|| async { Json(json!({"message": "pong"})) }))
@@ -125,7 +128,9 @@ async fn login(State(state): AppState, Json(body): Json<Credentials>) -> Reply {
         .credentials_by_username(&body.username)
         .await
         .map_err(internal)?;
-    let (id, phc) = credentials.map_or((0, None), |c| (c.id, Some(c.password_hash)));
+    let (id, epoch, phc) = credentials.map_or((0, 0, None), |c| {
+        (c.id, c.token_epoch, Some(c.password_hash))
+    });
     if !state
         .hasher
         .verify(body.password, phc)
@@ -134,7 +139,7 @@ async fn login(State(state): AppState, Json(body): Json<Credentials>) -> Reply {
     {
         return Err(ApiError::Unauthorized("wrong username or password"));
     }
-    let issued = state.keys.issue(id)?;
+    let issued = state.keys.issue(id, epoch)?;
     let expire = humantime::format_rfc3339_seconds(issued.expires_at).to_string();
     Ok(Json(json!({
         "code": 0, "message": "Success", "token": issued.token, "expire": expire,

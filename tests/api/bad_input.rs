@@ -573,7 +573,11 @@ fn cases(note: i64) -> Vec<Case> {
 }
 
 fn token_for(auth: Auth, valid: &str, user_id: i64) -> Option<String> {
-    let claims = |exp: i64| json!({"id": user_id, "exp": exp, "iat": now() - 10});
+    // Everything a token of ours has, so that only the case's fault is wrong.
+    let claims = |exp: i64| {
+        json!({"id": user_id, "exp": exp, "iat": now() - 10, "iss": "easy-note",
+               "aud": "easy-note-api", "jti": "0123456789abcdef0123456789abcdef", "epoch": 0})
+    };
     match auth {
         Auth::None => None,
         Auth::Valid => Some(valid.to_owned()),

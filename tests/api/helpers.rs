@@ -185,6 +185,14 @@ impl TestApp {
         gateway
     }
 
+    /// Another gateway in front of the same services (a second replica),
+    /// with `gateway_env` added to its settings, and its base URL.
+    pub async fn another_gateway(&self, gateway_env: &[(&str, &str)]) -> (Service, String) {
+        let gateway = self.spawn_gateway(gateway_env).await;
+        let base = format!("http://{}", gateway.addr);
+        (gateway, base)
+    }
+
     /// Starts a new user-service on the address the old one had.
     pub async fn restart_user_service(&mut self) {
         let env = self

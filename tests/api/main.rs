@@ -7,6 +7,7 @@ mod edge;
 mod helpers;
 mod idempotency;
 mod login_throttle;
+mod logout;
 mod resilience;
 mod security;
 mod tls;

@@ -80,7 +80,7 @@ async fn query_notes(channel: Channel) -> Result<(), tonic::Status> {
 
 fn certs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    devcert::write(dir.path(), false).expect("dev certs");
+    devcert::write(dir.path(), devcert::Set::services(), false).expect("dev certs");
     dir
 }
 
@@ -242,7 +242,7 @@ async fn a_rotated_certificate_set_is_used_without_a_restart() {
     }
 
     // A new CA and new certificates, written over the files the servers read.
-    devcert::write(certs.path(), true).expect("rotate");
+    devcert::write(certs.path(), devcert::Set::services(), true).expect("rotate");
     easynote_testkit::eventually(
         Duration::from_secs(10),
         "user-service takes the new CA",
@@ -358,8 +358,69 @@ fn dev_certs_writes_each_missing_secret_once() {
     let refused = run(&["../escape"]);
     assert!(!refused.status.success(), "a path is not a secret's name");
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("not a path"),
+        String::from_utf8_lossy(&refused.stderr).contains("optionally in one directory"),
         "{refused:?}"
     );
     assert!(!dir.path().join("escape").exists());
+
+    // One directory level groups secrets with the same holders.
+    let grouped = run(&["db/mysql-password"]);
+    assert!(grouped.status.success(), "{grouped:?}");
+    assert_eq!(read(&secrets.join("db").join("mysql-password")).len(), 96);
+}
+
+/// `--split`, as compose runs it: each service's directory holds its own
+/// certificate and key and the CA, the gateway's also the JWT key, and
+/// nothing else; no all-in-one certificate unless asked for.
+#[test]
+fn dev_certs_split_gives_each_service_only_its_own_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_easy-note"))
+            .env_clear()
+            .arg("dev-certs")
+            .arg("--out")
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .expect("run easy-note dev-certs")
+    };
+    let split = run(&["--split", "--jwt-secret"]);
+    assert!(split.status.success(), "{split:?}");
+    for (stem, extra) in [
+        (GATEWAY, Some(devcert::JWT_SECRET_FILE)),
+        (USER, None),
+        (NOTE, None),
+    ] {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join(stem))
+            .expect("a directory per service")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        let mut wanted = vec![
+            "ca.pem".to_owned(),
+            format!("{stem}.key"),
+            format!("{stem}.pem"),
+        ];
+        wanted.extend(extra.map(str::to_owned));
+        wanted.sort();
+        assert_eq!(names, wanted, "{stem}");
+    }
+    assert!(!dir.path().join("easy-note.pem").exists());
+    assert!(
+        !dir.path().join("ca.pem").exists(),
+        "nothing shared at the top"
+    );
+    let again = run(&["--split", "--if-missing", "--jwt-secret"]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already there"),
+        "a complete split set is kept: {again:?}"
+    );
 }

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use easynote_shared::{
     config::Env,
     proto::user::v1::{
-        CheckUserRequest, CheckUserResponse, CreateUserRequest, CreateUserResponse,
-        MGetUserRequest, MGetUserResponse, User,
+        CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CheckUserResponse,
+        CreateUserRequest, CreateUserResponse, MGetUserRequest, MGetUserResponse,
+        RevokeTokensRequest, RevokeTokensResponse, User,
         user_service_client::UserServiceClient,
         user_service_server::{UserService, UserServiceServer},
     },
@@ -59,6 +60,22 @@ impl UserService for Statuses {
         _: Request<CheckUserRequest>,
     ) -> Result<Response<CheckUserResponse>, Status> {
         Err(Status::unauthenticated("wrong username or password"))
+    }
+
+    /// Not called by this test.
+    async fn revoke_tokens(
+        &self,
+        _: Request<RevokeTokensRequest>,
+    ) -> Result<Response<RevokeTokensResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+
+    /// Not called by this test.
+    async fn check_token(
+        &self,
+        _: Request<CheckTokenRequest>,
+    ) -> Result<Response<CheckTokenResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
     }
 }
 

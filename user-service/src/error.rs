@@ -12,6 +12,9 @@ pub enum UserError {
     /// Registration with a taken username → `ALREADY_EXISTS`.
     #[error("user already exists")]
     UsernameTaken,
+    /// Revoking the tokens of an unknown or deleted user → `NOT_FOUND`.
+    #[error("user not found")]
+    UserNotFound,
     /// Unknown user or wrong password; deliberately indistinguishable → `UNAUTHENTICATED`.
     #[error("wrong username or password")]
     BadCredentials,
@@ -30,6 +33,7 @@ impl From<UserError> for Status {
         match err {
             UserError::Invalid(invalid) => Status::invalid_argument(invalid.0),
             UserError::UsernameTaken => Status::already_exists(err.to_string()),
+            UserError::UserNotFound => Status::not_found(err.to_string()),
             UserError::BadCredentials => Status::unauthenticated(err.to_string()),
             UserError::Hashing(crate::password::HashError::Busy) => {
                 easynote_shared::governance::shed_status(err.to_string())

@@ -8,13 +8,26 @@
 //! arena per thread that ever hashed and a login burst left the service at
 //! about 1 GB of RSS. Here each of the `available_parallelism` workers
 //! allocates its area once and reuses it, so hashing holds at most
-//! `workers × 7 MiB`, whatever the load; waiting logins queue, up to
-//! [`QUEUE_PER_WORKER`] per worker. Beyond that a hash is refused at once
-//! ([`HashError::Busy`], `RESOURCE_EXHAUSTED` to the caller), and a queued
-//! job whose caller has gone (a deadline passed, a client hung up) is
-//! skipped rather than computed for nobody.
+//! `workers × 7 MiB`, whatever the load; waiting jobs queue, up to
+//! [`QUEUE_PER_WORKER`] per worker and [`Purpose`]. Beyond that a hash is
+//! refused at once ([`HashError::Busy`], `RESOURCE_EXHAUSTED` to the
+//! caller), and a queued job whose caller has gone (a deadline passed, a
+//! client hung up) is skipped rather than computed for nobody.
+//!
+//! Logins and registrations do not share a queue: registrations are the
+//! cheap way to make a server hash (one address, new names), and with one
+//! queue a registration flood left every login refused. Each purpose has
+//! its own queue bound; a free worker takes a waiting login first, and at
+//! most half the workers (at least one) hash registrations at once, so a
+//! login waits for at most one hash when registrations fill everything else.
 
-use std::sync::{Arc, LazyLock, Mutex, mpsc};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Condvar, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use argon2::{
     Algorithm, Argon2, Block, Params, PasswordHash, Version,
@@ -46,10 +59,109 @@ pub enum HashError {
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// What a job is for, which decides its queue and its priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Checking a password at login: taken first.
+    Login,
+    /// Hashing a new account's password: at most half the workers at once.
+    Registration,
+}
+
+/// The queues the workers take jobs from.
+struct Queues {
+    login: VecDeque<Job>,
+    registration: VecDeque<Job>,
+    /// Registrations being hashed now.
+    registering: usize,
+    /// The last handle is gone: the workers stop once the queues are empty.
+    closed: bool,
+}
+
+struct Pool {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+    /// Jobs each queue may hold.
+    bound: usize,
+    /// Workers that may hash registrations at once.
+    registration_workers: usize,
+    /// Registration hashes computed, for the tests and for operators.
+    hashed: AtomicU64,
+}
+
+impl Pool {
+    /// The next job for a worker, or `None` when the pool is closed and drained.
+    fn next(&self) -> Option<(Purpose, Job)> {
+        let mut queues = self.queues.lock().expect("hashing queues lock");
+        loop {
+            if let Some(job) = queues.login.pop_front() {
+                return Some((Purpose::Login, job));
+            }
+            if queues.registering < self.registration_workers
+                && let Some(job) = queues.registration.pop_front()
+            {
+                queues.registering += 1;
+                return Some((Purpose::Registration, job));
+            }
+            if queues.closed && queues.login.is_empty() && queues.registration.is_empty() {
+                return None;
+            }
+            queues = self.ready.wait(queues).expect("hashing queues lock");
+        }
+    }
+
+    fn done(&self, purpose: Purpose) {
+        if purpose == Purpose::Registration {
+            self.queues.lock().expect("hashing queues lock").registering -= 1;
+            // A registration waiting for this slot may go now.
+            self.ready.notify_all();
+        }
+    }
+
+    fn submit(&self, purpose: Purpose, job: Job) -> Result<(), HashError> {
+        let mut queues = self.queues.lock().expect("hashing queues lock");
+        if queues.closed {
+            return Err(HashError::WorkerGone);
+        }
+        let queue = match purpose {
+            Purpose::Login => &mut queues.login,
+            Purpose::Registration => &mut queues.registration,
+        };
+        if queue.len() >= self.bound {
+            return Err(HashError::Busy);
+        }
+        queue.push_back(job);
+        drop(queues);
+        // Every waiting worker: the one woken must be able to take it (a
+        // registration may not fit within the registration share).
+        self.ready.notify_all();
+        Ok(())
+    }
+}
+
+/// Closes the pool when the last clone of the hasher goes.
+struct Handle(Arc<Pool>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.queues.lock().expect("hashing queues lock").closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
 /// Hashes and verifies passwords with argon2id on dedicated threads.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PasswordHasher {
-    jobs: mpsc::SyncSender<Job>,
+    pool: Arc<Handle>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("queue_bound", &self.pool.0.bound)
+            .field("registration_workers", &self.pool.0.registration_workers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PasswordHasher {
@@ -149,29 +261,40 @@ impl PasswordHasher {
     /// A pool of `workers` hashing threads (at least one); they stop when
     /// the last clone of the hasher is dropped.
     pub fn with_workers(workers: usize) -> Self {
-        let (jobs, queue) = mpsc::sync_channel::<Job>(workers.max(1) * QUEUE_PER_WORKER);
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..workers.max(1) {
-            let queue = queue.clone();
+        let workers = workers.max(1);
+        let pool = Arc::new(Pool {
+            queues: Mutex::new(Queues {
+                login: VecDeque::new(),
+                registration: VecDeque::new(),
+                registering: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            bound: workers * QUEUE_PER_WORKER,
+            registration_workers: (workers / 2).max(1),
+            hashed: AtomicU64::new(0),
+        });
+        for i in 0..workers {
+            let pool = pool.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
                     let mut memory = Vec::new();
-                    loop {
-                        let job = queue.lock().expect("job queue lock").recv();
-                        match job {
-                            Ok(job) => job(&mut memory),
-                            Err(mpsc::RecvError) => return,
-                        }
+                    while let Some((purpose, job)) = pool.next() {
+                        job(&mut memory);
+                        pool.done(purpose);
                     }
                 })
                 .expect("spawning a hashing thread");
         }
-        Self { jobs }
+        Self {
+            pool: Arc::new(Handle(pool)),
+        }
     }
 
     async fn run<T: Send + 'static>(
         &self,
+        purpose: Purpose,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (reply, answer) = oneshot::channel();
@@ -182,24 +305,30 @@ impl PasswordHasher {
             }
             let _ = reply.send(work(memory));
         });
-        self.jobs.try_send(job).map_err(|err| match err {
-            mpsc::TrySendError::Full(_) => HashError::Busy,
-            mpsc::TrySendError::Disconnected(_) => HashError::WorkerGone,
-        })?;
+        self.pool.0.submit(purpose, job)?;
         answer.await.map_err(|_| HashError::WorkerGone)
+    }
+
+    /// How many new passwords this hasher has hashed (registrations).
+    pub fn hashed(&self) -> u64 {
+        self.pool.0.hashed.load(Ordering::Relaxed)
     }
 
     /// A PHC string (`$argon2id$v=19$m=7168,t=5,p=1$…`) with a fresh salt.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.run(move |memory| hash_now(password.as_bytes(), memory))
-            .await?
-            .map_err(HashError::Argon2)
+        let pool = self.pool.0.clone();
+        self.run(Purpose::Registration, move |memory| {
+            pool.hashed.fetch_add(1, Ordering::Relaxed);
+            hash_now(password.as_bytes(), memory)
+        })
+        .await?
+        .map_err(HashError::Argon2)
     }
 
     /// Whether `password` matches `phc`; with `None` (unknown user) it does
     /// the same work and answers `false`.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
-        self.run(move |memory| match phc {
+        self.run(Purpose::Login, move |memory| match phc {
             Some(phc) => verify_now(password.as_bytes(), &phc, memory),
             None => {
                 verify_now(password.as_bytes(), &DUMMY_HASH, memory);
@@ -227,7 +356,7 @@ mod tests {
         let (started, running) = oneshot::channel::<()>();
         let held = hasher.clone();
         let blocker = tokio::spawn(async move {
-            held.run(move |_| {
+            held.run(Purpose::Login, move |_| {
                 let _ = started.send(());
                 let _ = wait.recv();
             })
@@ -239,7 +368,7 @@ mod tests {
         let mut refused = 0;
         for _ in 0..QUEUE_PER_WORKER + 4 {
             let ran = ran.clone();
-            let job = hasher.run(move |_| {
+            let job = hasher.run(Purpose::Login, move |_| {
                 ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
             match tokio::time::timeout(std::time::Duration::from_millis(1), job).await {
@@ -271,6 +400,70 @@ mod tests {
             0,
             "abandoned jobs were skipped"
         );
+    }
+
+    #[tokio::test]
+    async fn registrations_filling_their_queue_leave_logins_answering() {
+        let hasher = PasswordHasher::with_workers(2);
+        // Hold the one worker registrations may use.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let held = hasher.clone();
+        let blocker = tokio::spawn(async move {
+            held.run(Purpose::Registration, move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+            })
+            .await
+        });
+        running.await.expect("a worker took the blocker");
+        // Fill the registration queue until it refuses.
+        let mut queued = Vec::new();
+        loop {
+            let (reply, answer) = oneshot::channel::<()>();
+            match hasher.pool.0.submit(
+                Purpose::Registration,
+                Box::new(move |_: &mut Vec<Block>| {
+                    let _ = reply.send(());
+                }),
+            ) {
+                Ok(()) => queued.push(answer),
+                Err(HashError::Busy) => break,
+                Err(err) => panic!("{err}"),
+            }
+        }
+        assert_eq!(queued.len(), 2 * QUEUE_PER_WORKER);
+        assert!(matches!(
+            hasher.hash("one more".into()).await,
+            Err(HashError::Busy)
+        ));
+        // A login is neither refused nor stuck behind the registrations:
+        // the other worker takes it while the registration share is full.
+        let matched = hasher
+            .verify("a login".into(), None)
+            .await
+            .expect("a login is answered during a registration flood");
+        assert!(!matched);
+        release.send(()).expect("release");
+        blocker.await.expect("join").expect("blocker ran");
+        for answer in queued {
+            answer
+                .await
+                .expect("the queued registrations run afterwards");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_new_passwords_count_as_hashed() {
+        let hasher = PasswordHasher::with_workers(1);
+        let phc = hasher.hash("counted".into()).await.expect("hash");
+        assert!(
+            hasher
+                .verify("counted".into(), Some(phc))
+                .await
+                .expect("verify")
+        );
+        assert_eq!(hasher.hashed(), 1);
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 
 use easynote_shared::{
     proto::user::v1::{
-        CheckUserRequest, CheckUserResponse, CreateUserRequest, CreateUserResponse,
-        MGetUserRequest, MGetUserResponse, User, user_service_server::UserService,
+        CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CheckUserResponse,
+        CreateUserRequest, CreateUserResponse, MGetUserRequest, MGetUserResponse,
+        RevokeTokensRequest, RevokeTokensResponse, User, user_service_server::UserService,
     },
     validate::{self, Invalid},
 };
@@ -20,6 +21,9 @@ use crate::{
 /// Avatar sent for every user: uploads are not part of the contract yet.
 const DEFAULT_AVATAR: &str = "";
 
+/// Longest `jti` accepted (the gateway's are 32 hex digits).
+const MAX_JTI_LEN: usize = 64;
+
 /// The gRPC handlers: validate, call the repository, map errors once.
 #[derive(Debug, Clone)]
 pub(crate) struct UserApi {
@@ -29,7 +33,10 @@ pub(crate) struct UserApi {
 
 impl UserApi {
     pub(crate) fn new(repo: UserRepo) -> Self {
-        let hasher = PasswordHasher::default();
+        Self::with_hasher(repo, PasswordHasher::default())
+    }
+
+    fn with_hasher(repo: UserRepo, hasher: PasswordHasher) -> Self {
         hasher.warm_up();
         Self { repo, hasher }
     }
@@ -38,6 +45,11 @@ impl UserApi {
         let username = validate::normalize_username(&req.username);
         validate::username(&username)?;
         validate::password(&req.password)?;
+        // A taken name is refused before it costs a hash; the unique index
+        // still decides between two registrations racing for a free one.
+        if self.repo.username_taken(&username).await? {
+            return Err(UserError::UsernameTaken);
+        }
         let hash = self.hasher.hash(req.password).await?;
         match self.repo.create(&username, &hash).await {
             Ok(id) => Ok(id),
@@ -46,7 +58,8 @@ impl UserApi {
         }
     }
 
-    async fn check(&self, req: CheckUserRequest) -> Result<i64, UserError> {
+    /// The user's id and token epoch when the password matches.
+    async fn check(&self, req: CheckUserRequest) -> Result<(i64, i64), UserError> {
         // Malformed credentials cannot match a stored account; answering them
         // like a wrong password keeps the reply uniform.
         let username = validate::normalize_username(&req.username);
@@ -54,11 +67,43 @@ impl UserApi {
             return Err(UserError::BadCredentials);
         }
         let stored = self.repo.credentials_by_username(&username).await?;
-        let (id, phc) = stored.map_or((None, None), |c| (Some(c.id), Some(c.password_hash)));
-        match (self.hasher.verify(req.password, phc).await?, id) {
-            (true, Some(id)) => Ok(id),
+        let (account, phc) = stored.map_or((None, None), |c| {
+            (Some((c.id, c.token_epoch)), Some(c.password_hash))
+        });
+        match (self.hasher.verify(req.password, phc).await?, account) {
+            (true, Some(account)) => Ok(account),
             _ => Err(UserError::BadCredentials),
         }
+    }
+
+    /// The user's token epoch after revoking.
+    async fn revoke(&self, req: RevokeTokensRequest) -> Result<i64, UserError> {
+        validate::id("user_id", req.user_id)?;
+        let epoch = if req.everywhere {
+            self.repo.revoke_all(req.user_id).await?
+        } else {
+            jti(&req.jti)?;
+            let expires_at_millis = req.expires_at.saturating_mul(1000);
+            self.repo
+                .revoke_one(req.user_id, &req.jti, expires_at_millis)
+                .await?
+        };
+        epoch.ok_or(UserError::UserNotFound)
+    }
+
+    async fn token_state(&self, req: CheckTokenRequest) -> Result<CheckTokenResponse, UserError> {
+        validate::id("user_id", req.user_id)?;
+        jti(&req.jti)?;
+        Ok(match self.repo.token_state(req.user_id, &req.jti).await? {
+            Some(state) => CheckTokenResponse {
+                token_epoch: state.token_epoch,
+                revoked: state.jti_revoked,
+            },
+            None => CheckTokenResponse {
+                token_epoch: 0,
+                revoked: true,
+            },
+        })
     }
 
     async fn mget(&self, req: MGetUserRequest) -> Result<Vec<User>, UserError> {
@@ -88,6 +133,15 @@ impl UserApi {
     }
 }
 
+fn jti(jti: &str) -> Result<(), Invalid> {
+    if jti.is_empty() || jti.len() > MAX_JTI_LEN || !jti.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Invalid(format!(
+            "jti must be 1 to {MAX_JTI_LEN} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl UserService for UserApi {
     async fn create_user(
@@ -109,7 +163,54 @@ impl UserService for UserApi {
         &self,
         request: Request<CheckUserRequest>,
     ) -> Result<Response<CheckUserResponse>, Status> {
-        let user_id = self.check(request.into_inner()).await?;
-        Ok(Response::new(CheckUserResponse { user_id }))
+        let (user_id, token_epoch) = self.check(request.into_inner()).await?;
+        Ok(Response::new(CheckUserResponse {
+            user_id,
+            token_epoch,
+        }))
+    }
+    async fn revoke_tokens(
+        &self,
+        request: Request<RevokeTokensRequest>,
+    ) -> Result<Response<RevokeTokensResponse>, Status> {
+        let request = request.into_inner();
+        let (user_id, everywhere) = (request.user_id, request.everywhere);
+        let token_epoch = self.revoke(request).await?;
+        tracing::info!(user_id, everywhere, "tokens revoked");
+        Ok(Response::new(RevokeTokensResponse { token_epoch }))
+    }
+    async fn check_token(
+        &self,
+        request: Request<CheckTokenRequest>,
+    ) -> Result<Response<CheckTokenResponse>, Status> {
+        Ok(Response::new(self.token_state(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use easynote_shared::db::Database;
+    use easynote_testkit::TestDatabase;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn registering_a_taken_name_does_not_hash() {
+        let db = TestDatabase::sqlite();
+        let pool = Database::connect(&db.config(), &crate::migrations())
+            .await
+            .expect("connect and migrate");
+        let api = UserApi::with_hasher(UserRepo::new(pool), PasswordHasher::with_workers(1));
+        let request = || CreateUserRequest {
+            username: "taken".into(),
+            password: "password123".into(),
+        };
+        api.create(request()).await.expect("the first registration");
+        assert_eq!(api.hasher.hashed(), 1);
+        assert!(matches!(
+            api.create(request()).await,
+            Err(UserError::UsernameTaken)
+        ));
+        assert_eq!(api.hasher.hashed(), 1, "the taken name cost a hash");
     }
 }

@@ -12,8 +12,8 @@ use easynote_shared::{
     grpc::ServiceConfig,
     on_pool,
     proto::user::v1::{
-        CheckUserRequest, CreateUserRequest, MGetUserRequest, User,
-        user_service_client::UserServiceClient,
+        CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CreateUserRequest,
+        MGetUserRequest, RevokeTokensRequest, User, user_service_client::UserServiceClient,
     },
     tls::TlsSettings,
 };
@@ -98,6 +98,51 @@ impl TestApp {
             .await?
             .into_inner()
             .user_id)
+    }
+
+    /// The token epoch a login of `username` gets.
+    async fn login_epoch(&self, username: &str, password: &str) -> Result<i64, Status> {
+        let request = CheckUserRequest {
+            username: username.into(),
+            password: password.into(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .check_user(request)
+            .await?
+            .into_inner()
+            .token_epoch)
+    }
+
+    async fn revoke(&self, user_id: i64, jti: &str, everywhere: bool) -> Result<i64, Status> {
+        let request = RevokeTokensRequest {
+            user_id,
+            jti: jti.into(),
+            expires_at: i64::try_from(
+                (std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs(),
+            )
+            .expect("fits"),
+            everywhere,
+        };
+        Ok(self
+            .client
+            .clone()
+            .revoke_tokens(request)
+            .await?
+            .into_inner()
+            .token_epoch)
+    }
+
+    async fn check_token(&self, user_id: i64, jti: &str) -> Result<CheckTokenResponse, Status> {
+        let request = CheckTokenRequest {
+            user_id,
+            jti: jti.into(),
+        };
+        Ok(self.client.clone().check_token(request).await?.into_inner())
     }
 
     async fn mget_users(&self, user_ids: Vec<i64>) -> Result<Vec<User>, Status> {
@@ -397,4 +442,114 @@ async fn shutdown_stops_the_server_and_frees_its_port() {
         refused.is_err(),
         "nothing may answer on {addr} after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_denylists_one_token_or_moves_the_epoch_on_every_backend() {
+    for db in TestDatabase::all().await {
+        let app = spawn_app(db).await;
+        let backend = app.backend();
+        let id = app.create_user("quinn", PASSWORD).await.expect("create");
+        assert_eq!(
+            app.login_epoch("quinn", PASSWORD).await.expect("login"),
+            0,
+            "{backend}"
+        );
+        let in_force = CheckTokenResponse {
+            token_epoch: 0,
+            revoked: false,
+        };
+        assert_eq!(
+            app.check_token(id, "jti-a").await.expect("check"),
+            in_force,
+            "{backend}"
+        );
+
+        // One token: its jti is denied, the others are not; twice is harmless.
+        for _ in 0..2 {
+            assert_eq!(
+                app.revoke(id, "jti-a", false).await.expect("revoke"),
+                0,
+                "{backend}"
+            );
+        }
+        let a = app.check_token(id, "jti-a").await.expect("check");
+        assert!(a.revoked, "{backend}: the logged-out token");
+        let b = app.check_token(id, "jti-b").await.expect("check");
+        assert_eq!(b, in_force, "{backend}: another token of the user");
+
+        // Everywhere: the epoch moves on, and logins carry the new one.
+        assert_eq!(
+            app.revoke(id, "jti-b", true).await.expect("revoke all"),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            app.check_token(id, "jti-b")
+                .await
+                .expect("check")
+                .token_epoch,
+            1
+        );
+        assert_eq!(
+            app.login_epoch("quinn", PASSWORD).await.expect("login"),
+            1,
+            "{backend}"
+        );
+
+        // Unknown users: nothing to revoke, and no token of theirs is in force.
+        let unknown = app
+            .revoke(id + 1000, "jti-c", true)
+            .await
+            .expect_err("unknown user");
+        assert_eq!(unknown.code(), Code::NotFound, "{backend}: {unknown:?}");
+        assert!(
+            app.check_token(id + 1000, "jti-c")
+                .await
+                .expect("check")
+                .revoked,
+            "{backend}"
+        );
+        let empty = app.check_token(id, "").await.expect_err("an empty jti");
+        assert_eq!(empty.code(), Code::InvalidArgument, "{backend}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_flood_leaves_logins_answering() {
+    let app = spawn_sqlite_app().await;
+    app.create_user("rosa", PASSWORD).await.expect("create");
+    // Below the server's default in-flight bound (256), so that what is
+    // tested is the hashing queue, not the governance limit.
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_user(CreateUserRequest {
+                        username: format!("flood-{i}"),
+                        password: PASSWORD.into(),
+                    })
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    let mut logins = 0;
+    while logins < 3 || flood.iter().any(|task| !task.is_finished()) {
+        let id = app.check_user("rosa", PASSWORD).await;
+        assert!(id.is_ok(), "login {logins} during the flood: {id:?}");
+        logins += 1;
+    }
+    let mut refused = 0;
+    for task in flood {
+        match task.await.expect("join") {
+            Ok(()) => {}
+            Err(status) if status.code() == Code::ResourceExhausted => refused += 1,
+            Err(status) => panic!("a registration failed otherwise: {status:?}"),
+        }
+    }
+    println!("{logins} logins answered during 200 registrations, {refused} of them shed");
+    app.stop().await;
 }

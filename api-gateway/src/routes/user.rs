@@ -1,8 +1,8 @@
-//! `/v1/user/register` and `/v1/user/login`.
+//! `/v1/user/register`, `/v1/user/login` and `/v1/user/logout`.
 
 use std::time::SystemTime;
 
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Json, Router, body::Bytes, extract::State, routing::post};
 use easynote_shared::{
     grpc,
     proto::user::v1::{CheckUserRequest, CreateUserRequest},
@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
+    auth::AuthUser,
     envelope::{Envelope, SUCCESS},
-    error::ApiResult,
+    error::{ApiError, ApiResult},
     extract::{ApiJson, ClientIp},
     login_throttle::Attempt,
     openapi::EmptyReply,
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/user/register", post(register))
         .route("/v1/user/login", post(login))
+        .route("/v1/user/logout", post(logout))
 }
 
 /// Body of register and login.
@@ -127,10 +129,11 @@ pub(crate) async fn login(
             grpc::user_client(channel).check_user(request).await
         })
         .await;
-    let user_id = match checked {
+    let (user_id, token_epoch) = match checked {
         Ok(reply) => {
             reservation.succeeded().await;
-            reply.into_inner().user_id
+            let reply = reply.into_inner();
+            (reply.user_id, reply.token_epoch)
         }
         Err(status) => {
             if status.code() == tonic::Code::Unauthenticated {
@@ -139,7 +142,7 @@ pub(crate) async fn login(
             return Err(status.into());
         }
     };
-    let issued = state.jwt.issue(user_id)?;
+    let issued = state.jwt.issue(user_id, token_epoch)?;
     let expire = rfc3339(issued.expires_at);
     Ok(Json(LoginReply {
         code: 0,
@@ -151,6 +154,54 @@ pub(crate) async fn login(
             expire,
         },
     }))
+}
+
+/// Body of logout; the body itself may be left out.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logout {
+    /// Also every other token of the user (every device), not only the
+    /// one presented.
+    #[serde(default)]
+    everywhere: bool,
+}
+
+/// Logs out: the token presented is refused from now on, and with
+/// `everywhere` every token the user holds.
+///
+/// This gateway refuses them at once; other gateway replicas within
+/// `EASYNOTE_REVOCATION_CACHE_TTL` (default 1 s). A later login gets a
+/// token that works.
+#[utoipa::path(
+    post,
+    path = "/v1/user/logout",
+    tag = "user",
+    request_body(content = Option<Logout>, description = "Optional; `{}` or no body logs out only the token presented"),
+    responses(
+        (status = 200, description = "Logged out", body = EmptyReply),
+        (status = 401, description = "No valid token (code 10004)", body = EmptyReply),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Envelope<()>> {
+    // No body, and `null`, are the default: this token only.
+    let Logout { everywhere } = if body.iter().all(u8::is_ascii_whitespace) {
+        Logout::default()
+    } else {
+        serde_json::from_slice::<Option<Logout>>(&body)
+            .map_err(|err| ApiError::BadRequest(format!("invalid logout body: {err}")))?
+            .unwrap_or_default()
+    };
+    state
+        .revocations
+        .revoke(&state.users, &user, everywhere)
+        .await?;
+    tracing::info!(user.id = user.id, everywhere, "logged out");
+    Ok(Envelope::empty())
 }
 
 fn rfc3339(at: SystemTime) -> String {

@@ -61,6 +61,15 @@ impl Default for GatewayRules {
                 ("POST /v1/user/login".to_owned(), 5000),
             ]),
             rate_limits: vec![
+                // Each registration costs an argon2 hash: one address may
+                // not keep user-service hashing (its logins have a queue of
+                // their own as well, see user-service's password.rs).
+                RateLimit {
+                    route: "POST /v1/user/register".into(),
+                    key: LimitKey::Ip,
+                    per_second: 1.0,
+                    burst: 20,
+                },
                 RateLimit {
                     route: "POST /v1/user/login".into(),
                     key: LimitKey::Ip,
@@ -415,7 +424,7 @@ impl ClientPolicy {
 pub fn is_idempotent(method: &str) -> bool {
     matches!(
         method,
-        "MGetUser" | "MGetNote" | "QueryNote" | "Check" | "Watch"
+        "MGetUser" | "MGetNote" | "QueryNote" | "CheckToken" | "Check" | "Watch"
     )
 }
 

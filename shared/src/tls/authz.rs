@@ -2,7 +2,7 @@
 //!
 //! | service | method | callers |
 //! |---|---|---|
-//! | user-service | CreateUser, CheckUser | the gateway |
+//! | user-service | CreateUser, CheckUser, RevokeTokens, CheckToken | the gateway |
 //! | user-service | MGetUser | the gateway, note-service |
 //! | note-service | every method | the gateway |
 //!

@@ -451,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn files_load_for_their_identity_only_and_changes_are_picked_up() {
         let dir = tempfile::tempdir().unwrap();
-        devcert::write(dir.path(), false).unwrap();
+        devcert::write(dir.path(), devcert::Set::services(), false).unwrap();
         let files = devcert::files(dir.path(), service_name::USER);
         let tls = Tls::load(&files, service_name::USER).unwrap();
         assert!(!tls.reload().unwrap(), "nothing changed");
@@ -466,7 +466,7 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &tls.server_config()));
 
         // A new set is taken.
-        devcert::write(dir.path(), true).unwrap();
+        devcert::write(dir.path(), devcert::Set::services(), true).unwrap();
         assert!(tls.reload().unwrap());
         assert!(!Arc::ptr_eq(&before, &tls.server_config()));
     }
@@ -474,8 +474,8 @@ mod tests {
     #[test]
     fn a_key_of_another_certificate_is_refused() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        devcert::write(a.path(), false).unwrap();
-        devcert::write(b.path(), false).unwrap();
+        devcert::write(a.path(), devcert::Set::services(), false).unwrap();
+        devcert::write(b.path(), devcert::Set::services(), false).unwrap();
         let mut files = devcert::files(a.path(), service_name::NOTE);
         files.key = devcert::files(b.path(), service_name::NOTE).key;
         let err = Tls::load(&files, service_name::NOTE).unwrap_err();

@@ -1,0 +1,14 @@
+-- Token revocation (POST /v1/user/logout).
+-- token_epoch: moved on by "log out everywhere"; a token carries the epoch it
+-- was issued in and is refused once the user's has moved past it.
+ALTER TABLE user ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0;
+
+-- Single tokens logged out, by their jti, kept until they would have expired
+-- anyway (expires_at, Unix milliseconds); older rows are deleted as new ones come.
+CREATE TABLE revoked_token (
+    jti        TEXT    NOT NULL PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE INDEX ix_revoked_token_expires_at ON revoked_token (expires_at);
