@@ -156,9 +156,9 @@ impl Rnacos {
     /// until it answers. rnacos 0.8 now and then panics in one of its actors
     /// while it starts (`Option::unwrap()` on `None`, more often under
     /// load): such a start is retried, on a fresh data directory when it is
-    /// the first, at most four times.
+    /// the first, at most seven times.
     pub async fn restart(&mut self) {
-        const ATTEMPTS: u32 = 5;
+        const ATTEMPTS: u32 = 8;
         let first_start = self.runs == 0;
         for attempt in 1..=ATTEMPTS {
             match self.start_once().await {

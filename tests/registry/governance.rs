@@ -31,13 +31,17 @@ const GOVERNANCE_DEBUG: &str = "info,nacos_sdk=warn,nacos_sdk::config::worker=of
 /// settings each) and a gateway, ready.
 /// The gateway's own edge settings in these tests: the test client, on
 /// loopback, is the proxy whose `X-Forwarded-For` names the client (as the
-/// rules' `trusted_proxy_hops` asks), and the login floor is out of the way
-/// of the rules' limits, which are what these tests measure (the floor has
-/// its own test in tests/api/security.rs).
-const GATEWAY_EDGE: [(&str, &str); 3] = [
+/// rules' `trusted_proxy_hops` asks), and the login floor and the failed-
+/// login throttle (whose reservations hold concurrent logins of one name
+/// to `EASYNOTE_LOGIN_MAX_FAILURES`) are out of the way of the rules'
+/// limits, which are what these tests measure (both have their own tests
+/// in tests/api).
+const GATEWAY_EDGE: [(&str, &str); 5] = [
     ("EASYNOTE_TRUSTED_PROXIES", "127.0.0.1/32"),
     ("EASYNOTE_LOGIN_RATE_PER_SECOND", "1000"),
     ("EASYNOTE_LOGIN_RATE_BURST", "1000"),
+    ("EASYNOTE_LOGIN_MAX_FAILURES", "1000"),
+    ("EASYNOTE_LOGIN_MAX_USER_FAILURES", "1000"),
 ];
 
 async fn governed(notes: &[&[(&str, String)]]) -> (Cluster, Vec<Service>, Service) {
