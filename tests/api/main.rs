@@ -7,6 +7,7 @@ mod edge;
 mod helpers;
 mod idempotency;
 mod login_throttle;
+mod paging;
 mod resilience;
 mod tls;
 mod user_story;
