@@ -86,7 +86,7 @@ fn word(i: u64) -> String {
         out.push_str(SYLLABLES[(rest % 20) as usize]);
         rest /= 20;
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         out.push_str("nt");
     }
     out
