@@ -263,4 +263,55 @@ mod tests {
         assert_eq!(credentials["additionalProperties"], false);
         assert_eq!(credentials["properties"]["password"]["minLength"], 6);
     }
+
+    #[test]
+    fn the_query_route_describes_cursor_paging_beside_offset() {
+        let doc: Value = serde_json::from_str(json()).expect("JSON");
+        let query = &doc["paths"]["/v1/note/query"]["get"];
+        let params: Vec<(&str, &str, bool)> = query["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name"),
+                    p["in"].as_str().expect("in"),
+                    p["required"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        assert_eq!(
+            params,
+            [
+                ("search_key", "query", false),
+                ("offset", "query", false),
+                ("limit", "query", false),
+                ("cursor", "query", false),
+            ],
+            "every paging parameter stays optional, so old clients are unaffected"
+        );
+        let page = &doc["components"]["schemas"]["NotePage"];
+        assert!(
+            page["properties"]["next_cursor"].is_object(),
+            "NotePage lacks next_cursor: {page}"
+        );
+        let required: Vec<&str> = page["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            required,
+            ["total", "notes"],
+            "next_cursor is absent on the last page"
+        );
+        assert!(
+            query["responses"]["400"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("cursor")),
+            "{}",
+            query["responses"]["400"]
+        );
+    }
 }

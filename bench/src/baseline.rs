@@ -24,7 +24,7 @@ use easynote_shared::{
     config::{Env, Environment},
     db::{Database, DatabaseConfig},
 };
-use note_service::repo::{Created, NoteChanges, NoteRecord, NoteRepo};
+use note_service::repo::{Created, NoteChanges, NoteRecord, NoteRepo, PageStart};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use user_service::{
@@ -59,7 +59,7 @@ pub async fn serve() -> anyhow::Result<()> {
     hasher.warm_up();
     let state = Arc::new(Baseline {
         users: UserRepo::new(users.clone()),
-        notes: NoteRepo::new(notes.clone()),
+        notes: NoteRepo::open(notes.clone()).await?,
         hasher,
         keys: JwtKeys::new(&jwt, &ClaimsConfig::from_env(&env)?),
     });
@@ -224,7 +224,7 @@ async fn query_notes(
         .query_by_owner(
             owner,
             params.search_key.as_deref(),
-            params.offset,
+            PageStart::Offset(params.offset),
             params.limit,
         )
         .await

@@ -6,12 +6,14 @@
 //! notes each), then drives the mix closed-loop at a concurrency or
 //! open-loop at a fixed rate, prints progress each second and a summary at
 //! the end, and writes the result as JSON. `baseline` serves the same routes
-//! in one process with no RPC, for comparison.
+//! in one process with no RPC, for comparison. `scale` times queries of one
+//! owner holding many notes, loaded straight into the database.
 
 mod baseline;
 mod load;
 mod mix;
 mod report;
+mod scale;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -41,6 +43,38 @@ enum Command {
     /// EASYNOTE_DATABASE_URL (default sqlite://data/baseline.db) and
     /// EASYNOTE_JWT_SECRET.
     Baseline,
+    /// One owner with many notes, loaded straight into the suite's note
+    /// database: first page, deep page by offset and by cursor, a rare and
+    /// a common search, and a create, as medians, at each size.
+    Scale(ScaleArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScaleArgs {
+    /// The gateway of the suite to measure.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The note database of that suite (sqlite://… or mysql://…).
+    #[arg(long)]
+    database_url: String,
+    /// The owner's note counts to measure at, ascending (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<u64>,
+    /// Other owners (without accounts) to load first.
+    #[arg(long, default_value_t = 0)]
+    other_users: u64,
+    /// Notes of each other owner.
+    #[arg(long, default_value_t = 100)]
+    notes_each: u64,
+    /// Timed requests per measurement (the median is reported).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// A name for the run in the output.
+    #[arg(long, default_value = "scale")]
+    label: String,
+    /// Where to write the rows as JSON.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +128,16 @@ fn main() -> ExitCode {
             load_config(args).and_then(|config| runtime.block_on(load::run(config)))
         }
         Command::Baseline => runtime.block_on(baseline::serve()),
+        Command::Scale(args) => runtime.block_on(scale::run(scale::ScaleConfig {
+            url: args.url.trim_end_matches('/').to_owned(),
+            database_url: args.database_url,
+            sizes: args.sizes,
+            other_users: args.other_users,
+            notes_each: args.notes_each,
+            repeat: args.repeat as usize,
+            label: args.label,
+            out: args.out,
+        })),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

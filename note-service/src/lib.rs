@@ -77,7 +77,10 @@ impl NoteServer {
 
     /// Serves until `shutdown`, then deregisters, drains and closes the pool.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let api = service::NoteApi::new(repo::NoteRepo::new(self.service.db().clone()), self.users);
+        let repo = repo::NoteRepo::open(self.service.db().clone())
+            .await
+            .context("looking for the note text index")?;
+        let api = service::NoteApi::new(repo, self.users);
         self.service
             .serve(
                 NoteServiceServer::new(api)

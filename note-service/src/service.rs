@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use easynote_shared::{
+    cursor::PageCursor,
     discovery::Upstream,
     grpc,
     proto::{
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::NoteError,
-    repo::{Created, Idempotency, NoteChanges, NoteRecord, NoteRepo},
+    repo::{Created, Idempotency, NoteChanges, NoteRecord, NoteRepo, PageStart},
 };
 
 /// The gRPC handlers: validate, call the repository, attach authors, map errors once.
@@ -159,18 +160,32 @@ impl NoteApi {
         }
     }
 
-    async fn query(&self, req: QueryNoteRequest) -> Result<(Vec<Note>, i64), NoteError> {
+    async fn query(&self, req: QueryNoteRequest) -> Result<QueryNoteResponse, NoteError> {
         validate::id("user_id", req.user_id)?;
         validate::page(req.offset, req.limit)?;
         let search = req.search_key.as_deref().filter(|k| !k.is_empty());
         if let Some(key) = search {
             validate::search_key(key)?;
         }
+        let start = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => PageStart::Offset(req.offset),
+            Some(_) if req.offset != 0 => {
+                return Err(Invalid(
+                    "give offset or cursor, not both: the cursor says where the page starts".into(),
+                )
+                .into());
+            }
+            Some(cursor) => PageStart::After(PageCursor::parse(cursor)?),
+        };
         let page = self
             .repo
-            .query_by_owner(req.user_id, search, req.offset, req.limit)
+            .query_by_owner(req.user_id, search, start, req.limit)
             .await?;
-        Ok((self.with_authors(page.notes).await?, page.total))
+        Ok(QueryNoteResponse {
+            notes: self.with_authors(page.notes).await?,
+            total: page.total,
+            next_cursor: page.next.map(|cursor| cursor.to_string()),
+        })
     }
 }
 
@@ -223,7 +238,6 @@ impl NoteService for NoteApi {
         &self,
         request: Request<QueryNoteRequest>,
     ) -> Result<Response<QueryNoteResponse>, Status> {
-        let (notes, total) = self.query(request.into_inner()).await?;
-        Ok(Response::new(QueryNoteResponse { notes, total }))
+        Ok(Response::new(self.query(request.into_inner()).await?))
     }
 }

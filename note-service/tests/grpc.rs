@@ -211,6 +211,7 @@ impl TestApp {
             search_key: search_key.map(Into::into),
             offset,
             limit,
+            cursor: None,
         };
         Ok(self.notes.clone().query_note(request).await?.into_inner())
     }
@@ -617,6 +618,77 @@ async fn queries_page_newest_first_with_the_total() {
 
     let everything = app.query(alice, Some(""), 0, 100).await.expect("empty key");
     assert_eq!(everything.total, 12, "an empty search key filters nothing");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_chain_by_next_cursor_and_a_foreign_cursor_is_refused() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        created.push(app.note(alice, &format!("note {i}")).await);
+    }
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let request = QueryNoteRequest {
+            user_id: alice,
+            search_key: None,
+            offset: 0,
+            limit: 3,
+            cursor: cursor.take(),
+        };
+        let page = app
+            .notes
+            .clone()
+            .query_note(request)
+            .await
+            .expect("page")
+            .into_inner();
+        pages += 1;
+        assert_eq!(page.total, 7, "total on page {pages}");
+        paged.extend(page.notes.iter().map(|n| n.note_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "3 + 3 + 1 notes, no empty page at the end");
+    let newest_first: Vec<i64> = created.iter().rev().copied().collect();
+    assert_eq!(paged, newest_first);
+
+    let refused = [
+        (
+            "garbage",
+            "not-a-cursor",
+            0,
+            "cursor is not one this API gave out",
+        ),
+        (
+            "with an offset",
+            "0000000000000001000000000000000a",
+            3,
+            "give offset or cursor, not both",
+        ),
+    ];
+    for (what, cursor, offset, message) in refused {
+        let request = QueryNoteRequest {
+            user_id: alice,
+            search_key: None,
+            offset,
+            limit: 3,
+            cursor: Some(cursor.into()),
+        };
+        let status = app.notes.clone().query_note(request).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}");
+        assert!(
+            status.message().starts_with(message),
+            "{what}: {}",
+            status.message()
+        );
+    }
     app.stop().await;
 }
 

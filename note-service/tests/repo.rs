@@ -3,7 +3,9 @@
 
 use easynote_shared::{db::Database, on_pool};
 use easynote_testkit::TestDatabase;
-use note_service::repo::{Created, Idempotency, NoteChanges, NoteRecord, NoteRepo};
+use note_service::repo::{
+    Created, Idempotency, NoteChanges, NoteRecord, NoteRepo, PageStart, TextIndex,
+};
 
 const OWNER: i64 = 7;
 const OTHER: i64 = 8;
@@ -87,50 +89,106 @@ impl Backend {
         .unwrap_or_else(|err| panic!("{}: set created_at: {err}", self.name()));
     }
 
-    /// Every page of the owner's notes (optionally searched), `limit` at a time.
+    /// Every page of the owner's notes (optionally searched), `limit` at a
+    /// time, walked both by offset and by cursor: the two walks must agree,
+    /// and `next_cursor` must be there exactly until the last page.
     async fn all_pages(&self, owner: i64, search: Option<&str>, limit: i64) -> Vec<i64> {
-        let mut ids = Vec::new();
+        let mut by_offset = Vec::new();
         let mut offset = 0;
         loop {
             let page = self
                 .repo
-                .query_by_owner(owner, search, offset, limit)
+                .query_by_owner(owner, search, PageStart::Offset(offset), limit)
                 .await
                 .unwrap_or_else(|err| panic!("{}: page at {offset}: {err}", self.name()));
             if page.notes.is_empty() {
                 assert_eq!(
-                    ids.len() as i64,
+                    by_offset.len() as i64,
                     page.total,
                     "{}: pages and total disagree",
                     self.name()
                 );
-                return ids;
+                break;
             }
             assert!(
                 page.notes.len() as i64 <= limit,
                 "{}: page over the limit",
                 self.name()
             );
-            ids.extend(page.notes.iter().map(|n| n.id));
+            by_offset.extend(page.notes.iter().map(|n| n.id));
             offset += limit;
+        }
+        let by_cursor = self.pages_by_cursor(owner, search, limit).await;
+        assert_eq!(
+            by_cursor,
+            by_offset,
+            "{}: cursor and offset paging disagree",
+            self.name()
+        );
+        by_offset
+    }
+
+    /// Every page of the owner's notes, each starting at the previous
+    /// page's cursor, until a page comes without one.
+    async fn pages_by_cursor(&self, owner: i64, search: Option<&str>, limit: i64) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut start = PageStart::Offset(0);
+        loop {
+            let page = self
+                .repo
+                .query_by_owner(owner, search, start, limit)
+                .await
+                .unwrap_or_else(|err| panic!("{}: page at {start:?}: {err}", self.name()));
+            ids.extend(page.notes.iter().map(|n| n.id));
+            match page.next {
+                Some(cursor) => {
+                    assert_eq!(
+                        page.notes.len() as i64,
+                        limit,
+                        "{}: only a full page has a next one",
+                        self.name()
+                    );
+                    start = PageStart::After(cursor);
+                }
+                None => {
+                    assert_eq!(
+                        ids.len() as i64,
+                        page.total,
+                        "{}: cursor pages and total disagree",
+                        self.name()
+                    );
+                    return ids;
+                }
+            }
         }
     }
 
     /// Titles of the owner's notes matching `search`, in the order returned,
-    /// checking that the total agrees.
+    /// checking that the total agrees and that a scan of the owner's notes
+    /// answers exactly as the text index does.
     async fn search_titles(&self, owner: i64, search: &str) -> Vec<String> {
-        let page = self
-            .repo
-            .query_by_owner(owner, Some(search), 0, 100)
-            .await
-            .unwrap_or_else(|err| panic!("{}: search {search:?}: {err}", self.name()));
+        let scanning = self.repo.clone().scanning_owners_below(i64::MAX);
+        let mut answers = Vec::new();
+        for (path, repo) in [("index", &self.repo), ("scan", &scanning)] {
+            let page = repo
+                .query_by_owner(owner, Some(search), PageStart::Offset(0), 100)
+                .await
+                .unwrap_or_else(|err| panic!("{}: {path}: search {search:?}: {err}", self.name()));
+            assert_eq!(
+                page.total,
+                page.notes.len() as i64,
+                "{}: {path}: total of {search:?}",
+                self.name()
+            );
+            answers.push(page.notes.into_iter().map(|n| n.title).collect::<Vec<_>>());
+        }
         assert_eq!(
-            page.total,
-            page.notes.len() as i64,
-            "{}: total of {search:?}",
+            answers[0],
+            answers[1],
+            "{}: the index and the scan disagree on {search:?}",
             self.name()
         );
-        page.notes.into_iter().map(|n| n.title).collect()
+        answers.swap_remove(0)
     }
 }
 
@@ -141,7 +199,13 @@ async fn backends() -> Vec<Backend> {
         let pool = Database::connect(&db.config(), &note_service::migrations())
             .await
             .unwrap_or_else(|err| panic!("{}: connect and migrate: {err:?}", db.backend));
-        let repo = NoteRepo::new(pool.clone());
+        // Every owner searched through the text index where there is one
+        // (the repository scans small owners by default); search_titles
+        // checks the scan against it.
+        let repo = NoteRepo::open(pool.clone())
+            .await
+            .unwrap_or_else(|err| panic!("{}: open the repository: {err}", db.backend))
+            .scanning_owners_below(0);
         backends.push(Backend { db, pool, repo });
     }
     backends
@@ -387,7 +451,7 @@ async fn paging_through_every_note_yields_each_once_newest_first() {
 
         let first = b
             .repo
-            .query_by_owner(OWNER, None, 0, 10)
+            .query_by_owner(OWNER, None, PageStart::Offset(0), 10)
             .await
             .expect("first page");
         assert_eq!(
@@ -398,7 +462,7 @@ async fn paging_through_every_note_yields_each_once_newest_first() {
         );
         let last = b
             .repo
-            .query_by_owner(OWNER, None, 20, 10)
+            .query_by_owner(OWNER, None, PageStart::Offset(20), 10)
             .await
             .expect("last page");
         assert_eq!(
@@ -452,7 +516,7 @@ async fn queries_see_only_the_owners_live_notes() {
         for (owner, expected) in cases {
             let page = b
                 .repo
-                .query_by_owner(owner, None, 0, 10)
+                .query_by_owner(owner, None, PageStart::Offset(0), 10)
                 .await
                 .expect("query");
             let ids: Vec<i64> = page.notes.iter().map(|n| n.id).collect();
@@ -537,7 +601,7 @@ async fn sql_in_a_search_key_is_only_text() {
         }
         let page = b
             .repo
-            .query_by_owner(OWNER, None, 0, 10)
+            .query_by_owner(OWNER, None, PageStart::Offset(0), 10)
             .await
             .expect("table still there");
         assert_eq!(page.total, 2, "{}: both notes survive", b.name());
@@ -553,7 +617,7 @@ async fn an_offset_past_the_end_is_an_empty_page_with_the_total() {
         for (offset, search) in [(3, None), (50, None), (1_000_000, None), (3, Some("note"))] {
             let page = b
                 .repo
-                .query_by_owner(OWNER, search, offset, 10)
+                .query_by_owner(OWNER, search, PageStart::Offset(offset), 10)
                 .await
                 .expect("query");
             assert!(
@@ -674,5 +738,214 @@ async fn concurrent_creates_with_one_key_write_one_note() {
             b.name()
         );
         assert_eq!(b.rows().await, 1, "{}: rows written", b.name());
+    }
+}
+
+#[tokio::test]
+async fn the_total_stays_exact_under_concurrent_creates_and_deletes() {
+    for b in backends().await {
+        let seeded: Vec<i64> = {
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                ids.push(b.create(OWNER, &format!("seed {i}"), "").await);
+            }
+            ids
+        };
+        // 40 creates and 20 deletes at once (each seeded note deleted twice
+        // over: only one of the two may count), from a fresh owner's first
+        // note on, so that the count row is born under contention too.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let repo = b.repo.clone();
+            tasks.spawn(async move {
+                let owner = if i % 2 == 0 { OWNER } else { OTHER };
+                repo.create(owner, &format!("concurrent {i}"), "", None)
+                    .await
+                    .map(drop)
+            });
+        }
+        for &id in seeded.iter().take(10) {
+            for _ in 0..2 {
+                let repo = b.repo.clone();
+                tasks.spawn(async move { repo.delete(id, OWNER).await.map(drop) });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task")
+                .unwrap_or_else(|err| panic!("{}: concurrent write: {err}", b.name()));
+        }
+        for (owner, expected) in [(OWNER, 20 - 10 + 20), (OTHER, 20)] {
+            let live = on_pool!(&b.pool, |pool| sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM note WHERE user_id = ? AND deleted_at IS NULL"
+            )
+            .bind(owner)
+            .fetch_one(pool)
+            .await)
+            .expect("count rows");
+            let page = b
+                .repo
+                .query_by_owner(owner, None, PageStart::Offset(0), 1)
+                .await
+                .expect("query");
+            assert_eq!(
+                (live, page.total),
+                (expected, expected),
+                "{}: live rows and total of owner {owner}",
+                b.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn notes_created_while_paging_by_cursor_neither_repeat_nor_push_others_out() {
+    for b in backends().await {
+        let mut before = Vec::new();
+        for i in 0..23 {
+            before.push(b.create(OWNER, &format!("before {i}"), "").await);
+        }
+        let mut seen = Vec::new();
+        let mut start = PageStart::Offset(0);
+        loop {
+            let page = b
+                .repo
+                .query_by_owner(OWNER, None, start, 5)
+                .await
+                .expect("page");
+            seen.extend(page.notes.iter().map(|n| n.id));
+            // Newer notes land before the cursor, so the walk never meets them.
+            b.create(OWNER, "created while paging", "").await;
+            match page.next {
+                Some(cursor) => start = PageStart::After(cursor),
+                None => break,
+            }
+        }
+        let expected: Vec<i64> = before.iter().rev().copied().collect();
+        assert_eq!(
+            seen,
+            expected,
+            "{}: each earlier note once, newest first",
+            b.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_search_pages_by_cursor_and_totals_its_matches() {
+    for b in backends().await {
+        let mut matching = Vec::new();
+        for i in 0..12 {
+            let id = b
+                .create(
+                    OWNER,
+                    &format!("note {i}"),
+                    if i % 3 == 0 {
+                        "has the Needle in it"
+                    } else {
+                        "plain"
+                    },
+                )
+                .await;
+            if i % 3 == 0 {
+                matching.push(id);
+            }
+        }
+        matching.push(b.create(OWNER, "kept needle", "").await);
+        let deleted = b.create(OWNER, "another NEEDLE", "").await;
+        assert!(b.repo.delete(deleted, OWNER).await.expect("delete"));
+        b.create(OTHER, "their needle", "").await;
+        let expected: Vec<i64> = matching.iter().rev().copied().collect();
+        // Pages of 2 through the 5 matches, by offset and by cursor alike
+        // (all_pages compares the two walks).
+        assert_eq!(
+            b.all_pages(OWNER, Some("needle"), 2).await,
+            expected,
+            "{}: the owner's live matches, newest first",
+            b.name()
+        );
+        let page = b
+            .repo
+            .query_by_owner(OWNER, Some("NEEDLE"), PageStart::Offset(0), 2)
+            .await
+            .expect("first page");
+        assert_eq!(page.total, 5, "{}: the total counts the matches", b.name());
+    }
+}
+
+#[tokio::test]
+async fn searches_use_the_text_index_on_sqlite_and_scan_on_a_server_without_ngram() {
+    for b in backends().await {
+        let expected = match b.name() {
+            "sqlite" => TextIndex::Trigram,
+            _ => {
+                // MariaDB (CI's server) has no ngram parser: no index is
+                // built there and every search scans; MySQL has one.
+                let ngram = on_pool!(&b.pool, |pool| sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'ngram' AND PLUGIN_STATUS = 'ACTIVE'"
+                )
+                .fetch_one(pool)
+                .await)
+                .expect("plugins");
+                if ngram > 0 {
+                    TextIndex::Ngram
+                } else {
+                    TextIndex::None
+                }
+            }
+        };
+        assert_eq!(b.repo.text_index(), expected, "{}", b.name());
+    }
+}
+
+#[tokio::test]
+async fn the_text_index_follows_updates_and_hard_deletes() {
+    for b in backends().await {
+        let id = b.create(OWNER, "original title", "original words").await;
+        let changes = NoteChanges {
+            title: Some("renamed"),
+            content: Some("fresh words"),
+        };
+        assert!(b.repo.update(id, OWNER, &changes).await.expect("update"));
+        assert_eq!(
+            b.search_titles(OWNER, "original").await,
+            Vec::<String>::new(),
+            "{}",
+            b.name()
+        );
+        assert_eq!(
+            b.search_titles(OWNER, "fresh wo").await,
+            ["renamed"],
+            "{}",
+            b.name()
+        );
+        assert_eq!(
+            b.search_titles(OWNER, "RENAMED").await,
+            ["renamed"],
+            "{}",
+            b.name()
+        );
+
+        // Rows removed past the repository (e.g. a purge) leave the index too.
+        on_pool!(&b.pool, |pool| sqlx::query("DELETE FROM note WHERE id = ?")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop))
+        .expect("purge");
+        assert_eq!(
+            b.search_titles(OWNER, "fresh").await,
+            Vec::<String>::new(),
+            "{}",
+            b.name()
+        );
+        if b.name() == "sqlite" {
+            on_pool!(&b.pool, |pool| sqlx::query(
+                "INSERT INTO note_text (note_text, rank) VALUES ('integrity-check', 1)"
+            )
+            .execute(pool)
+            .await
+            .map(drop))
+            .unwrap_or_else(|err| panic!("the index matches the table: {err}"));
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! What every Easy-Note service shares: the generated gRPC code, typed
 //! configuration, storage, service discovery, the serving lifecycle, error
-//! mapping, validation rules, shutdown and telemetry.
+//! mapping, validation rules, page cursors, shutdown and telemetry.
 //!
 //! Service crates stay thin: they own their domain logic, schema and
 //! migrations, and take everything cross-cutting from here.
@@ -8,6 +8,7 @@
 pub(crate) mod addr;
 pub mod app;
 pub mod config;
+pub mod cursor;
 pub mod db;
 pub mod discovery;
 pub mod governance;

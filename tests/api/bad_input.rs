@@ -548,6 +548,30 @@ fn cases(note: i64) -> Vec<Case> {
         )
         .expect(bad, 10002, "search_key must be 0 to 128 characters"),
         case(
+            "query: malformed cursor",
+            Method::GET,
+            "/v1/note/query?cursor=abc",
+            Valid,
+            Body::None,
+        )
+        .expect(bad, 10002, "cursor is not one this API gave out"),
+        case(
+            "query: cursor of the right length but not hex",
+            Method::GET,
+            "/v1/note/query?cursor=zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            Valid,
+            Body::None,
+        )
+        .expect(bad, 10002, "cursor is not one this API gave out"),
+        case(
+            "query: cursor and offset together",
+            Method::GET,
+            "/v1/note/query?offset=10&cursor=0000000000000001000000000000000a",
+            Valid,
+            Body::None,
+        )
+        .expect(bad, 10002, "give offset or cursor, not both"),
+        case(
             "query: forged token",
             Method::GET,
             "/v1/note/query",

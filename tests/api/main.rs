@@ -8,6 +8,7 @@ mod helpers;
 mod idempotency;
 mod login_throttle;
 mod logout;
+mod paging;
 mod resilience;
 mod security;
 mod tls;

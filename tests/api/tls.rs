@@ -73,6 +73,7 @@ async fn query_notes(channel: Channel) -> Result<(), tonic::Status> {
             search_key: None,
             offset: 0,
             limit: 10,
+            cursor: None,
         })
         .await
         .map(drop)

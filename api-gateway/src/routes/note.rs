@@ -8,6 +8,7 @@ use axum::{
     routing::{get, post},
 };
 use easynote_shared::{
+    cursor::PageCursor,
     grpc,
     proto::note::v1::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
@@ -147,12 +148,20 @@ pub struct QueryParams {
     #[serde(alias = "search_keyword")]
     #[param(max_length = 128)]
     search_key: Option<String>,
-    /// Notes to skip, 0 or more (default 0).
+    /// Notes to skip, 0 or more (default 0). The slow path: the notes
+    /// skipped are still read, so deep offsets take longer the more notes
+    /// there are; page with `cursor` instead.
     #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
     /// Page size, 1 to 100 (default 10).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page, unchanged (opaque): this page
+    /// starts right after it, as fast however deep. Replaces `offset`
+    /// (which must then be absent or 0); the same `search_key` as the
+    /// previous page is expected.
+    #[param(max_length = 32)]
+    cursor: Option<String>,
 }
 
 fn parse_int(field: &str, raw: Option<&str>, default: i64) -> Result<i64, Invalid> {
@@ -167,17 +176,28 @@ fn parse_int(field: &str, raw: Option<&str>, default: i64) -> Result<i64, Invali
 /// `data` of `GET /v1/note/query`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotePage {
+    /// The caller's notes; with a `search_key`, those that match it.
     total: i64,
     notes: Vec<NoteView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 /// One page of the caller's notes, newest first.
+///
+/// Page through with `cursor`: each page's `next_cursor` starts the next
+/// one, and notes created meanwhile neither repeat nor push notes out of
+/// the pages. `offset` keeps working, but deep offsets are slow.
 #[utoipa::path(
     get,
     path = "/v1/note/query",
     tag = "note",
     security(("bearer" = [])),
     params(QueryParams),
-    responses((status = 200, description = "A page and the number of matching notes", body = Envelope<NotePage>)),
+    responses(
+        (status = 200, description = "A page, the number of matching notes and where the next page starts", body = Envelope<NotePage>),
+        (status = 400, description = "A bad offset, limit or search_key, a cursor this API did not give out, or a cursor with an offset (code 10002)", body = EmptyReply),
+    ),
 )]
 pub(crate) async fn query(
     State(state): State<AppState>,
@@ -192,11 +212,22 @@ pub(crate) async fn query(
     if let Some(key) = &search_key {
         validate::search_key(key)?;
     }
+    let cursor = params.cursor.filter(|c| !c.is_empty());
+    if let Some(cursor) = &cursor {
+        if offset != 0 {
+            return Err(Invalid(
+                "give offset or cursor, not both: the cursor says where the page starts".into(),
+            )
+            .into());
+        }
+        PageCursor::parse(cursor)?;
+    }
     let request = QueryNoteRequest {
         user_id: user.id,
         search_key,
         offset,
         limit,
+        cursor,
     };
     let reply = state
         .notes
@@ -208,6 +239,7 @@ pub(crate) async fn query(
     Ok(Envelope::ok(NotePage {
         total: reply.total,
         notes: reply.notes.into_iter().map(NoteView::from).collect(),
+        next_cursor: reply.next_cursor,
     }))
 }
 /// One of the caller's notes.
