@@ -987,7 +987,16 @@ mod tests {
     fn every_bound_takes_its_edges_and_refuses_one_past_them_naming_the_key() {
         use serde_json::{Value, json};
         type Place = fn(Value) -> Value;
-        let cases: Vec<(&str, Place, Value, Value, Option<Value>, Option<Value>)> = vec![
+        /// The key, where it sits, its two edges, one past each.
+        type Case = (
+            &'static str,
+            Place,
+            Value,
+            Value,
+            Option<Value>,
+            Option<Value>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "gateway.max_in_flight",
                 |v| json!({"gateway": {"max_in_flight": v}}),
