@@ -139,8 +139,11 @@ impl NoteRepo {
             Database::Sqlite(_) => TextIndex::Trigram,
             Database::MySql(pool) => {
                 let sql = "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'note' AND INDEX_NAME = 'ft_note_text'";
-                let found = sqlx::query_scalar::<_, i64>(sql).fetch_one(pool);
-                if db.traced("SELECT", "information_schema", found).await? > 0 {
+                // Start-up, not a request's work: untraced, so that it starts
+                // no trace of its own (every span of the services belongs to
+                // a request's trace).
+                let found = sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?;
+                if found > 0 {
                     TextIndex::Ngram
                 } else {
                     TextIndex::None
