@@ -176,7 +176,7 @@ impl Drop for Slot<'_> {
 }
 
 /// Routes no rule applies to: probes must never be shed or limited.
-fn exempt(path: &str) -> bool {
+pub(crate) fn exempt(path: &str) -> bool {
     matches!(path, "/ping" | "/healthz" | "/readyz")
 }
 

@@ -83,7 +83,7 @@ pub(crate) async fn mark_served(
     request: Request,
     next: Next,
 ) -> Response {
-    let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/ping");
+    let probe = crate::governance::exempt(request.uri().path());
     let response = next.run(request).await;
     if !probe {
         panics.served();

@@ -422,7 +422,9 @@ impl Upstream {
                     Err(_) => (Err(no_answer(timeout)), true),
                 };
             let outcome = instance_outcome(&result, timed_out, full_timeout);
-            let may_eject = self.may_eject(&outlier);
+            // Counting the ejected instances locks each of them: only a
+            // failure, which may eject, needs it.
+            let may_eject = matches!(outcome, Outcome::Failed { .. }) && self.may_eject(&outlier);
             let change = admission.record(outcome, &outlier, may_eject, Instant::now());
             self.rotation_changed(&backend, change);
             result
