@@ -115,6 +115,8 @@ SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|SECRET_KEY|IDENTITY_VALUE)$")
 COMPOSE_COMMITTED_OK = {"GF_SECURITY_ADMIN_PASSWORD"}
 # How Nacos gets an admin: the API the first caller sets its password with.
 NACOS_ADMIN_API = "/v1/auth/users/admin"
+# How the admin gives the services' user its role's grants.
+NACOS_PERMISSIONS_API = "/permissions"
 # Nacos's admin: our services log in as a user of their own, with less.
 NACOS_ADMIN_USER = "nacos"
 NACOS_IMAGE = re.compile(r"(^|/)nacos-server:")
@@ -563,19 +565,35 @@ def check_overlay_nacos_auth(name, docs, errors):
             errors.append(f"{where}: no postStart hook sets the admin's password "
                           f"({NACOS_ADMIN_API}): Nacos 2.4 starts without an admin, so no "
                           "service could log in")
+        if NACOS_PERMISSIONS_API not in hook:
+            errors.append(f"{where}: the postStart hook grants no role ({NACOS_PERMISSIONS_API}): "
+                          "the services would need the admin's login")
     if not nacos:
         return
+    # The Secrets the Nacos pods take the admin's password from: no service reads them.
+    admin_secrets = {secret_of(v) for _, c in nacos for v in c.get("env", [])
+                     if v["name"].endswith("ADMIN_PASSWORD")} - {None}
     for doc in docs:
         if doc.get("kind") not in WORKLOADS:
             continue
         for container in doc["spec"]["template"]["spec"].get("containers", []):
             if not OUR_IMAGE.search(container.get("image", "")):
                 continue
-            names = {v["name"] for v in container.get("env", [])}
+            where = f"{name}: {doc['kind']} {doc['metadata']['name']}"
+            env = {v["name"]: v for v in container.get("env", [])}
             for var in ("NACOS_USERNAME", "NACOS_PASSWORD"):
-                if var not in names:
-                    errors.append(f"{name}: {doc['kind']} {doc['metadata']['name']}: no {var}, "
-                                  "but the overlay's Nacos has auth on")
+                if var not in env:
+                    errors.append(f"{where}: no {var}, but the overlay's Nacos has auth on")
+            secret = secret_of(env.get("NACOS_PASSWORD") or {})
+            if secret in admin_secrets:
+                errors.append(f"{where}: logs in to Nacos with the admin's password (Secret "
+                              f"{secret}): give the services a user of their own that may only "
+                              "register, discover and read configuration")
+
+
+def secret_of(var):
+    """The Secret an env entry reads (valueFrom.secretKeyRef), or None."""
+    return ((var.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
 
 
 def check_compose_secrets(compose, errors):
@@ -1118,6 +1136,14 @@ def mutations():
          "Nacos auth is off"),
         ("the local Nacos without its admin", "local",
          lambda d: container(d, "nacos").pop("lifecycle"), "no postStart hook sets the admin"),
+        ("the local Nacos grants the services' user nothing", "local",
+         lambda d: container(d, "nacos")["lifecycle"]["postStart"]["exec"].update(
+             command=["sh", "-c", "curl -X POST http://127.0.0.1:8848/nacos/v1/auth/users/admin"]),
+         "grants no role"),
+        ("the services log in with the local Nacos admin's password", "local",
+         lambda d: env_var(container(d, "note-service"), "NACOS_PASSWORD")["valueFrom"][
+             "secretKeyRef"].update(name="nacos-admin"),
+         "logs in to Nacos with the admin's password"),
         ("user-service without its Nacos password", "local",
          lambda d: container(d, "user-service")["env"].remove(
              env_var(container(d, "user-service"), "NACOS_PASSWORD")), "no NACOS_PASSWORD"),

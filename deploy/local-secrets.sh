@@ -14,9 +14,13 @@
 #                       (random passwords; the URLs above use the same one)
 #   nacos-server        NACOS_AUTH_TOKEN, NACOS_AUTH_IDENTITY_KEY/VALUE (random):
 #                       the key Nacos signs its logins with, and its identity
-#   easy-note-nacos     NACOS_USERNAME (nacos) and NACOS_PASSWORD (random): the
-#                       Nacos user the services log in as; Nacos sets that
-#                       user's password from it as it starts
+#   nacos-admin         NACOS_PASSWORD (random): the password of Nacos's admin
+#                       `nacos`, which Nacos sets as it starts; only the Nacos
+#                       pod reads it
+#   easy-note-nacos     NACOS_USERNAME (easy-note) and NACOS_PASSWORD (random):
+#                       the least-privilege user the services log in as
+#                       (register, subscribe, read configuration), which Nacos
+#                       creates as it starts
 #
 #   deploy/local-secrets.sh               create the missing ones, keep the others
 #   deploy/local-secrets.sh --rotate-tls  also replace the three TLS Secrets (new CA)
@@ -145,13 +149,25 @@ else
     --from-file=NACOS_AUTH_IDENTITY_KEY="$work/nacos-identity-key" \
     --from-file=NACOS_AUTH_IDENTITY_VALUE="$work/nacos-identity-value"
 fi
-if exists easy-note-nacos; then
+if exists nacos-admin; then
+  keep nacos-admin
+else
+  random 24 > "$work/nacos-admin-password"
+  apply_secret nacos-admin generic --from-file=NACOS_PASSWORD="$work/nacos-admin-password"
+fi
+# An easy-note-nacos made before the services had a user of their own names
+# the admin `nacos`: replaced, so that no service holds the admin's password.
+if exists easy-note-nacos && [[ "$(kc get secret easy-note-nacos \
+    -o jsonpath='{.data.NACOS_USERNAME}' | base64 -d)" != nacos ]]; then
   keep easy-note-nacos
 else
-  printf nacos > "$work/nacos-username"
+  printf easy-note > "$work/nacos-username"
   random 24 > "$work/nacos-password"
   apply_secret easy-note-nacos generic \
     --from-file=NACOS_USERNAME="$work/nacos-username" \
     --from-file=NACOS_PASSWORD="$work/nacos-password"
+  if kc get deployment nacos >/dev/null 2>&1; then
+    echo "  running pods read it as they start: kubectl -n $namespace rollout restart deployment"
+  fi
 fi
 echo "done; now: kubectl apply -k deploy/k8s/overlays/local"
