@@ -120,6 +120,11 @@ NACOS_PERMISSIONS_API = "/permissions"
 # Nacos's admin: our services log in as a user of their own, with less.
 NACOS_ADMIN_USER = "nacos"
 NACOS_IMAGE = re.compile(r"(^|/)nacos-server:")
+JAEGER_IMAGE = re.compile(r"(^|/)jaegertracing/all-in-one:")
+# Below this CPU request an HPA's utilization target is idle noise.
+HPA_MIN_CPU_REQUEST = 100
+# What a long-running compose service does when it exits or the engine restarts.
+COMPOSE_RESTART = {"unless-stopped", "always", "on-failure"}
 
 # The services' own defaults, as the README's configuration table lists them
 # (durations as the services parse them; OTEL_* timeouts in milliseconds).
@@ -374,6 +379,11 @@ def check_overlay(name, docs, inputs, errors):
                 for secret, key in secrets_read(container, spec):
                     users.setdefault(secret, {}).setdefault(doc["metadata"]["name"], set()).add(key)
     check_secret_sharing(name, users, inputs, errors)
+    check_autoscaling(name, docs, errors)
+    check_pull_secrets(name, docs, errors)
+    check_jaeger_memory(name, [c for d in docs if d.get("kind") in WORKLOADS
+                               for c in d["spec"]["template"]["spec"].get("containers", [])],
+                        errors)
     check_overlay_nacos_auth(name, docs, errors)
     check_network_policies(name, docs, errors)
     for doc in docs:
@@ -544,6 +554,65 @@ def check_http_probes(where, container, errors):
         if have is not None and have != path:
             errors.append(f"{where}: {name} asks {have}; use {path} (liveness never asks "
                           "the downstream services; readiness does)")
+
+
+def check_autoscaling(name, docs, errors):
+    """A Deployment an HPA scales sets no `replicas` (every apply would
+    reset the HPA's count) and requests enough CPU that the HPA's
+    utilization target is real load, not idle noise."""
+    for hpa in (d for d in docs if d.get("kind") == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        where = f"{name}: {target['kind']} {target['name']}"
+        try:
+            doc = find(docs, target["kind"], target["name"])
+        except KeyError:
+            errors.append(f"{name}: HorizontalPodAutoscaler {hpa['metadata']['name']} scales "
+                          f"{target['kind']} {target['name']}, which is not in the overlay")
+            continue
+        if "replicas" in doc["spec"]:
+            errors.append(f"{where} sets replicas: {doc['spec']['replicas']} beside its "
+                          "HorizontalPodAutoscaler: every `kubectl apply` resets the count")
+        scales_on_cpu = any((m.get("resource") or {}).get("name") == "cpu"
+                            for m in hpa["spec"].get("metrics", []))
+        for c in doc["spec"]["template"]["spec"].get("containers", []):
+            cpu = ((c.get("resources") or {}).get("requests") or {}).get("cpu")
+            if scales_on_cpu and millicores(cpu) < HPA_MIN_CPU_REQUEST:
+                errors.append(f"{where}, container {c['name']}: requests cpu {cpu} while its "
+                              f"HPA scales on CPU utilization: under {HPA_MIN_CPU_REQUEST}m the "
+                              "target is a few dozen requests a second and the HPA flaps")
+
+
+def millicores(cpu):
+    """A Kubernetes CPU quantity in millicores (0 when unset)."""
+    if cpu is None:
+        return 0
+    text = str(cpu)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def check_pull_secrets(name, docs, errors):
+    """No workload names its own imagePullSecrets: the kubelet then ignores
+    the ServiceAccount's, which is where ACK's ACR credential helper (and
+    `kubectl patch serviceaccount`) put them."""
+    for doc in docs:
+        if doc.get("kind") in WORKLOADS and doc["spec"]["template"]["spec"].get(
+                "imagePullSecrets"):
+            errors.append(f"{name}: {doc['kind']} {doc['metadata']['name']} names "
+                          "imagePullSecrets: the ServiceAccount's (the ACR credential helper's) "
+                          "would be ignored; attach a pull Secret to the ServiceAccount instead")
+
+
+def check_jaeger_memory(where, containers, errors):
+    """Jaeger's in-memory store keeps every trace unless bounded."""
+    for c in containers:
+        image = str(c.get("image", ""))
+        if not JAEGER_IMAGE.search(image):
+            continue
+        env = c.get("env") or {}
+        names = env if isinstance(env, dict) else {v["name"]: v.get("value") for v in env}
+        if not str(names.get("MEMORY_MAX_TRACES") or "").isdigit():
+            errors.append(f"{where}: {image} keeps every trace in memory: set "
+                          "MEMORY_MAX_TRACES")
 
 
 def check_overlay_nacos_auth(name, docs, errors):
@@ -995,7 +1064,32 @@ def check(inputs):
         check_overlay(name, docs, inputs, errors)
     check_compose(inputs.compose, inputs, errors)
     check_compose_secrets(inputs.compose, errors)
+    check_compose_restarts(inputs.compose, errors)
+    for name, service in (inputs.compose.get("services") or {}).items():
+        check_jaeger_memory(f"{COMPOSE_FILE}: service {name}",
+                            [{"image": service.get("image"),
+                              "env": compose_environment(service)[1]}], errors)
     return errors
+
+
+def check_compose_restarts(compose, errors):
+    """Long-running services come back after a crash or an engine restart
+    (`restart: unless-stopped`); one-shots, which others wait for with
+    `service_completed_successfully`, run once and are not restarted."""
+    services = compose.get("services") or {}
+    one_shots = {dep for service in services.values()
+                 if isinstance(service.get("depends_on"), dict)
+                 for dep, cond in service["depends_on"].items()
+                 if (cond or {}).get("condition") == "service_completed_successfully"}
+    for name, service in services.items():
+        where = f"{COMPOSE_FILE}: service {name}"
+        restart = str(service.get("restart", "no"))
+        if name in one_shots and restart != "no":
+            errors.append(f"{where} is a one-shot others wait for, but restart: {restart} "
+                          "would run it again and again")
+        elif name not in one_shots and restart not in COMPOSE_RESTART:
+            errors.append(f"{where} has restart: {restart}: after a crash or an engine restart "
+                          "it stays down (use unless-stopped)")
 
 
 # ---------------------------------------------------------------- self-test
@@ -1136,6 +1230,18 @@ def mutations():
          "Nacos auth is off"),
         ("the local Nacos without its admin", "local",
          lambda d: container(d, "nacos").pop("lifecycle"), "no postStart hook sets the admin"),
+        ("the gateway's replicas set beside its HPA", "aliyun",
+         lambda d: find(d, "Deployment", "api-gateway")["spec"].update(replicas=2),
+         "beside its HorizontalPodAutoscaler"),
+        ("the gateway's CPU request too small for its HPA", "local",
+         lambda d: container(d, "api-gateway")["resources"]["requests"].update(cpu="50m"),
+         "the HPA flaps"),
+        ("pods name their own pull Secret", "aliyun",
+         lambda d: find(d, "Deployment", "note-service")["spec"]["template"]["spec"].update(
+             imagePullSecrets=[{"name": "acr-pull"}]),
+         "attach a pull Secret to the ServiceAccount"),
+        ("the local Jaeger keeps every trace", "local",
+         lambda d: container(d, "jaeger").update(env=[]), "keeps every trace in memory"),
         ("the local Nacos grants the services' user nothing", "local",
          lambda d: container(d, "nacos")["lifecycle"]["postStart"]["exec"].update(
              command=["sh", "-c", "curl -X POST http://127.0.0.1:8848/nacos/v1/auth/users/admin"]),
@@ -1200,6 +1306,13 @@ def compose_mutations():
         ("compose user-service can read another service's key",
          lambda c: svc(c, "user-service")["volumes"].append("certs-note:/app/other:ro"),
          "can read easy-note-note.key"),
+        ("compose note-service with no restart policy",
+         lambda c: svc(c, "note-service").pop("restart"), "stays down"),
+        ("compose restarts the certs one-shot",
+         lambda c: svc(c, "certs").update(restart="unless-stopped"), "run it again and again"),
+        ("compose Jaeger keeps every trace",
+         lambda c: svc(c, "jaeger")["environment"].pop("MEMORY_MAX_TRACES"),
+         "keeps every trace in memory"),
         ("compose services log in to Nacos as its admin",
          lambda c: svc(c, "note-service")["environment"].update(NACOS_USERNAME="nacos"),
          "logs in to Nacos as its admin"),
