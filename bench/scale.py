@@ -7,7 +7,8 @@ development settings, no TLS between its parts: one process) are started;
 the bench registers one owner, loads their notes straight into the
 database and times the query route at each size (see bench/src/scale.rs).
 A second run loads 9,999 other owners with 100 notes each and times an
-owner of 100 notes among them.
+owner of 100 notes among them. Deadlines are lifted (RULES below) so that
+the slow paths are timed, not cut off.
 
   bench/scale.py                                  sqlite and mysql, 10k/100k/1M
   bench/scale.py --backends sqlite --sizes 10000,100000
@@ -30,6 +31,16 @@ import suite  # noqa: E402  scripts/suite.py
 
 JWT_SECRET = "scale-bench-secret-0123456789abcdef0123456789"
 
+# The default deadlines (3 s a request, 1 s a call) would answer the slow
+# paths (a deep offset at 1M notes, MariaDB's scans) 503 and end the run:
+# lifted to 60 s, one attempt a call, so that every path is timed.
+RULES = """{
+  "gateway": {"timeouts_ms": {"*": 60000}},
+  "clients": {"easy-note-note": {"*": {"timeout_ms": 60000, "retry": {"max_attempts": 1}}},
+              "easy-note-user": {"*": {"timeout_ms": 60000, "retry": {"max_attempts": 1}}}}
+}
+"""
+
 
 def measure(workdir, backend, binary, bench, label, sizes, others, out_dir):
     group = suite.Group(os.path.join(workdir, f"{label}-{backend}-{'users' if others else 'one'}"))
@@ -39,8 +50,11 @@ def measure(workdir, backend, binary, bench, label, sizes, others, out_dir):
     else:
         url = os.environ.get("EASYNOTE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
         database = suite.recreate_database(url, "easynote_bench_scale")
+    rules = os.path.join(group.workdir, "rules.json")
+    with open(rules, "w") as f:
+        f.write(RULES)
     env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn", "EASYNOTE_JWT_SECRET": JWT_SECRET,
-           "EASYNOTE_DATABASE_URL": database}
+           "EASYNOTE_DATABASE_URL": database, "EASYNOTE_GOVERNANCE_FILE": rules}
     try:
         _, addrs = suite.start_service(group, "easy-note", "all", env, binary=binary)
         name = f"{backend}{'.users' if others else ''}"
