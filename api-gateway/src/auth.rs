@@ -7,11 +7,17 @@
 //! has a unique `jti` (128 random bits as 32 hex digits) and carries the
 //! user's token epoch at login (`epoch`); a token lacking any of them is
 //! refused. Whether a valid token is still in force (not logged out) is
-//! asked of user-service through [`crate::revocation`] when the route's
-//! [`AuthUser`] is extracted.
+//! asked of user-service through [`crate::revocation`].
+//!
+//! All of it happens once per request, in the authentication layer
+//! ([`crate::authenticate`]): it leaves the outcome in the request as a
+//! [`Caller`], which the per-user rate limit and the lanes read, and which
+//! the [`AuthUser`] extractor of the routes that need a user turns into
+//! the user or a 401.
 
 use std::{
     fmt,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,7 +30,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::JwtConfig, error::ApiError, state::AppState};
+use crate::{config::JwtConfig, error::ApiError};
 
 /// The claims of our tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +123,7 @@ pub struct JwtKeys {
     ttl: Duration,
     query_token: bool,
     claims: ClaimsConfig,
+    verified: AtomicU64,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -144,7 +151,14 @@ impl JwtKeys {
             ttl: config.ttl,
             query_token: config.query_token,
             claims: claims.clone(),
+            verified: AtomicU64::new(0),
         }
+    }
+
+    /// How many tokens [`JwtKeys::verify`] has checked: one per request
+    /// that carries a token (a test counts them).
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
     }
 
     /// Whether the `token` query parameter is read (`EASYNOTE_JWT_QUERY_TOKEN`).
@@ -179,6 +193,7 @@ impl JwtKeys {
     /// audience, with a `jti` and an `epoch`. Whether it was revoked is
     /// not checked here (see [`crate::revocation`]).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verified.fetch_add(1, Ordering::Relaxed);
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => ApiError::Unauthorized("token has expired"),
@@ -280,29 +295,44 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+/// Who a request comes from, as the authentication layer found it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No token came with the request.
+    Anonymous,
+    /// A valid token, still in force.
+    User(AuthUser),
+    /// A token came but is not accepted (forged, expired, revoked), or
+    /// user-service could not say whether it was revoked: what the routes
+    /// that need a user answer.
+    Refused(ApiError),
+}
+
+impl Caller {
+    /// The user, when the token was accepted.
+    pub fn user(&self) -> Option<AuthUser> {
+        match self {
+            Self::User(user) => Some(*user),
+            Self::Anonymous | Self::Refused(_) => None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // Governance already checked the token's signature and claims.
-        let user = match parts.extensions.get::<Self>() {
-            Some(user) => *user,
+    /// The user the authentication layer accepted, else 401 (or 503 when
+    /// user-service could not say whether the token was revoked).
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Caller>() {
+            Some(Caller::User(user)) => Ok(*user),
+            Some(Caller::Refused(err)) => Err(err.clone()),
+            Some(Caller::Anonymous) => Err(ApiError::Unauthorized("missing token")),
             None => {
-                let token = find_token(parts, state.jwt.query_token())
-                    .ok_or(ApiError::Unauthorized("missing token"))?;
-                let user = Self::of(&state.jwt.verify(&token)?);
-                // The request's span (see `observe`) names who made it.
-                tracing::Span::current().record("user.id", user.id);
-                user
+                tracing::error!("a route needs a user but the authentication layer did not run");
+                Err(ApiError::Internal)
             }
-        };
-        // Whether it was logged out is asked here, once per request, for
-        // the routes that need a user.
-        state.revocations.check(&state.users, &user).await?;
-        Ok(user)
+        }
     }
 }
 

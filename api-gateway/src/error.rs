@@ -15,7 +15,7 @@ use crate::envelope::Envelope;
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
 
 /// Every error the public API answers with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 400, code 10002: validation, bad JSON, bad ids.
     #[error("{0}")]

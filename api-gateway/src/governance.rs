@@ -1,15 +1,16 @@
-//! Governance at the HTTP edge, from the `gateway` and `routing` rules:
+//! Governance at the HTTP edge, from the `gateway` and `routing` rules, as
+//! layers of the request path (their order is in `lib.rs`, `layered`):
 //!
-//! 1. load shedding: beyond `max_in_flight` requests at once, 503 (code
-//!    10001) with `Retry-After`, at once;
-//! 2. rate limits: keyed token buckets (GCRA, `governor`) per client IP
-//!    (an IPv6 client's /64; client_addr.rs), user or globally; over the
-//!    limit, 429 (code 10006) with an integer `Retry-After`;
-//! 3. the route's deadline, for the whole request: what is left of it
-//!    travels downstream as each call's `grpc-timeout`; past it, 503 (408
-//!    when the request's body has not arrived yet);
-//! 4. the request's lane (a header value, or a stable share of users),
-//!    carried across hops.
+//! 1. [`shed`]: beyond `max_in_flight` requests at once, 503 (code 10001)
+//!    with `Retry-After`, at once;
+//! 2. [`limit`]: keyed token buckets (GCRA, `governor`) per client IP (an
+//!    IPv6 client's /64; client_addr.rs), user (the caller the
+//!    authentication layer found) or globally; over the limit, 429 (code
+//!    10006) with an integer `Retry-After`; then the request's lane (a
+//!    header value, or a stable share of users), carried across hops;
+//! 3. the route's deadline ([`route_deadline`]), which the one deadline
+//!    layer (http.rs) applies: what is left of it travels downstream as
+//!    each call's `grpc-timeout`.
 //!
 //! Health routes are exempt from all of it.
 
@@ -19,7 +20,6 @@ use std::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::Instant,
 };
 
 use arc_swap::ArcSwap;
@@ -38,10 +38,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use opentelemetry::KeyValue;
 
 use crate::{
-    auth::AuthUser,
+    auth::{AuthUser, Caller},
     client_addr::{ClientAddr, limit_key},
     error::ApiError,
-    state::AppState,
 };
 
 type Limiter = DefaultKeyedRateLimiter<String>;
@@ -180,20 +179,46 @@ pub(crate) fn exempt(path: &str) -> bool {
     matches!(path, "/ping" | "/healthz" | "/readyz")
 }
 
-/// The middleware; see the module documentation.
-pub async fn govern(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let edge = state.edge.clone();
-    if !edge.governance.enabled() || exempt(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let active = edge.governance.active();
-    let route = match request.extensions().get::<MatchedPath>() {
+/// `METHOD /route` of `request` as the rules name it (the route's pattern,
+/// `?` when no route matched).
+pub(crate) fn route_of(request: &Request) -> String {
+    match request.extensions().get::<MatchedPath>() {
         Some(path) => format!("{} {}", request.method(), path.as_str()),
         None => format!("{} ?", request.method()),
-    };
+    }
+}
 
-    // 1. Shedding.
-    let limit = active.rules.gateway.max_in_flight;
+/// Whether the rules apply to `request` (governance on, not a probe).
+fn governed(edge: &EdgeGovernance, request: &Request) -> bool {
+    edge.governance.enabled() && !exempt(request.uri().path())
+}
+
+/// The route's deadline under the rules in force, which the deadline layer
+/// (http.rs) applies; `None` when governance is off or the route is a
+/// probe.
+pub(crate) fn route_deadline(
+    edge: &EdgeGovernance,
+    request: &Request,
+) -> Option<std::time::Duration> {
+    governed(edge, request).then(|| {
+        edge.governance
+            .active()
+            .rules
+            .route_timeout(&route_of(request))
+    })
+}
+
+/// The shedding layer: beyond `gateway.max_in_flight` requests at once,
+/// 503 at once.
+pub async fn shed(
+    State(edge): State<Arc<EdgeGovernance>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !governed(&edge, &request) {
+        return next.run(request).await;
+    }
+    let limit = edge.governance.active().rules.gateway.max_in_flight;
     if edge
         .in_flight
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -201,6 +226,7 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
         })
         .is_err()
     {
+        let route = route_of(&request);
         edge.governance.metrics().shed.add(
             1,
             &[
@@ -212,24 +238,23 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
         return ApiError::Overloaded.into_response();
     }
     let _slot = Slot(&edge.in_flight);
+    next.run(request).await
+}
 
-    // Who is asking: the client (http.rs derived it), and the user when
-    // the token is valid.
-    let (mut parts, body) = request.into_parts();
-    let client_ip = parts
-        .extensions
-        .get::<ClientAddr>()
-        .map(|client| limit_key(client.0));
-    let user = crate::auth::find_token(&parts, state.jwt.query_token())
-        .and_then(|token| state.jwt.verify(&token).ok())
-        .map(|claims| AuthUser::of(&claims));
-    if let Some(user) = user {
-        parts.extensions.insert(user);
-        tracing::Span::current().record("user.id", user.id);
+/// The rate-limit layer: the first rule whose route matches, keyed by the
+/// caller the authentication layer left in the request; then the
+/// request's lane, carried downstream with the deadline.
+pub async fn limit(
+    State(edge): State<Arc<EdgeGovernance>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !governed(&edge, &request) {
+        return next.run(request).await;
     }
-    let request = Request::from_parts(parts, body);
-
-    // 2. Rate limits: the first rule whose route matches.
+    let active = edge.governance.active();
+    let route = route_of(&request);
+    let user = request.extensions().get::<Caller>().and_then(Caller::user);
     let limiters = edge.limiters(&active.version, &active.rules);
     if let Some((rule, limiter)) = limiters
         .rules
@@ -240,7 +265,10 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
             (LimitKey::Global, _) => String::new(),
             (LimitKey::User, Some(user)) => format!("u{}", user.id),
             (LimitKey::User | LimitKey::Ip, _) => {
-                client_ip.map_or_else(|| "ip?".to_owned(), |ip| ip.to_string())
+                request.extensions().get::<ClientAddr>().map_or_else(
+                    || "ip?".to_owned(),
+                    |client| limit_key(client.0).to_string(),
+                )
             }
         };
         if let Err(not_until) = limiter.check_key(&key) {
@@ -260,30 +288,13 @@ pub async fn govern(State(state): State<AppState>, request: Request, next: Next)
             .into_response();
         }
     }
-
-    // 3. and 4. The deadline and the lane travel with the request.
-    let timeout = active.rules.route_timeout(&route);
     let lane = lane_of(&active.rules, request.headers(), user);
-    let received = request
-        .extensions()
-        .get::<crate::http::BodyReceived>()
-        .cloned();
     drop(active);
     let context = CallContext {
-        deadline: Instant::now().checked_add(timeout),
         lane,
-        retried: false,
+        ..CallContext::current()
     };
-    match context
-        .scope(tokio::time::timeout(timeout, next.run(request)))
-        .await
-    {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(%route, ?timeout, "request deadline passed");
-            crate::http::out_of_time(received.as_ref(), timeout).into_response()
-        }
-    }
+    context.scope(next.run(request)).await
 }
 
 /// `*` or an exact `METHOD /path` (the API table's `{param}` or `:param`

@@ -10,7 +10,7 @@
 //! | phase | begins | bound |
 //! |---|---|---|
 //! | head | at accept, or at the first byte after an idle spell | `EASYNOTE_HTTP_HEADER_TIMEOUT` until the headers are read |
-//! | handling | the headers are read | `EASYNOTE_HTTP_REQUEST_TIMEOUT`, then the answer is an error ([`bound_request`]) |
+//! | handling | the headers are read | `EASYNOTE_HTTP_REQUEST_TIMEOUT` (or the route's shorter deadline), then the answer is an error ([`deadline`]) |
 //! | answering | the answer is ready | `EASYNOTE_HTTP_REQUEST_TIMEOUT` without the client reading any of it |
 //! | idle | the answer is written | `EASYNOTE_HTTP_IDLE_TIMEOUT` |
 //!
@@ -61,7 +61,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse as _, Response},
 };
-use easynote_shared::config::{ConfigError, Env};
+use easynote_shared::{
+    config::{ConfigError, Env},
+    governance::context::CallContext,
+};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
@@ -77,6 +80,7 @@ use crate::{
     client_addr::{ClientAddr, ClientAddrs, limit_key},
     envelope::Envelope,
     error::ApiError,
+    governance::{EdgeGovernance, route_deadline},
 };
 
 /// Bounds of the HTTP server (`EASYNOTE_HTTP_*`).
@@ -506,7 +510,7 @@ impl PhaseClock {
     fn bound(&self, phase: Phase) -> Option<Duration> {
         match phase {
             Phase::Head => Some(self.config.header_timeout),
-            // `bound_request` answers at the request timeout.
+            // `deadline` answers at the request timeout.
             Phase::Handling => None,
             Phase::Answering => Some(self.config.request_timeout),
             Phase::Idle => Some(self.config.idle_timeout),
@@ -803,27 +807,37 @@ pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// The request timeout, as a middleware: past it, a request whose body is
-/// still arriving is answered 408 (code 10002: the client is too slow), one
-/// still being handled 503 (code 10001, like a passed route deadline).
-pub(crate) async fn bound_request(
-    State(timeout): State<Duration>,
+/// The deadline layer, the one time bound on handling a request: the
+/// request timeout (`EASYNOTE_HTTP_REQUEST_TIMEOUT`), or the route's
+/// deadline under the governance rules when that is shorter. The route's
+/// deadline also travels downstream with every call the request makes
+/// (`grpc-timeout`). Past the bound, a request whose body is still arriving
+/// is answered 408 (code 10002: the client is too slow), one still being
+/// handled 503 (code 10001).
+pub(crate) async fn deadline(
+    State((request_timeout, edge)): State<(Duration, Arc<EdgeGovernance>)>,
     request: Request,
     next: Next,
 ) -> Response {
     let received = request.extensions().get::<BodyReceived>().cloned();
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let route_deadline = route_deadline(&edge, &request);
+    let timeout = route_deadline.map_or(request_timeout, |route| route.min(request_timeout));
+    let context = CallContext {
+        deadline: route_deadline.and_then(|route| std::time::Instant::now().checked_add(route)),
+        ..CallContext::current()
+    };
+    match tokio::time::timeout(timeout, context.scope(next.run(request))).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(?timeout, "request timeout passed");
+            tracing::warn!(?timeout, "request deadline passed");
             out_of_time(received.as_ref(), timeout).into_response()
         }
     }
 }
 
-/// The answer to a request that ran out of `timeout` (this one, or its
-/// route's deadline): 408 when its body had not arrived whole, else 503.
-pub(crate) fn out_of_time(received: Option<&BodyReceived>, timeout: Duration) -> ApiError {
+/// The answer to a request that ran out of `timeout`: 408 when its body
+/// had not arrived whole, else 503.
+fn out_of_time(received: Option<&BodyReceived>, timeout: Duration) -> ApiError {
     if received.is_some_and(|r| !r.0.load(Ordering::Acquire)) {
         ApiError::RequestTimeout(timeout)
     } else {

@@ -5,6 +5,7 @@
 //! the two services; [`Gateway::run`] serves until shutdown, then drains.
 
 pub mod auth;
+mod authenticate;
 pub mod client_addr;
 mod config;
 mod envelope;
@@ -23,6 +24,7 @@ mod state;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
+use authenticate::Authenticator;
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
@@ -206,7 +208,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `routes` under the gateway's layers, outermost first (a request goes
-/// through them in this order, its answer back in the reverse one):
+/// through them in this order, its answer back in the reverse one). This is
+/// the one way through a request:
 ///
 /// 0. `secure_headers`: the headers every answer carries (`nosniff`,
 ///    `no-store`);
@@ -215,22 +218,38 @@ pub fn app(state: AppState) -> Router {
 /// 2. the panic catcher: a panic anywhere below is a 500 with the envelope,
 ///    never a reset connection, and counts toward readiness
 ///    ([`panics`]);
-/// 3. `bound_request`: the whole request's time bound
-///    (`EASYNOTE_HTTP_REQUEST_TIMEOUT`);
-/// 4. `govern`: shedding, rate limits, the route's deadline and lane;
-/// 5. the body limit, then the handler.
+/// 3. `deadline`: the one time bound on the request, the request timeout
+///    or the route's shorter deadline, which also travels downstream;
+/// 4. `shed`: beyond the in-flight limit, 503 at once, before any work;
+/// 5. `authenticate`: the token verified and asked about revocation, once;
+///    the caller left in the request;
+/// 6. `limit`: the rate limits, keyed by that caller, then the lane;
+/// 7. the body limit, then the handler (whose `AuthUser` only reads the
+///    caller).
 fn layered(routes: Router<AppState>, state: AppState) -> Router {
-    let (body_limit, request_timeout) = (state.body_limit, state.request_timeout);
     let panics = state.panics.clone();
+    let authenticator = Authenticator {
+        jwt: state.jwt.clone(),
+        revocations: state.revocations.clone(),
+        users: state.users.clone(),
+    };
     routes
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            governance::govern,
+            state.edge.clone(),
+            governance::limit,
         ))
         .layer(middleware::from_fn_with_state(
-            request_timeout,
-            http::bound_request,
+            authenticator,
+            authenticate::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.edge.clone(),
+            governance::shed,
+        ))
+        .layer(middleware::from_fn_with_state(
+            (state.request_timeout, state.edge.clone()),
+            http::deadline,
         ))
         .layer(middleware::from_fn_with_state(
             panics.clone(),
@@ -263,6 +282,53 @@ mod tests {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         addr
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_verification_per_request() {
+        // Whatever reads the caller (the per-user limit, the lanes, the
+        // handler's AuthUser), the token is verified once, governance on or
+        // off, and a good or a bad token alike.
+        let downstream = serving().await;
+        for governance in ["on", "off"] {
+            let env = Env::from_pairs([
+                ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
+                ("EASYNOTE_USER_ADDRS", downstream.as_str()),
+                ("EASYNOTE_NOTE_ADDRS", downstream.as_str()),
+                ("EASYNOTE_GOVERNANCE", governance),
+            ]);
+            let gateway = Gateway::build(Config::from_env(&env).expect("config"))
+                .await
+                .expect("build");
+            let (_trigger, shutdown) = easynote_shared::shutdown::channel();
+            let state = gateway.state(&shutdown);
+            let jwt = state.jwt.clone();
+            let good = jwt.issue(7, 0).expect("a token").token;
+            let app = app(state);
+            for (token, what) in [
+                (Some(good.as_str()), "a good token"),
+                (Some("not.a.token"), "a bad token"),
+                (None, "no token"),
+            ] {
+                let mut request = axum::http::Request::get("/v1/note/query");
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let before = jwt.verifications();
+                let reply = tower::ServiceExt::oneshot(
+                    app.clone(),
+                    request.body(axum::body::Body::empty()).expect("request"),
+                )
+                .await
+                .expect("an answer");
+                assert_ne!(reply.status(), 200, "{what}: the stand-ins answer no query");
+                assert_eq!(
+                    jwt.verifications() - before,
+                    u64::from(token.is_some()),
+                    "governance {governance}, {what}"
+                );
+            }
+        }
     }
 
     /// A handler with a bug.

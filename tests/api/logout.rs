@@ -206,3 +206,47 @@ fn claims_of(token: &str) -> Value {
     }
     serde_json::from_slice(&bits).expect("JSON claims")
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_out_token_cannot_use_up_its_users_rate_limit() {
+    // The per-user limit is keyed by the caller authentication accepted:
+    // a revoked token is no user's, so its requests count against its
+    // address, and the user's own bucket stays whole for their live tokens.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"gateway": {"rate_limits": [
+            {"route": "GET /v1/note/query", "key": "user", "per_second": 0.1, "burst": 3}]}}"#,
+    )
+    .expect("write the rules");
+    let rules = rules.display().to_string();
+    let app = TestApp::spawn_with(&[("EASYNOTE_GOVERNANCE_FILE", rules.as_str())]).await;
+    let stolen = app.signed_up("mia").await;
+    let kept = another_token(&app, "mia").await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/user/logout",
+            Some(&stolen),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for _ in 0..6 {
+        let (status, body) = app.get("/v1/note/query", Some(&stolen)).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+            "the revoked token: {status} {body}"
+        );
+    }
+    for n in 0..3 {
+        let (status, body) = app.get("/v1/note/query", Some(&kept)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "request {n} with the live token: the user's bucket is whole: {body}"
+        );
+    }
+}
