@@ -29,8 +29,8 @@ use crate::{
 use easynote_shared::{
     config::{ConfigError, Env},
     discovery::Upstream,
-    grpc,
     proto::user::v1::{CheckTokenRequest, RevokeTokensRequest},
+    rpc,
 };
 
 /// Answers kept at most; beyond it the stale ones go, then all of them.
@@ -102,12 +102,7 @@ impl Revocations {
                 user_id: id,
                 jti: token.jti_hex(),
             };
-            let state = users
-                .call("CheckToken", request, |channel, request| async move {
-                    grpc::user_client(channel).check_token(request).await
-                })
-                .await?
-                .into_inner();
+            let state = users.invoke::<rpc::CheckToken>(request).await?.into_inner();
             Ok(!state.revoked && token.epoch >= state.token_epoch)
         })
         .await
@@ -155,11 +150,7 @@ impl Revocations {
             expires_at: i64::try_from(user.token.expires_at).unwrap_or(i64::MAX),
             everywhere,
         };
-        users
-            .call("RevokeTokens", request, |channel, request| async move {
-                grpc::user_client(channel).revoke_tokens(request).await
-            })
-            .await?;
+        users.invoke::<rpc::RevokeTokens>(request).await?;
         self.revoked(user.id, user.token, everywhere, Instant::now());
         Ok(())
     }

@@ -5,7 +5,6 @@ use std::collections::{BTreeSet, HashMap};
 use easynote_shared::{
     cursor::PageCursor,
     discovery::Upstream,
-    grpc,
     proto::{
         note::v1::{
             CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse,
@@ -14,6 +13,7 @@ use easynote_shared::{
         },
         user::v1::{MGetUserRequest, User},
     },
+    rpc,
     validate::{self, Invalid},
 };
 use tonic::{Request, Response, Status};
@@ -51,9 +51,7 @@ impl NoteApi {
         };
         let users: HashMap<i64, User> = self
             .users
-            .call("MGetUser", request, |channel, request| async move {
-                grpc::user_client(channel).m_get_user(request).await
-            })
+            .invoke::<rpc::MGetUser>(request)
             .await
             .map_err(NoteError::UserService)?
             .into_inner()

@@ -15,6 +15,7 @@ pub mod governance;
 pub mod grpc;
 pub mod lifecycle;
 pub mod proto;
+pub mod rpc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

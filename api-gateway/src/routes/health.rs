@@ -10,11 +10,9 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
-use easynote_shared::{discovery::Upstream, service_name};
+use easynote_shared::{discovery::Upstream, rpc, service_name};
 use serde_json::{Value, json};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::{envelope::Envelope, state::AppState};
 
@@ -114,9 +112,7 @@ async fn check(upstream: &Upstream) -> Result<(), String> {
     let request = HealthCheckRequest {
         service: String::new(),
     };
-    let check = upstream.call("Check", request, |channel, request| async move {
-        HealthClient::new(channel).check(request).await
-    });
+    let check = upstream.invoke::<rpc::Check>(request);
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(reply)) if reply.get_ref().status() == ServingStatus::Serving => Ok(()),
         Ok(Ok(reply)) => Err(format!("{:?}", reply.get_ref().status())),

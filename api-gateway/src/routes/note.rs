@@ -9,11 +9,11 @@ use axum::{
 };
 use easynote_shared::{
     cursor::PageCursor,
-    grpc,
     proto::note::v1::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
         UpdateNoteRequest,
     },
+    rpc,
     validate::{self, Invalid},
 };
 use serde::{Deserialize, Serialize};
@@ -118,9 +118,7 @@ pub(crate) async fn create(
     };
     let reply = state
         .notes
-        .call("CreateNote", request, |channel, request| async move {
-            grpc::note_client(channel).create_note(request).await
-        })
+        .invoke::<rpc::CreateNote>(request)
         .await?
         .into_inner();
     let mut response = Envelope::ok(Created {
@@ -231,9 +229,7 @@ pub(crate) async fn query(
     };
     let reply = state
         .notes
-        .call("QueryNote", request, |channel, request| async move {
-            grpc::note_client(channel).query_note(request).await
-        })
+        .invoke::<rpc::QueryNote>(request)
         .await?
         .into_inner();
     Ok(Envelope::ok(NotePage {
@@ -265,9 +261,7 @@ pub(crate) async fn fetch(
     };
     let note = state
         .notes
-        .call("MGetNote", request, |channel, request| async move {
-            grpc::note_client(channel).m_get_note(request).await
-        })
+        .invoke::<rpc::MGetNote>(request)
         .await?
         .into_inner()
         .notes
@@ -337,12 +331,7 @@ pub(crate) async fn update(
         title: body.title,
         content: body.content,
     };
-    state
-        .notes
-        .call("UpdateNote", request, |channel, request| async move {
-            grpc::note_client(channel).update_note(request).await
-        })
-        .await?;
+    state.notes.invoke::<rpc::UpdateNote>(request).await?;
     Ok(Envelope::empty())
 }
 /// Deletes one of the caller's notes.
@@ -366,11 +355,6 @@ pub(crate) async fn delete(
         note_id: id,
         user_id: user.id,
     };
-    state
-        .notes
-        .call("DeleteNote", request, |channel, request| async move {
-            grpc::note_client(channel).delete_note(request).await
-        })
-        .await?;
+    state.notes.invoke::<rpc::DeleteNote>(request).await?;
     Ok(Envelope::empty())
 }

@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use axum::{Json, Router, body::Bytes, extract::State, routing::post};
 use easynote_shared::{
-    grpc,
     proto::user::v1::{CheckUserRequest, CreateUserRequest},
+    rpc,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,12 +67,7 @@ pub(crate) async fn register(
         username: body.username,
         password: body.password,
     };
-    state
-        .users
-        .call("CreateUser", request, |channel, request| async move {
-            grpc::user_client(channel).create_user(request).await
-        })
-        .await?;
+    state.users.invoke::<rpc::CreateUser>(request).await?;
     Ok(Envelope::empty())
 }
 
@@ -123,12 +118,7 @@ pub(crate) async fn login(
         username: body.username,
         password: body.password,
     };
-    let checked = state
-        .users
-        .call("CheckUser", request, |channel, request| async move {
-            grpc::user_client(channel).check_user(request).await
-        })
-        .await;
+    let checked = state.users.invoke::<rpc::CheckUser>(request).await;
     let (user_id, token_epoch) = match checked {
         Ok(reply) => {
             reservation.succeeded().await;

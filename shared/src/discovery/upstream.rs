@@ -214,8 +214,18 @@ impl Upstream {
         self.method_state(method).breaker.state(Instant::now())
     }
 
+    /// Calls `R` on an instance of this service, under its rules (see
+    /// [`Upstream::call`]).
+    pub async fn invoke<R: crate::rpc::Rpc>(
+        &self,
+        request: R::Request,
+    ) -> Result<tonic::Response<R::Response>, Status> {
+        self.call(R::METHOD, request, R::send).await
+    }
+
     /// Calls `method` (its gRPC name, e.g. `QueryNote`) with `request`
-    /// under the governance rules. `call` gets a channel to the picked
+    /// under the governance rules; call sites use [`Upstream::invoke`],
+    /// which names the method once. `call` gets a channel to the picked
     /// instance and the request, with its deadline and metadata set; it is
     /// called once per attempt.
     ///

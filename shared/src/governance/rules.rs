@@ -580,7 +580,7 @@ impl Rules {
                 0..=MAX_DELAY_MS,
                 &format!("{path}.delay_ms"),
             )?;
-            match code_from_name(&fault.status) {
+            match crate::rpc::code_from_name(&fault.status) {
                 Some(Code::Ok) | None => {
                     return Err(RulesError::at(
                         format!("{path}.status"),
@@ -781,36 +781,6 @@ fn check(ok: bool, path: &str, reason: &str) -> Result<(), RulesError> {
     }
 }
 
-/// A gRPC code from its canonical name (`UNAVAILABLE`).
-pub fn code_from_name(name: &str) -> Option<Code> {
-    (0..=16)
-        .map(Code::from_i32)
-        .find(|code| grpc_code_name(*code) == name)
-}
-
-/// The canonical name of a gRPC code.
-pub fn grpc_code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// Why a document was refused: the path of the bad key and the reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -969,15 +939,6 @@ mod tests {
         assert_eq!(version_of("{}"), version_of("{}"));
         assert_ne!(version_of("{}"), version_of("{ }"));
         assert_eq!(version_of("").len(), 16);
-    }
-
-    #[test]
-    fn grpc_code_names_round_trip() {
-        for n in 0..=16 {
-            let code = Code::from_i32(n);
-            assert_eq!(code_from_name(grpc_code_name(code)), Some(code));
-        }
-        assert_eq!(code_from_name("unavailable"), None);
     }
 
     /// Every bounded number: where it sits in a document, its two edges,

@@ -24,7 +24,7 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{Governance, context::CallContext, rules};
+use super::{Governance, context::CallContext};
 
 /// Wraps a tonic service with the rules `governance` holds for `service`
 /// (the registry name, e.g. `easy-note-user`).
@@ -202,7 +202,8 @@ where
                 if fault.abort_percent > 0.0 && fastrand::f64() * 100.0 < fault.abort_percent {
                     state.record_fault(&method, "abort");
                     tracing::debug!(method = &*method, status = %fault.status, "fault injected");
-                    let code = rules::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
+                    let code =
+                        crate::rpc::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
                     super::refused_event("faults", &method);
                     return Ok(Status::new(code, format!("fault injected on {method}")).into_http());
                 }

@@ -83,27 +83,13 @@ fn status_of(headers: &HeaderMap) -> Option<GrpcStatus> {
 }
 
 /// The name of a gRPC status code, as `rpc.response.status_code` and
-/// `error.type` spell it.
+/// `error.type` spell it ([`crate::rpc::code_name`]); `_OTHER` for a
+/// number no code has.
 fn code_name(code: i32) -> &'static str {
-    match code {
-        0 => "OK",
-        1 => "CANCELLED",
-        2 => "UNKNOWN",
-        3 => "INVALID_ARGUMENT",
-        4 => "DEADLINE_EXCEEDED",
-        5 => "NOT_FOUND",
-        6 => "ALREADY_EXISTS",
-        7 => "PERMISSION_DENIED",
-        8 => "RESOURCE_EXHAUSTED",
-        9 => "FAILED_PRECONDITION",
-        10 => "ABORTED",
-        11 => "OUT_OF_RANGE",
-        12 => "UNIMPLEMENTED",
-        13 => "INTERNAL",
-        14 => "UNAVAILABLE",
-        15 => "DATA_LOSS",
-        16 => "UNAUTHENTICATED",
-        _ => "_OTHER",
+    if (0..=16).contains(&code) {
+        crate::rpc::code_name(tonic::Code::from_i32(code))
+    } else {
+        "_OTHER"
     }
 }
 
