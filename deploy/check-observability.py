@@ -19,7 +19,7 @@ a container engine:
   in Kubernetes, admin UIs are published on 127.0.0.1 only, compose mounts
   files that exist, and the rendered ConfigMaps hold the files as they are;
 - `--emitted FILE`: every metric the dashboard queries is one the services
-  emit (FILE: the JSON lines of examples/otlp-receiver.rs after a run),
+  emit (FILE: the JSON lines of testkit/src/bin/otlp-receiver.rs after a run),
   translated to Prometheus names as the collector's exporter does, with
   only the labels that exist; metrics not emitted yet must be listed in
   not-emitted.txt, and a listed one that is emitted fails until its line

@@ -15,7 +15,7 @@ containers are replaced by real local stand-ins:
                        NACOS_INIT_STANDIN=rnacos makes the script skip to its check that
                        the services' login works, so the least-privilege grants themselves
                        are not exercised here
-    otel-collector  -> an OTLP/gRPC receiver on a port of its own (examples/otlp-receiver.rs)
+    otel-collector  -> an OTLP/gRPC receiver on a port of its own (testkit/src/bin/otlp-receiver.rs)
 
 Jaeger, Prometheus and Grafana sit behind the collector and are not
 started: what reaches the collector is checked instead.
@@ -298,7 +298,7 @@ def run(services, group):
           + (f", auth on, admin {nacos_auth[0]!r}" if nacos_auth else ", auth off"))
 
     if not os.path.exists(suite.OTLP_RECEIVER):
-        raise SmokeFailure("build the receiver first: cargo build --release --locked --example otlp-receiver")
+        raise SmokeFailure("build the receiver first: cargo build --release --locked --workspace")
     receiver = group.spawn("otel-collector", [suite.OTLP_RECEIVER, "127.0.0.1:0"], path)
     otlp = suite.printed_addr(group, receiver, r"listening on (\S+)")
     print(f"otel-collector -> OTLP receiver on {otlp}")

@@ -32,12 +32,8 @@ fi
 # Set from the first measurement (see the README's Tests section); raise it
 # as coverage grows, never lower it to let a change through.
 floor="${COVERAGE_FLOOR:-75}"
-tarpaulin_version="0.37.5"
-
-if ! cargo tarpaulin --version 2>/dev/null | grep -q "$tarpaulin_version"; then
-  echo "note: installing cargo-tarpaulin $tarpaulin_version (a few minutes, once)." >&2
-  cargo install --locked cargo-tarpaulin --version "$tarpaulin_version"
-fi
+source scripts/tools.sh
+ensure_tarpaulin
 
 printed="$(RUSTFLAGS= cargo tarpaulin --engine ptrace --avoid-cfg-tarpaulin --print-rust-flags 2>/dev/null \
   | sed -n 's/^RUSTFLAGS="\(.*\)"$/\1/p')"

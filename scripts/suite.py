@@ -36,7 +36,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 EASY_NOTE = os.path.join(RELEASE, "easy-note")
-OTLP_RECEIVER = os.path.join(RELEASE, "examples", "otlp-receiver")
+OTLP_RECEIVER = os.path.join(RELEASE, "otlp-receiver")
 
 # What each `easy-note` role writes to EASYNOTE_ADDR_FILE, and the variable
 # that sets each of those listen addresses.

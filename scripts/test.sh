@@ -18,20 +18,9 @@ if [[ -z "${EASYNOTE_TEST_MYSQL_URL:-}" ]]; then
 fi
 
 # rnacos for the registry tests: RNACOS_BIN, else PATH, else ~/.cargo/bin,
-# else install it (a few minutes, once).
-if [[ -z "${RNACOS_BIN:-}" ]]; then
-  cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-  if command -v rnacos >/dev/null 2>&1; then
-    RNACOS_BIN="$(command -v rnacos)"
-  elif [[ -x "$cargo_bin/rnacos" ]]; then
-    RNACOS_BIN="$cargo_bin/rnacos"
-  else
-    echo "note: rnacos not found; installing it with 'cargo install --locked rnacos'." >&2
-    cargo install --locked rnacos
-    RNACOS_BIN="$cargo_bin/rnacos"
-  fi
-  export RNACOS_BIN
-fi
+# else install it (scripts/tools.sh; minutes, once).
+source scripts/tools.sh
+ensure_rnacos
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -7,7 +7,10 @@
 //! attribute and resource attribute names, sorted), which is what a
 //! Prometheus name and its labels are made of.
 //!
-//!   cargo run --example otlp-receiver -- 127.0.0.1:4317
+//!   target/release/otlp-receiver 127.0.0.1:4317
+//!
+//! A binary of the test kit, so `cargo build --release --workspace` builds
+//! it with the services and nothing is compiled a second time for it.
 
 use std::{collections::BTreeSet, time::Duration};
 
