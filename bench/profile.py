@@ -92,6 +92,7 @@ def profile(name, title, start, args, workdir, certs, out_dir):
         for line in bench.stderr:
             log.append(line)
             if line.startswith("prepared "):
+                print(line, end="", flush=True)
                 break
         rest = threading.Thread(target=lambda: log.extend(bench.stderr), daemon=True)
         rest.start()

@@ -99,12 +99,14 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<()> {
         .build()?;
     check_reachable(&client, &config.url).await?;
     let prepared_at = Instant::now();
-    let accounts = prepare(&client, &config).await?;
+    let retried = Arc::new(AtomicU64::new(0));
+    let accounts = prepare(&client, &config, &retried).await?;
     let notes: usize = accounts.iter().map(|a| a.notes.len()).sum();
     eprintln!(
-        "prepared {} users with {notes} notes in {:.1}s",
+        "prepared {} users with {notes} notes in {:.1}s ({} requests retried)",
         accounts.len(),
-        prepared_at.elapsed().as_secs_f64()
+        prepared_at.elapsed().as_secs_f64(),
+        retried.load(Ordering::Relaxed)
     );
 
     let start = Instant::now();
@@ -210,7 +212,11 @@ where
 }
 
 /// N fresh users (unique names per run), each logged in with M notes.
-async fn prepare(client: &Client, config: &LoadConfig) -> anyhow::Result<Vec<Account>> {
+async fn prepare(
+    client: &Client,
+    config: &LoadConfig,
+    retried: &Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Account>> {
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -221,22 +227,34 @@ async fn prepare(client: &Client, config: &LoadConfig) -> anyhow::Result<Vec<Acc
     // user-service does in parallel anyway.
     for_each_limited(users, 8, {
         let (client, url, accounts) = (client.clone(), config.url.clone(), accounts.clone());
+        let retried = retried.clone();
         move |i| {
             let (client, url, accounts) = (client.clone(), url.clone(), accounts.clone());
+            let retried = retried.clone();
             async move {
                 let username = format!("bench-{run_id}-{i}");
                 let credentials = json!({"username": username, "password": PASSWORD});
-                expect_ok(
-                    client
-                        .post(format!("{url}/v1/user/register"))
-                        .json(&credentials),
+                // A retried registration may find that its first try went
+                // through after all: the name taken (10003) is then success.
+                prepare_request(
+                    || {
+                        client
+                            .post(format!("{url}/v1/user/register"))
+                            .json(&credentials)
+                    },
+                    Some(USER_EXISTS),
+                    &retried,
                 )
                 .await
                 .context("registering a user")?;
-                let login = expect_ok(
-                    client
-                        .post(format!("{url}/v1/user/login"))
-                        .json(&credentials),
+                let login = prepare_request(
+                    || {
+                        client
+                            .post(format!("{url}/v1/user/login"))
+                            .json(&credentials)
+                    },
+                    None,
+                    &retried,
                 )
                 .await
                 .context("logging in")?;
@@ -266,19 +284,26 @@ async fn prepare(client: &Client, config: &LoadConfig) -> anyhow::Result<Vec<Acc
         .flat_map(|a| (0..config.notes_per_user).map(move |n| (a, n)))
         .collect();
     for_each_limited(jobs, 32, {
-        let (client, url) = (client.clone(), config.url.clone());
+        let (client, url, retried) = (client.clone(), config.url.clone(), retried.clone());
         let (accounts, created) = (accounts.clone(), created.clone());
         move |(a, n)| {
-            let (client, url) = (client.clone(), url.clone());
+            let (client, url, retried) = (client.clone(), url.clone(), retried.clone());
             let (accounts, created) = (accounts.clone(), created.clone());
             async move {
                 let word = WORDS[n as usize % WORDS.len()];
                 let note = json!({"title": format!("{word} note {n}"), "content": format!("{CONTENT}{word}.")});
-                let answer = expect_ok(
-                    client
-                        .post(format!("{url}/v1/note"))
-                        .bearer_auth(&accounts[a].token)
-                        .json(&note),
+                // The key makes a retried create the same note, never a second.
+                let key = format!("bench-{run_id}-{a}-{n}");
+                let answer = prepare_request(
+                    || {
+                        client
+                            .post(format!("{url}/v1/note"))
+                            .bearer_auth(&accounts[a].token)
+                            .header("Idempotency-Key", &key)
+                            .json(&note)
+                    },
+                    None,
+                    &retried,
                 )
                 .await
                 .context("creating a note")?;
@@ -302,14 +327,48 @@ async fn prepare(client: &Client, config: &LoadConfig) -> anyhow::Result<Vec<Acc
     Ok(accounts)
 }
 
-async fn expect_ok(request: RequestBuilder) -> anyhow::Result<Value> {
-    let response = request.send().await?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("answered {status}: {body}");
+/// Envelope code of a registration whose name is taken.
+const USER_EXISTS: i64 = 10003;
+/// Tries of one preparation request answered 503 or 429.
+const PREPARE_TRIES: u32 = 6;
+
+/// One request of the preparation, retried as the contract invites a client
+/// to: on 503 (a call that missed its deadline, e.g. creates queued behind
+/// SQLite's one writer on a busy machine) and on 429 (after `Retry-After`).
+/// The preparation builds the data the run measures; it is not measured.
+/// `also_ok` is an envelope code that counts as success on a retry.
+async fn prepare_request(
+    request: impl Fn() -> RequestBuilder,
+    also_ok: Option<i64>,
+    retried: &AtomicU64,
+) -> anyhow::Result<Value> {
+    let mut wait = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let response = request().send().await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        if attempt > 1 && also_ok.is_some() && body["code"].as_i64() == also_ok {
+            return Ok(body);
+        }
+        let retryable = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        if !retryable || attempt == PREPARE_TRIES {
+            bail!("answered {status}: {body} (try {attempt} of {PREPARE_TRIES})");
+        }
+        retried.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(retry_after.unwrap_or(wait)).await;
+        wait *= 2;
     }
-    Ok(body)
 }
 
 /// One request of the mix, for a random prepared user.
