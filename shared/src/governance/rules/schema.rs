@@ -1,0 +1,243 @@
+//! The document's shape: every section and key a user may write.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::Deserialize;
+
+/// `gateway`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayRules {
+    /// Requests served at once; beyond it 503 at once.
+    pub max_in_flight: u32,
+    /// `X-Forwarded-For` hops to trust when finding the client IP.
+    pub trusted_proxy_hops: u32,
+    /// Whole-request deadline per route (`METHOD /path`, `*` = default), ms.
+    pub timeouts_ms: BTreeMap<String, u64>,
+    /// Token buckets; the first rule whose route matches applies.
+    pub rate_limits: Vec<RateLimit>,
+}
+
+impl Default for GatewayRules {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 1024,
+            trusted_proxy_hops: 0,
+            timeouts_ms: BTreeMap::from([
+                ("*".to_owned(), 3000),
+                ("POST /v1/user/login".to_owned(), 5000),
+            ]),
+            rate_limits: vec![
+                // Each registration costs an argon2 hash: one address may
+                // not keep user-service hashing (its logins have a queue of
+                // their own as well, see user-service's password.rs).
+                RateLimit {
+                    route: "POST /v1/user/register".into(),
+                    key: LimitKey::Ip,
+                    per_second: 1.0,
+                    burst: 20,
+                },
+                RateLimit {
+                    route: "POST /v1/user/login".into(),
+                    key: LimitKey::Ip,
+                    per_second: 5.0,
+                    burst: 10,
+                },
+                RateLimit {
+                    route: "*".into(),
+                    key: LimitKey::User,
+                    per_second: 100.0,
+                    burst: 200,
+                },
+            ],
+        }
+    }
+}
+
+/// One token bucket rule of the gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `METHOD /path` as in the API table, or `*`.
+    pub route: String,
+    /// What a bucket is kept per.
+    pub key: LimitKey,
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Bucket size: requests allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// What a rate limit is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKey {
+    /// The client IP (see `trusted_proxy_hops`).
+    Ip,
+    /// The token's user id; the IP for unauthenticated requests.
+    User,
+    /// One bucket for everyone.
+    Global,
+}
+
+impl LimitKey {
+    /// The name used in the document and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::User => "user",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// `clients.SERVICE.METHOD`: every field optional, resolved method → `*`
+/// → built-in.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    /// Deadline of one attempt, ms.
+    pub timeout_ms: Option<u64>,
+    /// Retries and hedging.
+    pub retry: Option<RetryRule>,
+    /// Circuit breaker.
+    pub breaker: Option<BreakerRule>,
+    /// Outlier detection per instance (read from the method called; set it
+    /// under `*`).
+    pub outlier: Option<OutlierRule>,
+}
+
+/// `retry`, every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRule {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: Option<u32>,
+    /// Retries allowed as a share of calls, in percent.
+    pub budget_percent: Option<f64>,
+    /// Retries allowed per second whatever the share.
+    pub min_per_second: Option<u32>,
+    /// > 0: a hedged second request after this many ms (idempotent methods).
+    pub backup_delay_ms: Option<u64>,
+}
+
+/// `breaker`, every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerRule {
+    /// Failure share that opens the breaker.
+    pub error_rate: Option<f64>,
+    /// Calls within the window before the share counts.
+    pub min_requests: Option<u32>,
+    /// The sliding window, ms.
+    pub window_ms: Option<u64>,
+    /// How long it stays open before probing, ms.
+    pub open_ms: Option<u64>,
+    /// Probes let through when half-open.
+    pub half_open_requests: Option<u32>,
+}
+
+/// `outlier`, every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierRule {
+    /// Failures of an instance's own in a row that eject it.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection, ms; doubled at each one while the instance stays sick.
+    pub base_ejection_ms: Option<u64>,
+    /// Longest ejection, ms.
+    pub max_ejection_ms: Option<u64>,
+    /// Share of a service's instances that may be out at once, in percent.
+    pub max_ejected_percent: Option<f64>,
+}
+
+/// `servers.SERVICE`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRule {
+    /// Calls the server runs at once (all methods).
+    pub max_in_flight: Option<u32>,
+    /// Per-method limits.
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodLimit>,
+}
+
+/// `servers.SERVICE.methods.METHOD`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodLimit {
+    /// Calls of this method run at once.
+    pub max_in_flight: Option<u32>,
+}
+
+/// `routing.SERVICE`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// The first lane whose `match` holds takes the request.
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+}
+
+/// One lane.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    /// Its name, carried across hops.
+    pub name: String,
+    /// Which requests it takes.
+    #[serde(rename = "match")]
+    pub matches: LaneMatch,
+    /// Metadata an instance must carry (all of it) to serve the lane.
+    pub instances: BTreeMap<String, String>,
+}
+
+/// `match` of a lane: a header value, or a stable share of users.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneMatch {
+    /// An HTTP request header (at the gateway).
+    pub header: Option<String>,
+    /// The value it must equal.
+    pub equals: Option<String>,
+    /// A stable share of users, by user id, in percent.
+    pub user_percent: Option<f64>,
+}
+
+/// One fault injection rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// The service that applies it.
+    pub service: String,
+    /// Its method, or `*`.
+    #[serde(default = "star")]
+    pub method: String,
+    /// Share of calls aborted with `status`, in percent.
+    #[serde(default)]
+    pub abort_percent: f64,
+    /// The gRPC status of aborted calls (`UNAVAILABLE` by default).
+    #[serde(default = "unavailable")]
+    pub status: String,
+    /// Delay before the call goes on (or is aborted), ms.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Only instances whose metadata carries all of these (empty: every
+    /// instance), to fail one replica in a drill.
+    #[serde(default)]
+    pub instances: BTreeMap<String, String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+fn unavailable() -> String {
+    "UNAVAILABLE".into()
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
