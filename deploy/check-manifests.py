@@ -82,7 +82,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OVERLAYS = ["deploy/k8s/overlays/local", "deploy/k8s/overlays/aliyun"]
 COMPOSE_FILE = "docker-compose.yml"
 SECRET_DOCS = ["deploy/k8s/overlays/aliyun/README.md", "docs/tutorial.md"]
-READYZ_SOURCE = "api-gateway/src/routes/health.rs"
+READYZ_SOURCE = "api-gateway/src/readiness.rs"
 HEALTHCHECK_SOURCE = "shared/src/app.rs"
 HEALTHCHECK_COMMAND = ["easy-note", "healthcheck"]
 # Liveness (and start-up, which gates it) ask only whether the process

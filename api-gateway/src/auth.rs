@@ -25,12 +25,14 @@ use axum::{
     extract::{FromRequestParts, Query},
     http::{HeaderMap, header, request::Parts},
 };
-use easynote_shared::config::{ConfigError, Env};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::JwtConfig, error::ApiError};
+use crate::{
+    config::{ClaimsConfig, JwtConfig},
+    error::ApiError,
+};
 
 /// The claims of our tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,42 +52,6 @@ pub struct Claims {
     /// The user's token epoch when it was issued; "log out everywhere"
     /// moves the user's on, which revokes every token of an earlier one.
     pub epoch: i64,
-}
-
-/// Issuer and audience of the tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimsConfig {
-    /// `EASYNOTE_JWT_ISSUER` (default `easy-note`): the `iss` issued and required.
-    pub issuer: String,
-    /// `EASYNOTE_JWT_AUDIENCE` (default `easy-note-api`): the `aud` issued and required.
-    pub audience: String,
-}
-
-impl Default for ClaimsConfig {
-    fn default() -> Self {
-        Self {
-            issuer: "easy-note".to_owned(),
-            audience: "easy-note-api".to_owned(),
-        }
-    }
-}
-
-impl ClaimsConfig {
-    /// Reads `EASYNOTE_JWT_ISSUER` and `EASYNOTE_JWT_AUDIENCE`.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let read = |var: &str, default: String| -> Result<String, ConfigError> {
-            let value = env.string(var, &default);
-            if value.trim().is_empty() {
-                return Err(ConfigError::invalid(var, "must not be empty"));
-            }
-            Ok(value)
-        };
-        Ok(Self {
-            issuer: read("EASYNOTE_JWT_ISSUER", defaults.issuer)?,
-            audience: read("EASYNOTE_JWT_AUDIENCE", defaults.audience)?,
-        })
-    }
 }
 
 /// What identifies one token for revocation.

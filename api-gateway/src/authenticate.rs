@@ -12,7 +12,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use easynote_shared::discovery::Upstream;
+use easynote_shared::governance::Upstream;
 
 use crate::{
     auth::{AuthUser, Caller, JwtKeys, find_token},

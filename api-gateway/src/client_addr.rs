@@ -1,6 +1,6 @@
 //! Who the client is: the address the connection limits, the rate limits,
 //! the login throttle and the access log all use, derived once per
-//! request when it arrives (http.rs) and left in its extensions as
+//! request when it arrives (http/) and left in its extensions as
 //! [`ClientAddr`].
 //!
 //! The peer of the TCP connection is the client, unless the peer is one

@@ -12,7 +12,6 @@ use easynote_shared::{
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
-    auth::ClaimsConfig,
     client_addr::TrustedProxies,
     http::HttpConfig,
     login_throttle::{LoginThrottleConfig, SharedStoreConfig},
@@ -186,6 +185,42 @@ impl JwtConfig {
             secret,
             ttl,
             query_token,
+        })
+    }
+}
+
+/// Issuer and audience of the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimsConfig {
+    /// `EASYNOTE_JWT_ISSUER` (default `easy-note`): the `iss` issued and required.
+    pub issuer: String,
+    /// `EASYNOTE_JWT_AUDIENCE` (default `easy-note-api`): the `aud` issued and required.
+    pub audience: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "easy-note".to_owned(),
+            audience: "easy-note-api".to_owned(),
+        }
+    }
+}
+
+impl ClaimsConfig {
+    /// Reads `EASYNOTE_JWT_ISSUER` and `EASYNOTE_JWT_AUDIENCE`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let read = |var: &str, default: String| -> Result<String, ConfigError> {
+            let value = env.string(var, &default);
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(var, "must not be empty"));
+            }
+            Ok(value)
+        };
+        Ok(Self {
+            issuer: read("EASYNOTE_JWT_ISSUER", defaults.issuer)?,
+            audience: read("EASYNOTE_JWT_AUDIENCE", defaults.audience)?,
         })
     }
 }

@@ -5,7 +5,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    ToSchema,
+    openapi::schema::{ObjectBuilder, Schema, Type},
+};
 
 /// `code` 0, `message` "Success".
 pub const SUCCESS: &str = "Success";
@@ -56,4 +59,23 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
     fn into_response(self) -> Response {
         Json(self).into_response()
     }
+}
+
+/// The body of every error reply, and of a success without data:
+/// `{"code", "message", "data": null}`. `code` is 0 on success, else one of
+/// the contract's codes (10001 to 10006).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes what `Envelope::<()>` serialises
+pub struct EmptyReply {
+    /// 0 on success, else the contract's error code.
+    code: i32,
+    /// What happened, for people; never a library's text.
+    message: String,
+    /// Always `null`.
+    #[schema(schema_with = null)]
+    data: (),
+}
+
+fn null() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Null).build().into()
 }

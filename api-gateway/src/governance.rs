@@ -9,7 +9,7 @@
 //!    10006) with an integer `Retry-After`; then the request's lane (a
 //!    header value, or a stable share of users), carried across hops;
 //! 3. the route's deadline ([`route_deadline`]), which the one deadline
-//!    layer (http.rs) applies: what is left of it travels downstream as
+//!    layer (http/) applies: what is left of it travels downstream as
 //!    each call's `grpc-timeout`.
 //!
 //! Health routes are exempt from all of it.
@@ -194,7 +194,7 @@ fn governed(edge: &EdgeGovernance, request: &Request) -> bool {
 }
 
 /// The route's deadline under the rules in force, which the deadline layer
-/// (http.rs) applies; `None` when governance is off or the route is a
+/// (http/) applies; `None` when governance is off or the route is a
 /// probe.
 pub(crate) fn route_deadline(
     edge: &EdgeGovernance,

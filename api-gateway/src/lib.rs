@@ -17,6 +17,7 @@ pub mod login_throttle;
 pub mod observe;
 mod openapi;
 mod panics;
+mod readiness;
 pub mod revocation;
 mod routes;
 mod state;
@@ -28,8 +29,8 @@ use authenticate::Authenticator;
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
-    discovery::{Discovery, Registration, Upstream},
-    governance::Governance,
+    discovery::{Discovery, Registration},
+    governance::{Governance, Upstream},
     lifecycle::{self, Lifecycle},
     service_name,
     shutdown::Shutdown,
@@ -38,7 +39,7 @@ use easynote_shared::{
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use config::{Config, DEV_JWT_SECRET, JwtConfig};
+pub use config::{ClaimsConfig, Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
 pub use http::HttpConfig;
 pub use login_throttle::LoginThrottleConfig;
@@ -204,7 +205,8 @@ fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
 
 /// The whole HTTP application over `state`; see [`layered`].
 pub fn app(state: AppState) -> Router {
-    layered(routes::router(), state)
+    let routes = routes::router().route("/openapi.json", axum::routing::get(openapi::document));
+    layered(routes, state)
 }
 
 /// `routes` under the gateway's layers, outermost first (a request goes
@@ -282,6 +284,32 @@ mod tests {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         addr
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_application_serves_its_openapi_document() {
+        let downstream = serving().await;
+        let env = Env::from_pairs([
+            ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
+            ("EASYNOTE_USER_ADDRS", downstream.as_str()),
+            ("EASYNOTE_NOTE_ADDRS", downstream.as_str()),
+        ]);
+        let gateway = Gateway::build(Config::from_env(&env).expect("config"))
+            .await
+            .expect("build");
+        let (_trigger, shutdown) = easynote_shared::shutdown::channel();
+        let request = axum::http::Request::get("/openapi.json")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let reply = tower::ServiceExt::oneshot(app(gateway.state(&shutdown)), request)
+            .await
+            .expect("an answer");
+        assert_eq!(reply.status(), 200);
+        let body = axum::body::to_bytes(reply.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
     }
 
     #[tokio::test(flavor = "multi_thread")]

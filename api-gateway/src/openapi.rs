@@ -7,37 +7,21 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use utoipa::{
-    Modify, OpenApi, ToSchema,
+    Modify, OpenApi,
     openapi::{
         self, Ref, RefOr, Response, ResponseBuilder,
         content::Content,
         header::HeaderBuilder,
         path::Operation,
-        schema::{ObjectBuilder, Schema, Type},
+        schema::{ObjectBuilder, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
 
-use crate::routes::{health, note, user};
-
-/// The body of every error reply, and of a success without data:
-/// `{"code", "message", "data": null}`. `code` is 0 on success, else one of
-/// the contract's codes (10001 to 10006).
-#[derive(ToSchema)]
-#[allow(dead_code)] // describes what `Envelope::<()>` serialises
-pub struct EmptyReply {
-    /// 0 on success, else the contract's error code.
-    code: i32,
-    /// What happened, for people; never a library's text.
-    message: String,
-    /// Always `null`.
-    #[schema(schema_with = null)]
-    data: (),
-}
-
-fn null() -> Schema {
-    ObjectBuilder::new().schema_type(Type::Null).build().into()
-}
+use crate::{
+    envelope::EmptyReply,
+    routes::{health, note, user},
+};
 
 #[derive(OpenApi)]
 #[openapi(

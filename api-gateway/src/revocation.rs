@@ -28,7 +28,7 @@ use crate::{
 };
 use easynote_shared::{
     config::{ConfigError, Env},
-    discovery::Upstream,
+    governance::Upstream,
     proto::user::v1::{CheckTokenRequest, RevokeTokensRequest},
     rpc,
 };

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use easynote_shared::{discovery::Upstream, shutdown::Shutdown};
+use easynote_shared::{governance::Upstream, shutdown::Shutdown};
 
 use crate::{
     auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle, panics::Panics,
-    revocation::Revocations, routes::health::ReadinessCheck,
+    readiness::ReadinessCheck, revocation::Revocations,
 };
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
@@ -29,7 +29,7 @@ pub struct AppState {
     /// Failed logins per username.
     pub logins: Arc<LoginThrottle>,
     /// The last downstream readiness check (`/readyz`).
-    pub readiness: Arc<ReadinessCheck>,
+    pub(crate) readiness: Arc<ReadinessCheck>,
     /// The bound on answering one request (`EASYNOTE_HTTP_REQUEST_TIMEOUT`).
     pub request_timeout: std::time::Duration,
     /// Panics caught in the request path (readiness turns false while

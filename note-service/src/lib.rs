@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use easynote_shared::{
-    db::Migrations, discovery::Upstream, grpc::GrpcService,
+    db::Migrations, governance::Upstream, grpc::GrpcService,
     proto::note::v1::note_service_server::NoteServiceServer, service_name, shutdown::Shutdown,
 };
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use easynote_shared::{
     cursor::PageCursor,
-    discovery::Upstream,
+    governance::Upstream,
     proto::{
         note::v1::{
             CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse,

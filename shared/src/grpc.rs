@@ -3,7 +3,7 @@
 //! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
 //! one place where unexpected errors become `Status::internal`.
 
-use std::{convert::Infallible, error::Error, fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, error::Error, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -19,6 +19,7 @@ use crate::{
     config::{ConfigError, Env, Environment},
     db::{Database, DatabaseConfig, Migrations},
     discovery::{Discovery, DiscoveryConfig, Registration},
+    error::ErrorChain,
     governance::{Governance, GovernanceConfig, server::Governed},
     lifecycle::{self, Lifecycle, LifecycleConfig},
     shutdown::Shutdown,
@@ -315,22 +316,6 @@ pub fn internal(context: &str, err: &(dyn Error + 'static)) -> Status {
     Status::internal("internal error")
 }
 
-/// Displays an error followed by its causes: `outer: inner: root`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,12 +323,6 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn error_chain_lists_every_cause() {
-        let err = Outer(std::io::Error::other("root cause"));
-        assert_eq!(ErrorChain(&err).to_string(), "outer: root cause");
-    }
 
     #[test]
     fn internal_errors_leak_nothing() {

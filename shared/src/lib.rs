@@ -7,10 +7,12 @@
 
 pub(crate) mod addr;
 pub mod app;
+pub(crate) mod code;
 pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod discovery;
+pub(crate) mod error;
 pub mod governance;
 pub mod grpc;
 pub mod lifecycle;

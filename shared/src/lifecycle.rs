@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use crate::{
     config::{ConfigError, Env},
     discovery::{BoxFuture, Discovery, Registration},
-    grpc::ErrorChain,
+    error::ErrorChain,
     shutdown::Shutdown,
 };
 

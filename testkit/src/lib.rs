@@ -17,6 +17,7 @@
 //! afterwards). Under CI (`CI` set) a missing MySQL URL is an error rather
 //! than a silent skip.
 
+mod child;
 mod eventually;
 pub mod otlp;
 pub mod process;

@@ -16,7 +16,7 @@ use std::{
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::process::{Proc, tail};
+use crate::child::{Proc, tail};
 
 /// Bound on anything the registry should do "soon": appear, disappear, push.
 pub const REGISTRY_WITHIN: Duration = Duration::from_secs(20);
@@ -51,7 +51,7 @@ fn rnacos_bin() -> PathBuf {
 /// take either port while they live.
 pub fn unreachable_nacos() -> (Vec<tokio::net::TcpSocket>, String) {
     for _ in 0..100 {
-        let (http, addr) = crate::process::refusing_addr();
+        let (http, addr) = crate::child::refusing_addr();
         let Some(grpc_port) = addr.port().checked_add(1000) else {
             continue;
         };

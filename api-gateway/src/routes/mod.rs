@@ -1,5 +1,5 @@
-//! One router per resource, merged into the application, and the OpenAPI
-//! document that describes them.
+//! One router per resource, merged into the application (which adds the
+//! OpenAPI document that describes them, [`crate::openapi`]).
 
 pub mod health;
 pub mod note;
@@ -8,7 +8,6 @@ pub mod user;
 use axum::{
     Router,
     http::{Method, Uri},
-    routing::get,
 };
 
 use crate::{error::ApiError, state::AppState};
@@ -19,7 +18,6 @@ pub fn router() -> Router<AppState> {
         .merge(user::router())
         .merge(note::router())
         .merge(health::router())
-        .route("/openapi.json", get(crate::openapi::document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
 }

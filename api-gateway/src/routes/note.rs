@@ -21,10 +21,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     auth::AuthUser,
-    envelope::Envelope,
+    envelope::{EmptyReply, Envelope},
     error::{ApiError, ApiResult},
     extract::{ApiJson, IdempotencyKey, NoteId},
-    openapi::EmptyReply,
     state::AppState,
 };
 

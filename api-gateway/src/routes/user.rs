@@ -12,11 +12,10 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::AuthUser,
-    envelope::{Envelope, SUCCESS},
+    envelope::{EmptyReply, Envelope, SUCCESS},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ClientIp},
     login_throttle::Attempt,
-    openapi::EmptyReply,
     state::AppState,
 };
 
@@ -90,10 +89,10 @@ pub struct LoginReply {
 }
 /// Logs in: a JWT for the `Authorization: Bearer` header.
 ///
-/// Throttled per username (login_throttle.rs): the check comes before
+/// Throttled per username (login_throttle/): the check comes before
 /// user-service is asked and does not depend on the account existing, so
 /// a 429 says nothing about it. The reply carries a token: it is sent with
-/// `Cache-Control: no-store` (http.rs).
+/// `Cache-Control: no-store` (http/).
 #[utoipa::path(
     post,
     path = "/v1/user/login",

@@ -4,18 +4,20 @@
 //! [`Discovery`] is the seam between the services and a [`Registry`]: fixed
 //! address lists ([`StaticDiscovery`], in `static_list`) or Nacos
 //! ([`NacosDiscovery`], in `nacos`, with its settings). Callers never ask
-//! it per request: an [`Upstream`] (in `upstream`) subscribes once, keeps a
-//! live set of instances, each with one lazily connected channel, and picks
-//! one per call. What address an instance announces is `advertise`'s job.
+//! it per request: a caller's [`Upstream`](crate::governance::Upstream)
+//! (the call policy, in governance) subscribes once and keeps a live set of
+//! instances, each with one lazily connected channel (`channel`). What
+//! address an instance announces is `advertise`'s job. Discovery depends on
+//! no governance.
 //!
 //! Adding a registry (say Consul) is one new module implementing
 //! [`Registry`], with its settings beside it, plus its case in
 //! [`DiscoveryConfig::from_env`] and [`Discovery::from_config`].
 
 pub mod advertise;
+mod channel;
 pub mod nacos;
 mod static_list;
-mod upstream;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,9 +32,10 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, Env};
 
+pub use channel::ChannelSettings;
+pub(crate) use channel::channel;
 pub use nacos::{NacosConfig, NacosDiscovery, NacosError};
 pub use static_list::StaticDiscovery;
-pub use upstream::{ChannelSettings, Upstream};
 
 /// A boxed future, as [`Registry`] methods return them (object safety).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -3,7 +3,7 @@
 //!
 //! It lives in a task-local for the request's task: the gateway sets it
 //! per request, a gRPC server per call (from the caller's `grpc-timeout`
-//! and metadata), and [`Upstream`](crate::discovery::Upstream) reads it to
+//! and metadata), and [`Upstream`](crate::governance::Upstream) reads it to
 //! send each downstream call what is left.
 
 use std::{sync::Arc, time::Instant};

@@ -9,14 +9,15 @@
 //!   keeps the last good rules.
 //! - Where the rules act: the gateway's edge (in-flight shedding, rate
 //!   limits, route deadlines, lanes; in the gateway crate), every caller
-//!   ([`Upstream`](crate::discovery::Upstream): per-attempt timeouts, retry
-//!   budgets, hedging, [`outlier`] detection per instance, [`breaker`]s
-//!   per method, lanes), and every gRPC server
+//!   ([`client`]'s [`Upstream`]: per-attempt timeouts, retry budgets,
+//!   hedging, [`outlier`] detection per instance, [`breaker`]s per method,
+//!   lanes, over the instances discovery finds), and every gRPC server
 //!   ([`server`]: in-flight limits, fault injection, and the deadline and
 //!   lane that travel with a call, in [`context`]).
 
 pub mod breaker;
 pub mod budget;
+pub mod client;
 pub mod context;
 pub mod outlier;
 pub mod rules;
@@ -40,6 +41,7 @@ use crate::{
     discovery::{DiscoveryConfig, NacosConfig},
 };
 
+pub use client::Upstream;
 pub use rules::{Rules, RulesError};
 
 /// The default data id of the rules in the Nacos config center.

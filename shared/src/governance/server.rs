@@ -203,7 +203,7 @@ where
                     state.record_fault(&method, "abort");
                     tracing::debug!(method = &*method, status = %fault.status, "fault injected");
                     let code =
-                        crate::rpc::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
+                        crate::code::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
                     super::refused_event("faults", &method);
                     return Ok(Status::new(code, format!("fault injected on {method}")).into_http());
                 }

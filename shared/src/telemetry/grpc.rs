@@ -83,11 +83,11 @@ fn status_of(headers: &HeaderMap) -> Option<GrpcStatus> {
 }
 
 /// The name of a gRPC status code, as `rpc.response.status_code` and
-/// `error.type` spell it ([`crate::rpc::code_name`]); `_OTHER` for a
+/// `error.type` spell it ([`crate::code::code_name`]); `_OTHER` for a
 /// number no code has.
 fn code_name(code: i32) -> &'static str {
     if (0..=16).contains(&code) {
-        crate::rpc::code_name(tonic::Code::from_i32(code))
+        crate::code::code_name(tonic::Code::from_i32(code))
     } else {
         "_OTHER"
     }

@@ -6,7 +6,7 @@
 //! - **One client for subscriptions**, made by [`NacosDiscovery::connect`]:
 //!   each subscribed service gets one listener that turns the SDK's change
 //!   events (server pushes, plus the SDK's own slow refresh) into a
-//!   [`watch`] channel that [`crate::discovery::Upstream`] follows. Nothing asks the
+//!   [`watch`] channel that [`crate::governance::Upstream`] follows. Nothing asks the
 //!   registry per request.
 //! - **One client per registered instance**: Nacos 2.x keeps at most one
 //!   instance of a service per client connection, so two instances in one

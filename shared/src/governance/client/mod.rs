@@ -1,0 +1,572 @@
+//! A downstream service as its callers see it: the live instance set a
+//! registry feeds, one lazily connected [`Channel`] per instance, and every
+//! call made through [`Upstream::call`] under the governance rules: a
+//! deadline per attempt (no more than what is left of the request's),
+//! retries on another instance within a budget, an optional hedged
+//! request, outlier detection per instance (a sick instance is ejected,
+//! not the service), a circuit breaker per method for failures the
+//! instances share, and instances picked by lane (`pick`); what a
+//! result says about the instance and the service is `outcome`'s.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, RwLock, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
+
+use opentelemetry::KeyValue;
+use tokio::sync::watch;
+use tonic::{Code, Status};
+
+use self::{
+    outcome::{
+        counts_against_breaker, instance_outcome, is_connection_failure, is_retryable, is_timeout,
+        no_answer,
+    },
+    pick::{Backend, Selector, build_backends},
+};
+use super::{
+    Governance,
+    breaker::{Breaker, BreakerState, Permit},
+    budget::RetryBudget,
+    context::CallContext,
+    outlier::{self, Admission, Change, Outcome},
+    rules::{BreakerPolicy, ClientPolicy, OutlierPolicy},
+};
+use crate::{
+    discovery::{ChannelSettings, Discovery, DiscoveryError},
+    telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
+};
+
+mod outcome;
+mod pick;
+#[cfg(test)]
+mod tests;
+
+/// A downstream service as its callers see it: the live set of its
+/// instances and a weighted pick among them. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
+    service: String,
+    backends: watch::Receiver<Arc<[Backend]>>,
+    cursor: AtomicU64,
+    metrics: RpcMetrics,
+    governance: Governance,
+    methods: RwLock<HashMap<&'static str, Arc<MethodState>>>,
+}
+
+/// What governance keeps per called method.
+#[derive(Debug, Default)]
+struct MethodState {
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("service", &self.inner.service)
+            .field("instances", &self.addrs())
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Subscribes to `service` and keeps a channel per instance in step
+    /// with the registry. Connections are made lazily, on first use.
+    pub async fn connect(
+        discovery: &Discovery,
+        service: &str,
+        settings: ChannelSettings,
+        governance: Governance,
+    ) -> Result<Self, DiscoveryError> {
+        let mut instances = discovery.subscribe(service).await?;
+        let initial = build_backends(&[], &instances.borrow_and_update(), &settings, service);
+        let (tx, rx) = watch::channel(initial);
+        let name = service.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = instances.changed() => {
+                        if changed.is_err() {
+                            break; // the registry side is gone; keep the last set
+                        }
+                    }
+                    () = tx.closed() => break, // every Upstream clone is gone
+                }
+                let next = {
+                    let current = tx.borrow().clone();
+                    build_backends(&current, &instances.borrow_and_update(), &settings, &name)
+                };
+                let addrs: Vec<&str> = next.iter().map(|b| b.instance.addr.as_str()).collect();
+                tracing::info!(service = %name, instances = ?addrs, "instance set changed");
+                tx.send_replace(next);
+            }
+        });
+        Ok(Self {
+            inner: Arc::new(UpstreamInner {
+                service: service.to_owned(),
+                backends: rx,
+                cursor: AtomicU64::new(0),
+                metrics: RpcMetrics::new(),
+                governance,
+                methods: RwLock::default(),
+            }),
+        })
+    }
+
+    /// The registry name of the service.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// Addresses of the instances currently known.
+    pub fn addrs(&self) -> Vec<String> {
+        self.inner
+            .backends
+            .borrow()
+            .iter()
+            .map(|b| b.instance.addr.clone())
+            .collect()
+    }
+
+    /// The backend's channel, wrapped to trace and measure every call.
+    fn traced(&self, backend: &Backend) -> TracedChannel {
+        TracedChannel::new(
+            backend.channel.clone(),
+            backend.instance.addr.as_str().into(),
+            self.inner.metrics.clone(),
+        )
+    }
+
+    fn method_state(&self, method: &'static str) -> Arc<MethodState> {
+        if let Some(state) = self
+            .inner
+            .methods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(method)
+        {
+            return state.clone();
+        }
+        self.inner
+            .methods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(method)
+            .or_default()
+            .clone()
+    }
+
+    /// The state of the breaker of `method` now.
+    pub fn breaker_state(&self, method: &'static str) -> BreakerState {
+        self.method_state(method).breaker.state(Instant::now())
+    }
+
+    /// Calls `R` on an instance of this service, under its rules (see
+    /// [`Upstream::call`]).
+    pub async fn invoke<R: crate::rpc::Rpc>(
+        &self,
+        request: R::Request,
+    ) -> Result<tonic::Response<R::Response>, Status> {
+        self.call(R::METHOD, request, R::send).await
+    }
+
+    /// Calls `method` (its gRPC name, e.g. `QueryNote`) with `request`
+    /// under the governance rules; call sites use [`Upstream::invoke`],
+    /// which names the method once. `call` gets a channel to the picked
+    /// instance and the request, with its deadline and metadata set; it is
+    /// called once per attempt.
+    ///
+    /// Idempotent methods (reads, health) are retried on another instance
+    /// when an attempt fails with UNAVAILABLE, RESOURCE_EXHAUSTED,
+    /// DEADLINE_EXCEEDED or a broken connection, within the retry budget,
+    /// and never when the call being served is itself a retry. Each
+    /// attempt's outcome feeds the picked instance's outlier detection; the
+    /// method's breaker sees the call's final outcome only, and not a
+    /// failure that outlier detection pinned on an instance it ejected:
+    /// one sick instance is taken out of rotation, the service stays in.
+    pub async fn call<Req, Res, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Req,
+        call: F,
+    ) -> Result<tonic::Response<Res>, Status>
+    where
+        Req: Clone,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let context = CallContext::current();
+        let governance = &self.inner.governance;
+        if !governance.enabled() {
+            let (backend, _) = self.pick_backend(&Selector::Default, None)?;
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(ClientPolicy::default().timeout);
+            return call(self.traced(&backend), request).await;
+        }
+        let active = governance.active();
+        let policy = active.rules.client_policy(&self.inner.service, method);
+        let selector = self.selector(&active.rules, &context);
+        drop(active);
+        let state = self.method_state(method);
+        state.budget.deposit(Instant::now());
+        let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
+        self.transition(method, change);
+        let Some(permit) = permit else {
+            crate::governance::refused_event("clients.breaker", method);
+            return Err(Status::unavailable(format!(
+                "circuit breaker open for {}/{method}",
+                self.inner.service
+            )));
+        };
+        let mut verdict = BreakerVerdict {
+            upstream: self,
+            method,
+            state: &state,
+            policy: policy.breaker,
+            permit: Some(permit),
+        };
+        let attempts = if context.retried {
+            1
+        } else {
+            policy.max_attempts.max(1)
+        };
+        let mut avoid: Option<String> = None;
+        let mut last: Option<(Status, Backend)> = None;
+        for attempt in 0..attempts {
+            let timeout = match context.deadline {
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(policy.timeout),
+                None => policy.timeout,
+            };
+            if timeout.is_zero() {
+                break;
+            }
+            if attempt > 0 {
+                if !state.budget.try_withdraw(
+                    policy.budget_ratio,
+                    policy.min_per_second,
+                    Instant::now(),
+                ) {
+                    self.count(&governance.metrics().budget_exhausted, method, None);
+                    break;
+                }
+                self.count(&governance.metrics().retries, method, Some("retry"));
+            }
+            let (backend, admission) = match self.pick_backend(&selector, avoid.as_deref()) {
+                Ok(picked) => picked,
+                Err(status) if last.is_none() => {
+                    verdict.record(true);
+                    return Err(status);
+                }
+                Err(_) => break,
+            };
+            let first = self.attempt(
+                &call,
+                backend.clone(),
+                admission,
+                &request,
+                timeout,
+                &context,
+                attempt > 0,
+                &policy,
+            );
+            let result = match policy.backup_delay {
+                Some(delay) if attempt == 0 && attempts > 1 => {
+                    self.hedge(
+                        first, delay, &call, &backend, &request, timeout, &context, &policy,
+                        &state, method,
+                    )
+                    .await
+                }
+                _ => first.await,
+            };
+            match result {
+                Ok(response) => {
+                    verdict.record(false);
+                    return Ok(response);
+                }
+                Err(status) if !is_retryable(&status) => {
+                    verdict.record(self.is_service_failure(&status, &backend));
+                    return Err(self.final_status(status, method));
+                }
+                Err(status) => {
+                    tracing::debug!(
+                        service = %self.inner.service,
+                        method,
+                        failed = %backend.instance.addr,
+                        code = ?status.code(),
+                        "attempt failed"
+                    );
+                    avoid = Some(backend.instance.addr.clone());
+                    last = Some((status, backend));
+                }
+            }
+        }
+        match last {
+            Some((status, backend)) => {
+                verdict.record(self.is_service_failure(&status, &backend));
+                Err(self.final_status(status, method))
+            }
+            None => {
+                verdict.record(true);
+                Err(Status::deadline_exceeded(format!(
+                    "no time left for {}/{method}",
+                    self.inner.service
+                )))
+            }
+        }
+    }
+
+    /// A call's final error as its caller sees it: a connection that broke
+    /// mid-call (an instance killed, a reset stream) is UNAVAILABLE, as a
+    /// refused one is, never the UNKNOWN or INTERNAL the transport reports,
+    /// which callers would answer as an unexpected failure (a 500).
+    fn final_status(&self, status: Status, method: &str) -> Status {
+        if is_connection_failure(&status) && status.code() != Code::Unavailable {
+            tracing::debug!(service = %self.inner.service, method, error = %status, "the connection failed mid-call");
+            return Status::unavailable(format!(
+                "the connection to {} failed during {method}",
+                self.inner.service
+            ));
+        }
+        status
+    }
+
+    /// Whether a call's final failure on `backend` says the service, not
+    /// one instance, is failing: it counts against the breaker unless
+    /// outlier detection has ejected the instance it came from.
+    fn is_service_failure(&self, status: &Status, backend: &Backend) -> bool {
+        counts_against_breaker(status) && !backend.health.is_ejected(Instant::now())
+    }
+
+    /// One attempt on `backend`, bounded by `timeout` (also sent as
+    /// `grpc-timeout`), with the lane and retry mark in its metadata; its
+    /// outcome is recorded for the instance's outlier detection.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt<'a, Req, Res, F, Fut>(
+        &'a self,
+        call: &'a F,
+        backend: Backend,
+        admission: Admission,
+        request: &Req,
+        timeout: Duration,
+        context: &CallContext,
+        retry: bool,
+        policy: &ClientPolicy,
+    ) -> impl Future<Output = Result<tonic::Response<Res>, Status>> + 'a
+    where
+        Req: Clone + 'a,
+        Res: 'a,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>> + 'a,
+    {
+        let mut request = tonic::Request::new(request.clone());
+        request.set_timeout(timeout);
+        context.write_metadata(request.metadata_mut(), retry);
+        let channel = self.traced(&backend);
+        // A timeout shorter than the method's (the caller's deadline was
+        // nearly spent) says nothing about the instance.
+        let full_timeout = timeout >= policy.timeout;
+        let outlier = policy.outlier;
+        async move {
+            let (result, timed_out) =
+                match tokio::time::timeout(timeout, call(channel, request)).await {
+                    Ok(Err(status)) if status.code() == Code::Cancelled && is_timeout(&status) => {
+                        (Err(no_answer(timeout)), true)
+                    }
+                    Ok(result) => (result, false),
+                    Err(_) => (Err(no_answer(timeout)), true),
+                };
+            let outcome = instance_outcome(&result, timed_out, full_timeout);
+            // Counting the ejected instances locks each of them: only a
+            // failure, which may eject, needs it.
+            let may_eject = matches!(outcome, Outcome::Failed { .. }) && self.may_eject(&outlier);
+            let change = admission.record(outcome, &outlier, may_eject, Instant::now());
+            self.rotation_changed(&backend, change);
+            result
+        }
+    }
+
+    /// Whether the cap on ejected instances allows one more ejection now.
+    fn may_eject(&self, policy: &OutlierPolicy) -> bool {
+        let backends = self.inner.backends.borrow();
+        let now = Instant::now();
+        let ejected = backends.iter().filter(|b| b.health.is_ejected(now)).count();
+        outlier::may_eject(policy, ejected, backends.len())
+    }
+
+    /// Logs and counts an instance leaving or rejoining the rotation.
+    fn rotation_changed(&self, backend: &Backend, change: Option<Change>) {
+        let service = &self.inner.service;
+        let instance = backend.instance.addr.as_str();
+        match change {
+            None => {}
+            Some(Change::Ejected {
+                duration,
+                consecutive,
+            }) => {
+                self.inner.governance.metrics().ejections.add(
+                    1,
+                    &[
+                        KeyValue::new("service", service.clone()),
+                        KeyValue::new("instance", instance.to_owned()),
+                    ],
+                );
+                tracing::warn!(
+                    %service,
+                    instance,
+                    consecutive,
+                    ejected_ms = duration.as_millis() as u64,
+                    "instance ejected: out of rotation after failing"
+                );
+            }
+            Some(Change::Restored) => {
+                tracing::info!(%service, instance, "instance answered: back in rotation");
+            }
+        }
+    }
+
+    /// Waits `delay` for `first`; then, if the budget allows, races it with
+    /// a second request on another instance and takes the first success.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedge<Req, Res, F, Fut>(
+        &self,
+        first: impl Future<Output = Result<tonic::Response<Res>, Status>>,
+        delay: Duration,
+        call: &F,
+        backend: &Backend,
+        request: &Req,
+        timeout: Duration,
+        context: &CallContext,
+        policy: &ClientPolicy,
+        state: &MethodState,
+        method: &'static str,
+    ) -> Result<tonic::Response<Res>, Status>
+    where
+        Req: Clone,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        tokio::pin!(first);
+        tokio::select! {
+            result = &mut first => return result,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let selector = self.selector(&self.inner.governance.active().rules, context);
+        let (second_backend, admission) =
+            match self.pick_backend(&selector, Some(&backend.instance.addr)) {
+                Ok(picked) => picked,
+                Err(_) => return first.await,
+            };
+        if !state
+            .budget
+            .try_withdraw(policy.budget_ratio, policy.min_per_second, Instant::now())
+        {
+            self.count(
+                &self.inner.governance.metrics().budget_exhausted,
+                method,
+                None,
+            );
+            return first.await;
+        }
+        self.count(
+            &self.inner.governance.metrics().retries,
+            method,
+            Some("hedge"),
+        );
+        let left = timeout.saturating_sub(delay);
+        let second = self.attempt(
+            call,
+            second_backend,
+            admission,
+            request,
+            left,
+            context,
+            true,
+            policy,
+        );
+        tokio::pin!(second);
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(response) => Ok(response),
+                Err(_) => second.await,
+            },
+            result = &mut second => match result {
+                Ok(response) => Ok(response),
+                Err(_) => first.await,
+            },
+        }
+    }
+
+    fn count(
+        &self,
+        counter: &opentelemetry::metrics::Counter<u64>,
+        method: &'static str,
+        kind: Option<&'static str>,
+    ) {
+        let mut attributes = vec![
+            KeyValue::new("service", self.inner.service.clone()),
+            KeyValue::new("method", method),
+        ];
+        if let Some(kind) = kind {
+            attributes.push(KeyValue::new("kind", kind));
+        }
+        counter.add(1, &attributes);
+    }
+
+    fn transition(&self, method: &'static str, change: Option<BreakerState>) {
+        let Some(state) = change else { return };
+        let metrics = self.inner.governance.metrics();
+        let attributes = [
+            KeyValue::new("service", self.inner.service.clone()),
+            KeyValue::new("method", method),
+        ];
+        metrics.breaker_state.record(state as i64, &attributes);
+        metrics.breaker_transitions.add(
+            1,
+            &[
+                attributes[0].clone(),
+                attributes[1].clone(),
+                KeyValue::new("state", state.as_str()),
+            ],
+        );
+        tracing::warn!(service = %self.inner.service, method, state = state.as_str(), "circuit breaker changed state");
+    }
+}
+
+/// Settles a call's breaker permit: with the call's final outcome, or as a
+/// failure when the call is dropped before it ends (its deadline passed), so
+/// that a half-open breaker never waits for a probe that will not come back.
+struct BreakerVerdict<'a> {
+    upstream: &'a Upstream,
+    method: &'static str,
+    state: &'a MethodState,
+    policy: BreakerPolicy,
+    permit: Option<Permit>,
+}
+
+impl BreakerVerdict<'_> {
+    fn record(&mut self, failed: bool) {
+        if let Some(permit) = self.permit.take() {
+            let change = self
+                .state
+                .breaker
+                .record(permit, failed, &self.policy, Instant::now());
+            self.upstream.transition(self.method, change);
+        }
+    }
+}
+
+impl Drop for BreakerVerdict<'_> {
+    fn drop(&mut self) {
+        self.record(true);
+    }
+}
