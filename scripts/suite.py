@@ -252,10 +252,18 @@ def start_service(group, name, role, env, args=None, probe=None, binary=EASY_NOT
 # --- rnacos -----------------------------------------------------------------
 
 def rnacos_bin():
-    """RNACOS_BIN, else rnacos on PATH, else ~/.cargo/bin/rnacos."""
-    path = os.environ.get("RNACOS_BIN") or shutil.which("rnacos") or os.path.expanduser("~/.cargo/bin/rnacos")
-    if not os.path.isfile(path):
-        raise Failure("rnacos not found (RNACOS_BIN, PATH or ~/.cargo/bin): cargo install --locked rnacos")
+    """The rnacos binary, as scripts/tools.sh finds it (RNACOS_BIN, PATH,
+    ~/.cargo/bin), or installs it when missing: one place for the shell
+    scripts and these."""
+    found = subprocess.run(
+        ["bash", "-c", 'source "$1" && ensure_rnacos >&2 && printf %s "$RNACOS_BIN"', "bash",
+         os.path.join(ROOT, "scripts", "tools.sh")],
+        stdout=subprocess.PIPE, text=True)
+    path = found.stdout
+    if found.returncode != 0 or not os.path.isfile(path):
+        raise Failure("rnacos could not be found or installed (scripts/tools.sh; RNACOS_BIN, PATH, "
+                      "~/.cargo/bin, else cargo install --locked rnacos)")
+    os.environ["RNACOS_BIN"] = path  # found once per process
     return path
 
 
