@@ -183,38 +183,35 @@ impl ClientAuth {
     }
 }
 
+/// One attempt at a client of the SDK's `$builder` kind (the naming and
+/// config builders share these methods but no trait): probe, settings,
+/// authentication, build, then the login's verdict.
+macro_rules! try_open {
+    ($builder:ident, $config:expr) => {{
+        let config = $config;
+        probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
+        let (props, auth) = client_setup(config);
+        let builder = $builder::new(props);
+        let builder = match &auth {
+            ClientAuth::None => builder,
+            ClientAuth::Password(plugin) => builder.with_auth_plugin(plugin.clone()),
+            ClientAuth::Aliyun => builder.enable_auth_plugin_aliyun(),
+        };
+        let client = builder
+            .build()
+            .await
+            .map_err(|err| Attempt::Failed(err.to_string()))?;
+        auth.check()?;
+        Ok(client)
+    }};
+}
+
 async fn try_open_client(config: &NacosConfig) -> Result<NamingService, Attempt> {
-    probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
-    let (props, auth) = client_setup(config);
-    let builder = NamingServiceBuilder::new(props);
-    let builder = match &auth {
-        ClientAuth::None => builder,
-        ClientAuth::Password(plugin) => builder.with_auth_plugin(plugin.clone()),
-        ClientAuth::Aliyun => builder.enable_auth_plugin_aliyun(),
-    };
-    let client = builder
-        .build()
-        .await
-        .map_err(|err| Attempt::Failed(err.to_string()))?;
-    auth.check()?;
-    Ok(client)
+    try_open!(NamingServiceBuilder, config)
 }
 
 async fn try_open_config_client(config: &NacosConfig) -> Result<ConfigService, Attempt> {
-    probe_grpc_ports(config).await.map_err(Attempt::Failed)?;
-    let (props, auth) = client_setup(config);
-    let builder = ConfigServiceBuilder::new(props);
-    let builder = match &auth {
-        ClientAuth::None => builder,
-        ClientAuth::Password(plugin) => builder.with_auth_plugin(plugin.clone()),
-        ClientAuth::Aliyun => builder.enable_auth_plugin_aliyun(),
-    };
-    let client = builder
-        .build()
-        .await
-        .map_err(|err| Attempt::Failed(err.to_string()))?;
-    auth.check()?;
-    Ok(client)
+    try_open!(ConfigServiceBuilder, config)
 }
 
 /// Opens a config-center client (the governance rules' source), retrying
