@@ -55,7 +55,7 @@ pub struct Config {
     /// Where user-service and note-service are.
     pub discovery: DiscoveryConfig,
     /// How calls to the services connect (their deadlines are governance rules).
-    pub rpc: ChannelSettings,
+    pub channels: ChannelSettings,
     /// Where the governance rules come from.
     pub governance: GovernanceConfig,
     /// `EASYNOTE_BODY_LIMIT` (default 256 KiB): largest request body accepted.
@@ -295,7 +295,7 @@ impl Config {
             claims: ClaimsConfig::from_env(env)?,
             revocation: RevocationConfig::from_env(env)?,
             discovery: DiscoveryConfig::from_env(env)?,
-            rpc: ChannelSettings::from_env(env)?,
+            channels: ChannelSettings::from_env(env)?,
             governance: GovernanceConfig::from_env(env)?,
             body_limit,
             lifecycle: LifecycleConfig::from_env(env)?,

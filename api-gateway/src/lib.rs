@@ -87,16 +87,16 @@ impl Gateway {
             .context("connecting to the service registry")?;
         let governance = Governance::start(&config.governance);
         let tls = Tls::start(&config.tls, SERVICE).context("loading the TLS files")?;
-        let rpc = config.rpc.clone().with_tls(tls);
+        let channels = config.channels.clone().with_tls(tls);
         let users = Upstream::connect(
             &discovery,
             service_name::USER,
-            rpc.clone(),
+            channels.clone(),
             governance.clone(),
         )
         .await
         .context("subscribing to user-service")?;
-        let notes = Upstream::connect(&discovery, service_name::NOTE, rpc, governance.clone())
+        let notes = Upstream::connect(&discovery, service_name::NOTE, channels, governance.clone())
             .await
             .context("subscribing to note-service")?;
         let logins = login_throttle::LoginThrottle::build(

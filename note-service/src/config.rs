@@ -17,7 +17,7 @@ pub struct Config {
     /// registry (also where user-service is) and shutdown bounds.
     pub service: ServiceConfig,
     /// How calls to user-service connect (their deadlines are governance rules).
-    pub rpc: ChannelSettings,
+    pub channels: ChannelSettings,
 }
 
 /// The default gRPC listen address.
@@ -28,7 +28,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULT_GRPC_ADDR, DEFAULT_DATABASE_URL)?,
-            rpc: ChannelSettings::from_env(env)?,
+            channels: ChannelSettings::from_env(env)?,
         })
     }
 }

@@ -62,7 +62,7 @@ impl NoteServer {
         let users = Upstream::connect(
             service.discovery(),
             service_name::USER,
-            config.rpc.with_tls(service.tls().cloned()),
+            config.channels.with_tls(service.tls().cloned()),
             service.governance().clone(),
         )
         .await

@@ -108,7 +108,7 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
             governance: GovernanceConfig::defaults(),
             tls: TlsSettings::plaintext(),
         },
-        rpc: ChannelSettings::default(),
+        channels: ChannelSettings::default(),
     };
     let server = NoteServer::build(config)
         .await

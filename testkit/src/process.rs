@@ -33,7 +33,7 @@ pub const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// How the children of a [`ProcessSuite`] find each other.
 #[derive(Debug)]
-pub enum Registry {
+pub enum SuiteDiscovery {
     /// Static lists: each child is given the addresses of those started before it.
     Static,
     /// A real rnacos, started for the suite.
@@ -45,7 +45,7 @@ pub enum Registry {
 #[derive(Debug)]
 pub struct ProcessSuite {
     /// The registry the children use.
-    pub registry: Registry,
+    pub registry: SuiteDiscovery,
     /// Their working directory.
     pub dir: TempDir,
     /// An HTTP client for tests.
@@ -73,15 +73,15 @@ pub struct Service {
 impl ProcessSuite {
     /// A suite of `program` (`easy-note`) children with static discovery.
     pub fn with_static_lists(program: &Path) -> Self {
-        Self::new(program, Registry::Static)
+        Self::new(program, SuiteDiscovery::Static)
     }
 
     /// A suite of `program` children around a fresh rnacos.
     pub async fn with_rnacos(program: &Path) -> Self {
-        Self::new(program, Registry::Nacos(Rnacos::start().await))
+        Self::new(program, SuiteDiscovery::Nacos(Rnacos::start().await))
     }
 
-    fn new(program: &Path, registry: Registry) -> Self {
+    fn new(program: &Path, registry: SuiteDiscovery) -> Self {
         Self {
             registry,
             dir: tempfile::tempdir().expect("a directory for the services"),
@@ -100,16 +100,16 @@ impl ProcessSuite {
     /// The rnacos of a Nacos suite.
     pub fn nacos(&self) -> &Rnacos {
         match &self.registry {
-            Registry::Nacos(nacos) => nacos,
-            Registry::Static => panic!("this suite runs on static discovery, without rnacos"),
+            SuiteDiscovery::Nacos(nacos) => nacos,
+            SuiteDiscovery::Static => panic!("this suite runs on static discovery, without rnacos"),
         }
     }
 
     /// The rnacos of a Nacos suite, to stop or restart it.
     pub fn nacos_mut(&mut self) -> &mut Rnacos {
         match &mut self.registry {
-            Registry::Nacos(nacos) => nacos,
-            Registry::Static => panic!("this suite runs on static discovery, without rnacos"),
+            SuiteDiscovery::Nacos(nacos) => nacos,
+            SuiteDiscovery::Static => panic!("this suite runs on static discovery, without rnacos"),
         }
     }
 
@@ -133,7 +133,7 @@ impl ProcessSuite {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        if let Registry::Nacos(nacos) = &self.registry {
+        if let SuiteDiscovery::Nacos(nacos) = &self.registry {
             for (k, v) in [
                 ("EASYNOTE_REGISTRY", "nacos".to_owned()),
                 ("NACOS_SERVER_ADDR", nacos.addr()),
@@ -313,7 +313,7 @@ impl ProcessSuite {
 
     /// Under static discovery, the addresses of the services started so far.
     fn static_lists(&self) -> Vec<(&'static str, String)> {
-        if !matches!(self.registry, Registry::Static) {
+        if !matches!(self.registry, SuiteDiscovery::Static) {
             return Vec::new();
         }
         let mut lists = Vec::new();
@@ -340,7 +340,7 @@ impl ProcessSuite {
             .rev()
             .find(|(k, _)| *k == "EASYNOTE_ADVERTISE_ADDR")
             .map_or_else(|| bound.clone(), |(_, v)| v.clone());
-        if let Registry::Nacos(nacos) = &self.registry {
+        if let SuiteDiscovery::Nacos(nacos) = &self.registry {
             let what = format!("{} registers {addr} as {service}", proc.name);
             self.eventually(REGISTRY_WITHIN, &what, || {
                 let exited = !proc.is_running();

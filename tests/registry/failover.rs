@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    Suite,
+    RegisteredSuite,
     harness::{GATEWAY, NOTE, REGISTRY_WITHIN, USER},
     load::Load,
     under_load_for,
@@ -15,7 +15,7 @@ const WORKERS: usize = 4;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_note_service_instance_costs_few_requests_and_none_once_the_registry_drops_it() {
     let _serial = crate::one_at_a_time().await;
-    let mut suite = Suite::start(2).await;
+    let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("crash-test").await;
     let id = suite.create_note(&token, "survives a crash").await;
     let load = Load::start(&suite.base(), &token, id, WORKERS);
@@ -65,7 +65,7 @@ async fn a_killed_note_service_instance_costs_few_requests_and_none_once_the_reg
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_of_note_service_under_load_loses_no_request() {
     let _serial = crate::one_at_a_time().await;
-    let mut suite = Suite::start(2).await;
+    let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("rolling").await;
     let id = suite.create_note(&token, "rolled over").await;
     let load = Load::start(&suite.base(), &token, id, WORKERS);
@@ -100,7 +100,7 @@ async fn a_rolling_restart_of_note_service_under_load_loses_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_outage_under_load_loses_no_request_and_registrations_come_back() {
     let _serial = crate::one_at_a_time().await;
-    let mut suite = Suite::start(2).await;
+    let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("outage").await;
     let id = suite.create_note(&token, "outlives the registry").await;
     let load = Load::start(&suite.base(), &token, id, WORKERS);

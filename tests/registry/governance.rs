@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{self, Cluster, Service, suite_bin},
+    harness::{self, ProcessSuite, Service, suite_bin},
     read,
 };
 
@@ -44,7 +44,7 @@ const GATEWAY_EDGE: [(&str, &str); 5] = [
     ("EASYNOTE_LOGIN_MAX_USER_FAILURES", "1000"),
 ];
 
-async fn governed(notes: &[&[(&str, String)]]) -> (Cluster, Vec<Service>, Service) {
+async fn governed(notes: &[&[(&str, String)]]) -> (ProcessSuite, Vec<Service>, Service) {
     let mut cluster = harness::cluster().await;
     cluster.set(&[("RUST_LOG", GOVERNANCE_DEBUG.to_owned())]);
     cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
@@ -59,7 +59,7 @@ async fn governed(notes: &[&[(&str, String)]]) -> (Cluster, Vec<Service>, Servic
 }
 
 /// Registers `username` and logs in; returns the token.
-async fn sign_up(cluster: &Cluster, gateway: &Service, username: &str) -> String {
+async fn sign_up(cluster: &ProcessSuite, gateway: &Service, username: &str) -> String {
     let credentials = json!({"username": username, "password": "password123"});
     let base = format!("http://{}", gateway.addr);
     let reply = cluster
@@ -78,7 +78,7 @@ async fn sign_up(cluster: &Cluster, gateway: &Service, username: &str) -> String
 /// Logs in as `username` (password `password123`), optionally as if
 /// forwarded for `ip`; returns the status, `Retry-After` and body.
 async fn login(
-    cluster: &Cluster,
+    cluster: &ProcessSuite,
     gateway: &Service,
     username: &str,
     ip: Option<&str>,
@@ -88,7 +88,7 @@ async fn login(
 }
 
 async fn login_full(
-    cluster: &Cluster,
+    cluster: &ProcessSuite,
     gateway: &Service,
     username: &str,
     ip: Option<&str>,
@@ -112,7 +112,7 @@ async fn login_full(
 
 /// `GET /v1/note/query` with `token`, plus optional headers.
 async fn query(
-    cluster: &Cluster,
+    cluster: &ProcessSuite,
     gateway: &Service,
     token: &str,
     headers: &[(&str, &str)],
@@ -707,7 +707,7 @@ async fn lanes_send_matching_requests_only_to_their_instances_and_fall_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_file_source_works_without_nacos_and_is_read_again_when_it_changes() {
-    let mut cluster = Cluster::with_static_lists(&suite_bin());
+    let mut cluster = ProcessSuite::with_static_lists(&suite_bin());
     cluster.set(&[("EASYNOTE_JWT_SECRET", harness::JWT_SECRET.to_owned())]);
     cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
     let file = cluster.dir.path().join("governance.json");

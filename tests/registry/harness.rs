@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 pub use easynote_testkit::{
-    process::{GATEWAY, NOTE, ProcessSuite as Cluster, Service, USER},
+    process::{GATEWAY, NOTE, ProcessSuite, Service, USER},
     rnacos::{REGISTRY_WITHIN, Rnacos, unreachable_nacos},
 };
 
@@ -23,16 +23,16 @@ pub fn suite_bin() -> PathBuf {
 
 /// rnacos and a directory for the services, with the settings every
 /// registry test shares.
-pub async fn cluster() -> Cluster {
-    let mut cluster = Cluster::with_rnacos(&suite_bin()).await;
+pub async fn cluster() -> ProcessSuite {
+    let mut cluster = ProcessSuite::with_rnacos(&suite_bin()).await;
     cluster.set(&[("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned())]);
     cluster
 }
 
 /// A directory for the services, which find each other by static address
 /// lists instead of a registry, with the same settings.
-pub fn static_cluster() -> Cluster {
-    let mut cluster = Cluster::with_static_lists(&suite_bin());
+pub fn static_cluster() -> ProcessSuite {
+    let mut cluster = ProcessSuite::with_static_lists(&suite_bin());
     cluster.set(&[("EASYNOTE_JWT_SECRET", JWT_SECRET.to_owned())]);
     cluster
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{FoundThrough, Suite, load::Load};
+use crate::{FoundThrough, RegisteredSuite, load::Load};
 
 /// Concurrent clients of the drill.
 const WORKERS: usize = 4;
@@ -34,7 +34,7 @@ async fn a_frozen_replica_found_through_nacos_is_isolated_and_comes_back() {
 }
 
 async fn frozen_replica_drill(found: FoundThrough) {
-    let suite = Suite::start_with(found, 2, DRILL_RULES).await;
+    let suite = RegisteredSuite::start_with(found, 2, DRILL_RULES).await;
     let token = suite.signed_up("frozen-drill").await;
     suite.create_note(&token, "served by either replica").await;
     let load = Load::queries(&suite.base(), &token, WORKERS);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, Service};
+use crate::harness::{ProcessSuite, Service};
 
 /// Holds the registry tests to one at a time under `cargo test` (nextest
 /// runs them one at a time by its `registry` test group): each runs an
@@ -29,13 +29,13 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// The suite started by the registry tests: user, note(s), gateway.
-struct Suite {
+struct RegisteredSuite {
     user: Service,
     notes: Vec<Service>,
     gateway: Service,
     /// Declared last, so dropped last: its directory holds the children's
     /// logs, which a failing test prints as the children are dropped.
-    cluster: Cluster,
+    cluster: ProcessSuite,
 }
 
 /// How a suite's services find each other.
@@ -63,7 +63,7 @@ const PATIENT_RULES: &str = r#"{
     }
 }"#;
 
-impl Suite {
+impl RegisteredSuite {
     /// rnacos, one user-service, `notes` note-services and a gateway (ready
     /// when there is a note-service), under [`PATIENT_RULES`].
     async fn start(notes: usize) -> Self {

@@ -16,14 +16,14 @@ use tokio::{
 };
 
 use crate::{
-    Suite,
+    RegisteredSuite,
     harness::{GATEWAY, NOTE, USER},
 };
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_registers_its_address_and_metadata_and_leaves_on_graceful_stop() {
     let _serial = crate::one_at_a_time().await;
-    let mut suite = Suite::start(1).await;
+    let mut suite = RegisteredSuite::start(1).await;
     let nacos = suite.cluster.nacos();
     for (service, addr, protocol) in [
         (USER, &suite.user.addr, "grpc"),
@@ -144,7 +144,7 @@ async fn both_note_service_instances_get_traffic_through_the_gateway() {
     let _serial = crate::one_at_a_time().await;
     // Each note-service advertises a counting relay in front of itself
     // (EASYNOTE_ADVERTISE_ADDR), so the test sees what the gateway sends.
-    let mut suite = Suite::start(0).await;
+    let mut suite = RegisteredSuite::start(0).await;
     let mut relays = Vec::new();
     for _ in 0..2 {
         let (relay, sent, target) = counting_relay().await;

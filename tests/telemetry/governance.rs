@@ -8,7 +8,7 @@ use easynote_testkit::otlp::{OtlpReceiver, Transport};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::Suite;
+use crate::TracedSuite;
 
 /// The `event` lines of the dashboard's allow-list: OTLP name → labels
 /// (without `job` and `instance`, which come from the resource).
@@ -56,7 +56,7 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
     .expect("write the rules");
     let mut env = receiver.exporter_env().to_vec();
     env.push(("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string()));
-    let suite = Suite::start(&env).await;
+    let suite = TracedSuite::start(&env).await;
 
     // limited: a second registration within the global bucket.
     suite.register("metered").await;

@@ -25,7 +25,7 @@ const USER_AGENT: &str = "easy-note-telemetry-tests/1";
 
 /// The three services as processes on static discovery, exporting to the
 /// `OTEL_*` settings given.
-struct Suite {
+struct TracedSuite {
     user: Service,
     note: Service,
     gateway: Service,
@@ -37,7 +37,7 @@ struct Suite {
     _processes: ProcessSuite,
 }
 
-impl Suite {
+impl TracedSuite {
     async fn start(otel: &[(&str, String)]) -> Self {
         Self::start_on(otel, None).await
     }
@@ -375,7 +375,7 @@ async fn one_trace_per_request(transport: Transport) {
         "OTEL_EXPORTER_OTLP_HEADERS",
         "Authentication=arms-token-123,x-team=notes".into(),
     ));
-    let suite = Suite::start(&otel).await;
+    let suite = TracedSuite::start(&otel).await;
     let traces = suite.story().await;
     let spans = receiver
         .wait_for_spans(WITHIN, |spans| complete(spans, &traces, STORY))
@@ -492,7 +492,7 @@ async fn one_request_is_one_trace_across_every_service_over_http_protobuf() {
 async fn every_span_of_a_request_stays_in_its_trace_on_every_backend() {
     for db in TestDatabase::all().await {
         let receiver = OtlpReceiver::start(Transport::Grpc).await;
-        let suite = Suite::start_on(&receiver.exporter_env(), Some(&db.url)).await;
+        let suite = TracedSuite::start_on(&receiver.exporter_env(), Some(&db.url)).await;
         let traces = suite.story().await;
         // More calls, more statements on the same workers.
         let token = suite.login_token().await;
@@ -560,7 +560,7 @@ async fn every_span_of_a_request_stays_in_its_trace_on_every_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
-    let suite = Suite::start(&receiver.exporter_env()).await;
+    let suite = TracedSuite::start(&receiver.exporter_env()).await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let (status, body, trace) = suite
@@ -613,7 +613,7 @@ async fn an_incoming_traceparent_is_continued_and_errors_mark_spans() {
 #[tokio::test(flavor = "multi_thread")]
 async fn red_metrics_arrive_with_their_attributes() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
-    let suite = Suite::start(&receiver.exporter_env()).await;
+    let suite = TracedSuite::start(&receiver.exporter_env()).await;
     suite.story().await;
     // A path no route matches: named by its method, with no http.route.
     let (status, _, unmatched_trace) = suite
@@ -737,7 +737,7 @@ async fn red_metrics_arrive_with_their_attributes() {
 async fn a_collector_that_is_down_fails_no_request_and_spans_flow_again_when_it_returns() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
     let addr = receiver.addr;
-    let suite = Suite::start(&receiver.exporter_env()).await;
+    let suite = TracedSuite::start(&receiver.exporter_env()).await;
     receiver.stop();
     drop(receiver);
 
@@ -797,7 +797,7 @@ async fn the_last_spans_arrive_at_graceful_shutdown() {
     let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
     // Batches would wait a minute: only the flush at shutdown can send them.
     otel.push(("OTEL_BSP_SCHEDULE_DELAY", "60000".into()));
-    let suite = Suite::start(&otel).await;
+    let suite = TracedSuite::start(&otel).await;
     let trace = suite.register("last").await.expect("x-trace-id");
     suite.stop().await;
     let spans = receiver.spans();
@@ -816,7 +816,7 @@ async fn with_the_sdk_disabled_nothing_is_traced() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
     let mut otel: Vec<(&str, String)> = receiver.exporter_env().into();
     otel.push(("OTEL_SDK_DISABLED", "true".into()));
-    let suite = Suite::start(&otel).await;
+    let suite = TracedSuite::start(&otel).await;
     let trace = suite.register("quiet").await;
     assert_eq!(trace, None, "no trace id without the SDK");
     suite.stop().await;
@@ -849,7 +849,7 @@ async fn the_sdk_reads_per_signal_settings_and_resource_attributes() {
             "service.namespace=notes,team=platform".to_owned(),
         ),
     ];
-    let suite = Suite::start(&otel).await;
+    let suite = TracedSuite::start(&otel).await;
     let trace = suite.register("standard").await.expect("x-trace-id");
     suite.stop().await;
     let spans = receiver.spans();
@@ -934,7 +934,7 @@ async fn unsampled_traces_keep_their_ids_and_sampled_callers_are_recorded_whole(
         "RUST_LOG",
         "info,easynote_shared::governance::server=debug".into(),
     ));
-    let suite = Suite::start(&otel).await;
+    let suite = TracedSuite::start(&otel).await;
     let traces = suite.story().await;
 
     // A caller that samples: its trace is recorded whole.
@@ -1012,7 +1012,7 @@ async fn unsampled_traces_keep_their_ids_and_sampled_callers_are_recorded_whole(
 /// caller's own when it sent a `traceparent`.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_an_exporter_every_hop_logs_the_trace_id_and_a_callers_trace_continues() {
-    let suite = Suite::start(&[(
+    let suite = TracedSuite::start(&[(
         "RUST_LOG",
         "info,easynote_shared::governance::server=debug".into(),
     )])
