@@ -8,7 +8,7 @@ use easynote_testkit::otlp::{OtlpReceiver, Transport};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::TracedSuite;
+use crate::harness::TracedSuite;
 
 /// The `event` lines of the dashboard's allow-list: OTLP name → labels
 /// (without `job` and `instance`, which come from the resource).
