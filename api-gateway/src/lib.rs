@@ -4,21 +4,21 @@
 //! [`Gateway::build`] binds the listener (port 0 works) and subscribes to
 //! the two services; [`Gateway::run`] serves until shutdown, then drains.
 
-pub mod auth;
+mod auth;
 mod authenticate;
-pub mod client_addr;
+mod client_addr;
 mod config;
 mod envelope;
 mod error;
 mod extract;
-pub mod governance;
+mod governance;
 mod http;
-pub mod login_throttle;
-pub mod observe;
+mod login_throttle;
+mod observe;
 mod openapi;
 mod panics;
 mod readiness;
-pub mod revocation;
+mod revocation;
 mod routes;
 mod state;
 
@@ -39,6 +39,7 @@ use easynote_shared::{
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use auth::JwtKeys;
 pub use config::{ClaimsConfig, Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
 pub use http::HttpConfig;

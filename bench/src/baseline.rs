@@ -9,7 +9,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use api_gateway::{ApiError, ClaimsConfig, JwtConfig, auth::JwtKeys};
+use api_gateway::{ApiError, ClaimsConfig, JwtConfig, JwtKeys};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},

@@ -14,7 +14,7 @@
 //! [`Registry`], with its settings beside it, plus its case in
 //! [`DiscoveryConfig::from_env`] and [`Discovery::from_config`].
 
-pub mod advertise;
+pub(crate) mod advertise;
 mod channel;
 pub mod nacos;
 mod static_list;

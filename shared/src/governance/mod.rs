@@ -15,9 +15,9 @@
 //!   ([`server`]: in-flight limits, fault injection, and the deadline and
 //!   lane that travel with a call, in [`context`]).
 
-pub mod breaker;
-pub mod budget;
-pub mod client;
+pub(crate) mod breaker;
+pub(crate) mod budget;
+pub(crate) mod client;
 pub mod context;
 pub mod outlier;
 pub mod rules;

@@ -18,7 +18,7 @@
 //! fine on a laptop, refused in production unless
 //! `EASYNOTE_INSECURE_INTERNAL=true` says so on purpose.
 
-pub mod authz;
+pub(crate) mod authz;
 mod client;
 pub mod devcert;
 pub mod server;
