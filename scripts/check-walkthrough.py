@@ -9,8 +9,9 @@ linked file must contain:
     [`struct AuthUser`](…)  [`enum ApiError`](…)           that item (also trait,
     [`trait Registry`](…)   [`const EJECT_FOR`](…)          type, static, mod)
     [`macro on_pool`](…)                                   `macro_rules! on_pool`
-    [`Upstream::call_idempotent`](…)                       the word `Upstream` and a
-                                                           `fn call_idempotent`
+    [`Upstream::call_idempotent`](…)                       a `fn call_idempotent`
+                                                           inside an `impl … Upstream`
+                                                           (or `trait Upstream`) block
     [`impl From<NoteError> for Status`](…)                 that exact text
     [`QueryNote`](…), [`TCP_NODELAY`](…)                   that exact text
 
@@ -64,13 +65,29 @@ def symbol_problem(symbol, source):
     path = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)::([a-z_][a-z0-9_]*)", symbol)
     if path:
         owner, method = path.groups()
-        missing = []
-        if not re.search(rf"\b{re.escape(owner)}\b", source):
-            missing.append(f"no `{owner}`")
-        if not re.search(rf"\bfn\s+{re.escape(method)}\s*[<(]", source):
-            missing.append(f"no `fn {method}`")
-        return " and ".join(missing) or None
+        method_fn = re.compile(rf"\bfn\s+{re.escape(method)}\s*[<(]")
+        if any(method_fn.search(body) for body in impl_bodies(source, owner)):
+            return None
+        return f"no `fn {method}` in an `impl` of `{owner}`"
     return None if symbol in source else f"no `{symbol}`"
+
+
+def impl_bodies(source, owner):
+    """The bodies of `source`'s `impl` blocks naming `owner` (`impl Owner`,
+    `impl<T> Trait for Owner<T>`, …) and of `trait Owner`, found by
+    matching braces."""
+    header = re.compile(rf"(?m)^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:impl\b[^{{;]*\b|trait\s+)"
+                        rf"{re.escape(owner)}\b[^{{;]*\{{")
+    for match in header.finditer(source):
+        start, depth = match.end() - 1, 0
+        for end in range(start, len(source)):
+            if source[end] == "{":
+                depth += 1
+            elif source[end] == "}":
+                depth -= 1
+                if depth == 0:
+                    yield source[start:end + 1]
+                    break
 
 
 def check(doc_path):
@@ -117,7 +134,8 @@ def self_test():
     holds = ["fn query", "struct Upstream", "const EJECT_FOR", "macro on_pool",
              "Upstream::call_idempotent", "impl From<NoteError> for Status"]
     breaks = ["fn query_all", "struct Downstream", "enum Upstream", "macro off_pool",
-              "Upstream::call", "Gateway::call_idempotent", "impl From<UserError> for Status"]
+              "Upstream::call", "Gateway::call_idempotent", "Upstream::query",
+              "impl From<UserError> for Status"]
     failures = [f"{s!r} should be found" for s in holds if symbol_problem(s, source)]
     failures += [f"{s!r} should be missing" for s in breaks if not symbol_problem(s, source)]
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
