@@ -287,17 +287,23 @@ mod tests {
         addr
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_application_serves_its_openapi_document() {
+    /// A gateway on port 0 whose services are both one stand-in health
+    /// server.
+    async fn standing_in() -> Gateway {
         let downstream = serving().await;
         let env = Env::from_pairs([
             ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
             ("EASYNOTE_USER_ADDRS", downstream.as_str()),
             ("EASYNOTE_NOTE_ADDRS", downstream.as_str()),
         ]);
-        let gateway = Gateway::build(Config::from_env(&env).expect("config"))
+        Gateway::build(Config::from_env(&env).expect("config"))
             .await
-            .expect("build");
+            .expect("build")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_application_serves_its_openapi_document() {
+        let gateway = standing_in().await;
         let (_trigger, shutdown) = easynote_shared::shutdown::channel();
         let request = axum::http::Request::get("/openapi.json")
             .body(axum::body::Body::empty())
@@ -367,15 +373,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_panicking_handler_is_a_500_and_readiness_turns_false_until_requests_are_served() {
-        let downstream = serving().await;
-        let env = Env::from_pairs([
-            ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
-            ("EASYNOTE_USER_ADDRS", downstream.as_str()),
-            ("EASYNOTE_NOTE_ADDRS", downstream.as_str()),
-        ]);
-        let gateway = Gateway::build(Config::from_env(&env).expect("config"))
-            .await
-            .expect("build");
+        let gateway = standing_in().await;
         let base = format!("http://{}", gateway.local_addr());
         let (trigger, shutdown) = easynote_shared::shutdown::channel();
         let routes = routes::router()
