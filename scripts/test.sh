@@ -21,6 +21,7 @@ fi
 # else install it (scripts/tools.sh; minutes, once).
 source scripts/tools.sh
 ensure_rnacos
+ensure_chromium
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --locked --no-fail-fast "$@"

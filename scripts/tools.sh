@@ -4,6 +4,9 @@
 #   ensure_rnacos      exports RNACOS_BIN: RNACOS_BIN if set, else rnacos on
 #                      PATH, else ~/.cargo/bin/rnacos, else installs it
 #   ensure_tarpaulin   installs cargo-tarpaulin $TARPAULIN_VERSION if missing
+#   ensure_chromium    exports CHROMEDRIVER: CHROMEDRIVER if set, else
+#                      chromedriver on PATH, else installs Debian's chromium
+#                      and chromium-driver (the web app's browser tests)
 #
 # Installs build at opt-level 1: rnacos at the default opt-level 3 took
 # 18 minutes on 2 cores, which no test needs (they start it a few times
@@ -39,4 +42,22 @@ ensure_tarpaulin() {
     echo "note: installing cargo-tarpaulin $TARPAULIN_VERSION (minutes, once)." >&2
     _install_tool cargo-tarpaulin --version "$TARPAULIN_VERSION"
   fi
+}
+
+ensure_chromium() {
+  if [[ -z "${CHROMEDRIVER:-}" ]]; then
+    if ! command -v chromedriver >/dev/null 2>&1; then
+      if ! command -v apt-get >/dev/null 2>&1; then
+        echo "chromedriver not found and no apt-get to install it: install Chromium and its WebDriver, or set CHROMEDRIVER" >&2
+        return 1
+      fi
+      echo "note: chromedriver not found; installing Debian's chromium and chromium-driver (a minute, once)." >&2
+      local sudo=""
+      [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null ||
+        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+    fi
+    CHROMEDRIVER="$(command -v chromedriver)"
+  fi
+  export CHROMEDRIVER
 }

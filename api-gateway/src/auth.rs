@@ -245,7 +245,20 @@ pub(crate) fn find_token(parts: &Parts, query_token: bool) -> Option<String> {
                 .and_then(|q| q.0.token)
                 .filter(|t| !t.is_empty())
         })
-        .or_else(|| cookie(&parts.headers, "jwt"))
+        .or_else(|| from_this_site(&parts.headers).then(|| cookie(&parts.headers, "jwt"))?)
+}
+
+/// Whether a cookie may speak for the request: not when a browser says it
+/// comes from another origin (`Sec-Fetch-Site` other than `same-origin`, or
+/// `none` for an address typed in). The web app's cookie is
+/// `SameSite=Strict`, so other sites' pages do not send it anyway; this
+/// also refuses it from a sibling subdomain (same site, other origin).
+/// Clients that are not browsers send no `Sec-Fetch-Site` and may present
+/// the cookie as the contract allows.
+fn from_this_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_none_or(|site| site == "same-origin" || site == "none")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

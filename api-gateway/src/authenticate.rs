@@ -48,15 +48,16 @@ impl Authenticator {
     }
 }
 
-/// The layer; see the module documentation. Probes carry no token and are
-/// not asked about.
+/// The layer; see the module documentation. Probes and the web app's page
+/// and assets are not asked about.
 pub async fn authenticate(
     State(authenticator): State<Authenticator>,
     request: Request,
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = if crate::governance::exempt(parts.uri.path()) {
+    let path = parts.uri.path();
+    let caller = if crate::governance::exempt(path) || crate::web::serves(path) {
         Caller::Anonymous
     } else {
         authenticator.caller(&parts).await

@@ -16,6 +16,7 @@ use crate::{
     http::HttpConfig,
     login_throttle::{LoginThrottleConfig, SharedStoreConfig},
     revocation::RevocationConfig,
+    web::WebConfig,
 };
 
 /// The default HTTP listen address.
@@ -64,6 +65,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Mutual TLS to the services (`EASYNOTE_TLS_*`).
     pub tls: TlsSettings,
+    /// The web app (`EASYNOTE_TRACE_UI_URL`).
+    pub web: WebConfig,
 }
 
 /// JWT settings.
@@ -300,6 +303,7 @@ impl Config {
             body_limit,
             lifecycle: LifecycleConfig::from_env(env)?,
             tls: TlsSettings::from_env(env, environment)?,
+            web: WebConfig::from_env(env)?,
         })
     }
 }

@@ -21,6 +21,7 @@ mod readiness;
 mod revocation;
 mod routes;
 mod state;
+mod web;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -45,6 +46,7 @@ pub use error::ApiError;
 pub use http::HttpConfig;
 pub use login_throttle::LoginThrottleConfig;
 pub use state::AppState;
+pub use web::WebConfig;
 
 /// Registry and telemetry name of the gateway.
 pub const SERVICE: &str = service_name::GATEWAY;
@@ -167,6 +169,7 @@ impl Gateway {
             readiness: Arc::default(),
             request_timeout: self.config.http.request_timeout,
             panics: Arc::default(),
+            web: Arc::new(web::WebApp::new(&self.config.web)),
         }
     }
 
@@ -204,9 +207,12 @@ fn prune_idle_state(state: &AppState, shutdown: &Shutdown) {
     });
 }
 
-/// The whole HTTP application over `state`; see [`layered`].
+/// The whole HTTP application over `state`: the API, its OpenAPI
+/// document and the web app; see [`layered`].
 pub fn app(state: AppState) -> Router {
-    let routes = routes::router().route("/openapi.json", axum::routing::get(openapi::document));
+    let routes = routes::router()
+        .route("/openapi.json", axum::routing::get(openapi::document))
+        .merge(web::router());
     layered(routes, state)
 }
 

@@ -31,13 +31,19 @@ fn is_probe(path: &str) -> bool {
 /// HTTP; behind a TLS-terminating load balancer (the ALB) the original
 /// scheme arrives in `X-Forwarded-Proto`.
 fn scheme(headers: &HeaderMap) -> &'static str {
-    match headers
+    if came_over_https(headers) {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Whether the client reached the gateway over HTTPS (see [`scheme`]).
+pub(crate) fn came_over_https(headers: &HeaderMap) -> bool {
+    headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-    {
-        Some(proto) if proto.trim().eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    }
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// `client.address`: the client the limits count (client_addr.rs: the

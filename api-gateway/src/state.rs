@@ -6,7 +6,7 @@ use easynote_shared::{governance::Upstream, shutdown::Shutdown};
 
 use crate::{
     auth::JwtKeys, governance::EdgeGovernance, login_throttle::LoginThrottle, panics::Panics,
-    readiness::ReadinessCheck, revocation::Revocations,
+    readiness::ReadinessCheck, revocation::Revocations, web::WebApp,
 };
 
 /// Cheap to clone: handles to the downstream services and the JWT keys.
@@ -35,4 +35,6 @@ pub struct AppState {
     /// Panics caught in the request path (readiness turns false while
     /// requests keep panicking).
     pub panics: Arc<Panics>,
+    /// The web app's page, rendered at start-up.
+    pub web: Arc<WebApp>,
 }

@@ -7,6 +7,7 @@
 //!   report the address they bound ([`process::Suite`] starts all three);
 //! - [`rnacos`]: a real Nacos-compatible registry;
 //! - [`otlp`]: a real OTLP receiver;
+//! - [`browser`]: headless Chromium over WebDriver, for the web app;
 //! - [`proxy`]: a TCP proxy that takes a real server away and back;
 //! - [`eventually`]: the one way tests wait, failing with what they saw.
 //!
@@ -17,6 +18,7 @@
 //! afterwards). Under CI (`CI` set) a missing MySQL URL is an error rather
 //! than a silent skip.
 
+pub mod browser;
 mod child;
 mod eventually;
 pub mod otlp;

@@ -13,3 +13,4 @@ mod resilience;
 mod security;
 mod tls;
 mod user_story;
+mod web_app;

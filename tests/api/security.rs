@@ -362,7 +362,7 @@ async fn a_token_in_the_url_is_refused_unless_turned_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_answer_says_nosniff_and_no_store() {
+async fn every_answer_says_nosniff_no_store_no_referrer_and_no_framing() {
     let app = TestApp::spawn().await;
     app.register("sybil", "sybil-secret").await;
     let http = &app.http;
@@ -393,6 +393,20 @@ async fn every_answer_says_nosniff_and_no_store() {
             Some("no-store"),
             "{case}: {headers:?}"
         );
+        for (header, wanted) in [
+            ("referrer-policy", "no-referrer"),
+            ("x-frame-options", "DENY"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+        ] {
+            assert_eq!(
+                headers.get(header).and_then(|v| v.to_str().ok()),
+                Some(wanted),
+                "{case}: {headers:?}"
+            );
+        }
     }
 }
 

@@ -282,9 +282,12 @@ async fn wait_after_accept_error(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Headers every answer carries: `X-Content-Type-Options: nosniff`, and
-/// `Cache-Control: no-store` unless the handler chose otherwise (login
-/// replies carry tokens, the others a user's notes: no cache may keep them).
+/// Headers every answer carries: `X-Content-Type-Options: nosniff`;
+/// `Referrer-Policy: no-referrer`; no framing (`X-Frame-Options: DENY`);
+/// `Cache-Control: no-store` and a Content-Security-Policy that allows
+/// nothing, unless the handler chose otherwise (login replies carry
+/// tokens, the others a user's notes: no cache may keep them; only the web
+/// app's page runs anything, under its own policy).
 pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -292,9 +295,19 @@ pub(crate) async fn secure_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     response
 }
 

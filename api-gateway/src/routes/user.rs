@@ -2,7 +2,13 @@
 
 use std::time::SystemTime;
 
-use axum::{Json, Router, body::Bytes, extract::State, routing::post};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, header},
+    routing::post,
+};
 use easynote_shared::{
     proto::user::v1::{CheckUserRequest, CreateUserRequest},
     rpc,
@@ -16,7 +22,9 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{ApiJson, ClientIp},
     login_throttle::Attempt,
+    observe::came_over_https,
     state::AppState,
+    web::{cleared_session_cookie, session_cookie},
 };
 
 /// Routes of the user resource.
@@ -99,15 +107,17 @@ pub struct LoginReply {
     tag = "user",
     request_body = Credentials,
     responses(
-        (status = 200, description = "The token, in `data` and at the top level", body = LoginReply),
+        (status = 200, description = "The token, in `data` and at the top level; also set as the `jwt` cookie (`HttpOnly`, `SameSite=Strict`) for the web app", body = LoginReply,
+            headers(("set-cookie" = String, description = "`jwt=<token>; Path=/; Max-Age=<lifetime>; HttpOnly; SameSite=Strict`, `Secure` over HTTPS"))),
         (status = 401, description = "Wrong username or password (code 10004)", body = EmptyReply),
     ),
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
-) -> ApiResult<Json<LoginReply>> {
+) -> ApiResult<([(header::HeaderName, String); 1], Json<LoginReply>)> {
     let attempt = Attempt::new(&body.username, ip);
     // Reserved before user-service is asked: concurrent guesses cannot
     // pass the allowance. Dropped unsettled (another error, or the client
@@ -133,7 +143,13 @@ pub(crate) async fn login(
     };
     let issued = state.jwt.issue(user_id, token_epoch)?;
     let expire = rfc3339(issued.expires_at);
-    Ok(Json(LoginReply {
+    // The web app's session: a cookie no script can read.
+    let lifetime = issued
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let cookie = session_cookie(&issued.token, lifetime, came_over_https(&headers));
+    let reply = Json(LoginReply {
         code: 0,
         message: SUCCESS,
         token: issued.token.clone(),
@@ -142,7 +158,8 @@ pub(crate) async fn login(
             token: issued.token,
             expire,
         },
-    }))
+    });
+    Ok(([(header::SET_COOKIE, cookie)], reply))
 }
 
 /// Body of logout; the body itself may be left out.
@@ -167,7 +184,7 @@ pub struct Logout {
     tag = "user",
     request_body(content = Option<Logout>, description = "Optional; `{}` or no body logs out only the token presented"),
     responses(
-        (status = 200, description = "Logged out", body = EmptyReply),
+        (status = 200, description = "Logged out; the `jwt` cookie is cleared", body = EmptyReply),
         (status = 401, description = "No valid token (code 10004)", body = EmptyReply),
     ),
     security(("bearer" = [])),
@@ -175,8 +192,9 @@ pub struct Logout {
 pub(crate) async fn logout(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Envelope<()>> {
+) -> ApiResult<([(header::HeaderName, String); 1], Envelope<()>)> {
     // No body, and `null`, are the default: this token only.
     let Logout { everywhere } = if body.iter().all(u8::is_ascii_whitespace) {
         Logout::default()
@@ -190,7 +208,8 @@ pub(crate) async fn logout(
         .revoke(&state.users, &user, everywhere)
         .await?;
     tracing::info!(user.id = user.id, everywhere, "logged out");
-    Ok(Envelope::empty())
+    let cookie = cleared_session_cookie(came_over_https(&headers));
+    Ok(([(header::SET_COOKIE, cookie)], Envelope::empty()))
 }
 
 fn rfc3339(at: SystemTime) -> String {
