@@ -126,7 +126,7 @@ HPA_MIN_CPU_REQUEST = 100
 # What a long-running compose service does when it exits or the engine restarts.
 COMPOSE_RESTART = {"unless-stopped", "always", "on-failure"}
 
-# The services' own defaults, as the README's configuration table lists them
+# The services' own defaults, as docs/configuration.md lists them
 # (durations as the services parse them; OTEL_* timeouts in milliseconds).
 DEFAULTS = {
     "EASYNOTE_SERVICE": "all",

@@ -236,7 +236,10 @@ def to_volume_dirs(value, spec, volumes):
 
 
 def readme_variables():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    """The variables the README and the reference pages under docs/ name."""
+    pages = [os.path.join(ROOT, "README.md")] + sorted(
+        os.path.join(ROOT, "docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md"))
+    text = "\n".join(open(page, encoding="utf-8").read() for page in pages)
     return set(re.findall(r"`((?:EASYNOTE|NACOS|OTEL|RUST)_?[A-Z0-9_]*)`", text))
 
 
@@ -321,7 +324,7 @@ def run(services, group):
                for k, v in container_env(spec, outer, volumes, read_files=False).items()}
         undocumented = sorted(k for k in env if k not in documented)
         if undocumented:
-            raise SmokeFailure(f"{name}: docker-compose.yml sets {undocumented}, which README.md does not document")
+            raise SmokeFailure(f"{name}: docker-compose.yml sets {undocumented}, which neither README.md nor docs/ documents")
         role, args = role_of(name, spec, env)
         for var in suite.LISTEN_VARS[role].values():
             if var in env:

@@ -43,7 +43,7 @@ pub async fn run_all(env: Env, shutdown: Shutdown) -> anyhow::Result<()> {
     wait_until_serving(note, tls.as_ref(), service_name::NOTE, wait).await?;
     tracing::info!(%user, %note, "user-service and note-service are serving");
     println!(
-        "Easy-Note is ready at http://{gateway}  (try: curl http://{gateway}/ping; Ctrl-C stops)"
+        "Easy-Note is ready at http://{gateway}/  (open it in a browser, or curl http://{gateway}/ping; Ctrl-C stops)"
     );
     running.await?
 }

@@ -1,4 +1,4 @@
-//! `api-gateway`: see the crate docs and the README for its settings.
+//! `api-gateway`: see the crate docs and docs/configuration.md for its settings.
 
 use std::process::ExitCode;
 

@@ -6,7 +6,7 @@
 //! built from plain pairs, which is how tests configure servers. Each
 //! setting lives beside what it configures (`DatabaseConfig` in `db`,
 //! `NacosConfig` in `discovery::nacos`, …) and writes its default once;
-//! every variable is documented in the README.
+//! every variable is documented in docs/configuration.md.
 
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 

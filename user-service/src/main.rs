@@ -1,4 +1,4 @@
-//! `user-service`: see the crate docs and the README for its settings.
+//! `user-service`: see the crate docs and docs/configuration.md for its settings.
 
 use std::process::ExitCode;
 
