@@ -58,7 +58,16 @@ schema cannot express, so that they cannot quietly break again:
   setting empty or passed through from `.env`, no password in a URL, the
   one exception Grafana's, see COMPOSE_COMMITTED_OK), and the Nacos and
   database passwords our services read are files a dev-certs one-shot
-  generates into a volume they mount.
+  generates into a volume they mount;
+- scaling and pulling: a Deployment a HorizontalPodAutoscaler scales sets no
+  `replicas` (every apply would reset the HPA's count) and, when the HPA
+  scales on CPU, requests at least HPA_MIN_CPU_REQUEST; no pod names its own
+  imagePullSecrets (the kubelet would then ignore the ServiceAccount's, where
+  ACK's ACR credential helper puts its Secret);
+- restarts and bounds: every long-running compose service has a restart
+  policy, and the one-shots others wait for (`service_completed_successfully`)
+  have none; Jaeger's in-memory store, in compose and in an overlay, is
+  bounded by a positive MEMORY_MAX_TRACES.
 
 Every failure is printed with the object and the numbers involved, and the
 exit status is 1. `--self-test` proves each rule can fail: it breaks the
@@ -610,9 +619,11 @@ def check_jaeger_memory(where, containers, errors):
             continue
         env = c.get("env") or {}
         names = env if isinstance(env, dict) else {v["name"]: v.get("value") for v in env}
-        if not str(names.get("MEMORY_MAX_TRACES") or "").isdigit():
+        bound = str(names.get("MEMORY_MAX_TRACES") or "")
+        # 0, like unset, is no bound at all.
+        if not bound.isdigit() or int(bound) == 0:
             errors.append(f"{where}: {image} keeps every trace in memory: set "
-                          "MEMORY_MAX_TRACES")
+                          f"MEMORY_MAX_TRACES (is {bound or 'unset'})")
 
 
 def check_overlay_nacos_auth(name, docs, errors):
@@ -1083,7 +1094,9 @@ def check_compose_restarts(compose, errors):
                  if (cond or {}).get("condition") == "service_completed_successfully"}
     for name, service in services.items():
         where = f"{COMPOSE_FILE}: service {name}"
-        restart = str(service.get("restart", "no"))
+        restart = service.get("restart", "no")
+        # An unquoted `restart: no` is YAML 1.1's false to PyYAML; compose reads "no".
+        restart = "no" if restart is False else str(restart)
         if name in one_shots and restart != "no":
             errors.append(f"{where} is a one-shot others wait for, but restart: {restart} "
                           "would run it again and again")
@@ -1230,18 +1243,6 @@ def mutations():
          "Nacos auth is off"),
         ("the local Nacos without its admin", "local",
          lambda d: container(d, "nacos").pop("lifecycle"), "no postStart hook sets the admin"),
-        ("the gateway's replicas set beside its HPA", "aliyun",
-         lambda d: find(d, "Deployment", "api-gateway")["spec"].update(replicas=2),
-         "beside its HorizontalPodAutoscaler"),
-        ("the gateway's CPU request too small for its HPA", "local",
-         lambda d: container(d, "api-gateway")["resources"]["requests"].update(cpu="50m"),
-         "the HPA flaps"),
-        ("pods name their own pull Secret", "aliyun",
-         lambda d: find(d, "Deployment", "note-service")["spec"]["template"]["spec"].update(
-             imagePullSecrets=[{"name": "acr-pull"}]),
-         "attach a pull Secret to the ServiceAccount"),
-        ("the local Jaeger keeps every trace", "local",
-         lambda d: container(d, "jaeger").update(env=[]), "keeps every trace in memory"),
         ("the local Nacos grants the services' user nothing", "local",
          lambda d: container(d, "nacos")["lifecycle"]["postStart"]["exec"].update(
              command=["sh", "-c", "curl -X POST http://127.0.0.1:8848/nacos/v1/auth/users/admin"]),
@@ -1263,6 +1264,21 @@ def mutations():
         ("note-service's liveness gives up before the health check does", "aliyun",
          lambda d: container(d, "note-service")["livenessProbe"].update(timeoutSeconds=3),
          "livenessProbe timeoutSeconds is 3s"),
+        # Scaling, pulling and Jaeger's store.
+        ("the gateway's replicas set beside its HPA", "aliyun",
+         lambda d: find(d, "Deployment", "api-gateway")["spec"].update(replicas=2),
+         "beside its HorizontalPodAutoscaler"),
+        ("the gateway's CPU request too small for its HPA", "local",
+         lambda d: container(d, "api-gateway")["resources"]["requests"].update(cpu="50m"),
+         "the HPA flaps"),
+        ("pods name their own pull Secret", "aliyun",
+         lambda d: find(d, "Deployment", "note-service")["spec"]["template"]["spec"].update(
+             imagePullSecrets=[{"name": "acr-pull"}]),
+         "attach a pull Secret to the ServiceAccount"),
+        ("the local Jaeger keeps every trace", "local",
+         lambda d: container(d, "jaeger")["env"].remove(
+             env_var(container(d, "jaeger"), "MEMORY_MAX_TRACES")),
+         "keeps every trace in memory"),
     ]
 
 
@@ -1306,13 +1322,6 @@ def compose_mutations():
         ("compose user-service can read another service's key",
          lambda c: svc(c, "user-service")["volumes"].append("certs-note:/app/other:ro"),
          "can read easy-note-note.key"),
-        ("compose note-service with no restart policy",
-         lambda c: svc(c, "note-service").pop("restart"), "stays down"),
-        ("compose restarts the certs one-shot",
-         lambda c: svc(c, "certs").update(restart="unless-stopped"), "run it again and again"),
-        ("compose Jaeger keeps every trace",
-         lambda c: svc(c, "jaeger")["environment"].pop("MEMORY_MAX_TRACES"),
-         "keeps every trace in memory"),
         ("compose services log in to Nacos as its admin",
          lambda c: svc(c, "note-service")["environment"].update(NACOS_USERNAME="nacos"),
          "logs in to Nacos as its admin"),
@@ -1365,6 +1374,16 @@ def compose_mutations():
          lambda c: svc(c, "note-service").update(healthcheck={
              **svc(c, "note-service")["healthcheck"], "timeout": "3s"}),
          "healthcheck timeout is 3s"),
+        ("compose note-service with no restart policy",
+         lambda c: svc(c, "note-service").pop("restart"), "stays down"),
+        ("compose restarts the certs one-shot",
+         lambda c: svc(c, "certs").update(restart="unless-stopped"), "run it again and again"),
+        ("compose Jaeger keeps every trace",
+         lambda c: svc(c, "jaeger")["environment"].pop("MEMORY_MAX_TRACES"),
+         "keeps every trace in memory"),
+        ("compose Jaeger bounded by zero",
+         lambda c: svc(c, "jaeger")["environment"].update(MEMORY_MAX_TRACES="0"),
+         "MEMORY_MAX_TRACES (is 0)"),
     ]
 
 
@@ -1431,8 +1450,8 @@ def main():
             print(f"  - {error}", file=sys.stderr)
         return 1
     print(f"manifests: probes, start-up and shutdown budgets, ALB Service type, Secrets, "
-          f"mutual TLS and network policy agree ({', '.join(inputs.overlays)} and "
-          f"{COMPOSE_FILE})")
+          f"mutual TLS, network policy, autoscaling, pull secrets, restarts and Jaeger's bound "
+          f"agree ({', '.join(inputs.overlays)} and {COMPOSE_FILE})")
     return 0
 
 

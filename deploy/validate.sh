@@ -9,8 +9,10 @@
 #   the services' settings, the ALB Service type, optional vs required
 #   Secrets, each Deployment's own Secrets, mutual TLS and exec probes,
 #   NetworkPolicies allowing exactly the suite's calls, compose's generated
-#   keys and loopback-only Nacos), after its self-test proves that each rule
-#   can fail;
+#   keys and loopback-only Nacos, no replicas beside an HPA and a CPU request
+#   its target can use, no pod-level imagePullSecrets, compose's restart
+#   policies, Jaeger's bounded store), after its self-test proves that each
+#   rule can fail;
 # - the telemetry pipeline (deploy/observability/): the collector's config
 #   against the schema of its components, prometheus.yml with Prometheus's
 #   own `promtool check config`, the Grafana dashboard's structure and every
