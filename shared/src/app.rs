@@ -87,8 +87,7 @@ where
 }
 
 /// Shown under every binary's `--help`.
-pub const SETTINGS_HELP: &str =
-    "Settings are read from the environment (EASYNOTE_*, NACOS_*, OTEL_*): see docs/configuration.md.";
+pub const SETTINGS_HELP: &str = "Settings are read from the environment (EASYNOTE_*, NACOS_*, OTEL_*): see docs/configuration.md.";
 
 /// Runs `serve` on a multi-threaded runtime with the process environment and
 /// a shutdown fired by Ctrl-C or SIGTERM; `service` names the process in
