@@ -6,7 +6,8 @@
 //! request, outlier detection per instance (a sick instance is ejected,
 //! not the service), a circuit breaker per method for failures the
 //! instances share, and instances picked by lane (`pick`); what a
-//! result says about the instance and the service is `outcome`'s.
+//! result says about the instance and the service is `outcome`'s, and the
+//! hedged second attempt is `hedge`'s.
 
 use std::{
     collections::HashMap,
@@ -21,24 +22,25 @@ use tonic::{Code, Status};
 
 use self::{
     outcome::{
-        counts_against_breaker, instance_outcome, is_connection_failure, is_retryable, is_timeout,
-        no_answer,
+        BreakerVerdict, counts_against_breaker, instance_outcome, is_connection_failure,
+        is_retryable, is_timeout, no_answer,
     },
     pick::{Backend, Selector, build_backends},
 };
 use super::{
     Governance,
-    breaker::{Breaker, BreakerState, Permit},
+    breaker::{Breaker, BreakerState},
     budget::RetryBudget,
     context::CallContext,
     outlier::{self, Admission, Change, Outcome},
-    rules::{BreakerPolicy, ClientPolicy, OutlierPolicy},
+    rules::{ClientPolicy, OutlierPolicy},
 };
 use crate::{
     discovery::{ChannelSettings, Discovery, DiscoveryError},
     telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
 };
 
+mod hedge;
 mod outcome;
 mod pick;
 #[cfg(test)]
@@ -434,78 +436,6 @@ impl Upstream {
         }
     }
 
-    /// Waits `delay` for `first`; then, if the budget allows, races it with
-    /// a second request on another instance and takes the first success.
-    #[allow(clippy::too_many_arguments)]
-    async fn hedge<Req, Res, F, Fut>(
-        &self,
-        first: impl Future<Output = Result<tonic::Response<Res>, Status>>,
-        delay: Duration,
-        call: &F,
-        backend: &Backend,
-        request: &Req,
-        timeout: Duration,
-        context: &CallContext,
-        policy: &ClientPolicy,
-        state: &MethodState,
-        method: &'static str,
-    ) -> Result<tonic::Response<Res>, Status>
-    where
-        Req: Clone,
-        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
-    {
-        tokio::pin!(first);
-        tokio::select! {
-            result = &mut first => return result,
-            () = tokio::time::sleep(delay) => {}
-        }
-        let selector = self.selector(&self.inner.governance.active().rules, context);
-        let (second_backend, admission) =
-            match self.pick_backend(&selector, Some(&backend.instance.addr)) {
-                Ok(picked) => picked,
-                Err(_) => return first.await,
-            };
-        if !state
-            .budget
-            .try_withdraw(policy.budget_ratio, policy.min_per_second, Instant::now())
-        {
-            self.count(
-                &self.inner.governance.metrics().budget_exhausted,
-                method,
-                None,
-            );
-            return first.await;
-        }
-        self.count(
-            &self.inner.governance.metrics().retries,
-            method,
-            Some("hedge"),
-        );
-        let left = timeout.saturating_sub(delay);
-        let second = self.attempt(
-            call,
-            second_backend,
-            admission,
-            request,
-            left,
-            context,
-            true,
-            policy,
-        );
-        tokio::pin!(second);
-        tokio::select! {
-            result = &mut first => match result {
-                Ok(response) => Ok(response),
-                Err(_) => second.await,
-            },
-            result = &mut second => match result {
-                Ok(response) => Ok(response),
-                Err(_) => first.await,
-            },
-        }
-    }
-
     fn count(
         &self,
         counter: &opentelemetry::metrics::Counter<u64>,
@@ -539,34 +469,5 @@ impl Upstream {
             ],
         );
         tracing::warn!(service = %self.inner.service, method, state = state.as_str(), "circuit breaker changed state");
-    }
-}
-
-/// Settles a call's breaker permit: with the call's final outcome, or as a
-/// failure when the call is dropped before it ends (its deadline passed), so
-/// that a half-open breaker never waits for a probe that will not come back.
-struct BreakerVerdict<'a> {
-    upstream: &'a Upstream,
-    method: &'static str,
-    state: &'a MethodState,
-    policy: BreakerPolicy,
-    permit: Option<Permit>,
-}
-
-impl BreakerVerdict<'_> {
-    fn record(&mut self, failed: bool) {
-        if let Some(permit) = self.permit.take() {
-            let change = self
-                .state
-                .breaker
-                .record(permit, failed, &self.policy, Instant::now());
-            self.upstream.transition(self.method, change);
-        }
-    }
-}
-
-impl Drop for BreakerVerdict<'_> {
-    fn drop(&mut self) {
-        self.record(true);
     }
 }

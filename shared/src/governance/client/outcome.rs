@@ -1,12 +1,13 @@
 //! What a call's result says: about the instance that took it (outlier
-//! detection), about the service (the breaker), and whether it is worth
-//! another attempt.
+//! detection), about the service (the breaker, settled by
+//! [`BreakerVerdict`]), and whether it is worth another attempt.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
 
-use crate::governance::outlier::Outcome;
+use super::{MethodState, Upstream};
+use crate::governance::{breaker::Permit, outlier::Outcome, rules::BreakerPolicy};
 
 /// The error of an attempt that got no answer in time.
 pub(super) fn no_answer(timeout: Duration) -> Status {
@@ -85,4 +86,33 @@ pub(super) fn is_connection_failure(status: &Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Internal
     ) && status.source().is_some()
+}
+
+/// Settles a call's breaker permit: with the call's final outcome, or as a
+/// failure when the call is dropped before it ends (its deadline passed), so
+/// that a half-open breaker never waits for a probe that will not come back.
+pub(super) struct BreakerVerdict<'a> {
+    pub(super) upstream: &'a Upstream,
+    pub(super) method: &'static str,
+    pub(super) state: &'a MethodState,
+    pub(super) policy: BreakerPolicy,
+    pub(super) permit: Option<Permit>,
+}
+
+impl BreakerVerdict<'_> {
+    pub(super) fn record(&mut self, failed: bool) {
+        if let Some(permit) = self.permit.take() {
+            let change = self
+                .state
+                .breaker
+                .record(permit, failed, &self.policy, Instant::now());
+            self.upstream.transition(self.method, change);
+        }
+    }
+}
+
+impl Drop for BreakerVerdict<'_> {
+    fn drop(&mut self) {
+        self.record(true);
+    }
 }
