@@ -52,6 +52,10 @@ pub struct ReceivedSpan {
     pub status_code: i32,
     /// Status message.
     pub status_message: String,
+    /// Start, in nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// End, in nanoseconds since the Unix epoch.
+    pub end_unix_nanos: u64,
 }
 
 impl ReceivedSpan {
@@ -177,6 +181,8 @@ fn store_traces(
                     attributes: attributes(&span.attributes),
                     status_code: status.code,
                     status_message: status.message,
+                    start_unix_nanos: span.start_time_unix_nano,
+                    end_unix_nanos: span.end_time_unix_nano,
                 });
             }
         }
