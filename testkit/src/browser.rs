@@ -16,7 +16,10 @@ use std::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::child::Proc;
+use crate::child::{Proc, program};
+
+/// How long one step of a test may wait for the page.
+const STEP: Duration = Duration::from_secs(10);
 
 /// The key WebDriver names an element by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -31,21 +34,12 @@ pub mod keys {
 
 /// chromedriver's program: `CHROMEDRIVER`, else `chromedriver` on `PATH`.
 pub fn chromedriver() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMEDRIVER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("chromedriver"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "chromedriver not found (CHROMEDRIVER or PATH): the browser tests need headless \
-                 Chromium and its driver; `scripts/test.sh` installs them (Debian packages \
-                 chromium and chromium-driver)"
-            )
-        })
+    program(
+        "CHROMEDRIVER",
+        "chromedriver",
+        "the browser tests need headless Chromium and its driver; `scripts/test.sh` installs \
+         them (Debian packages chromium and chromium-driver)",
+    )
 }
 
 /// One WebDriver session.
@@ -199,20 +193,16 @@ impl Browser {
     /// The first element matching a CSS selector, waiting up to 10 s for
     /// one that is displayed.
     pub async fn find(&self, css: &str) -> Element {
-        let started = Instant::now();
-        loop {
+        let what = format!("a displayed element matching `{css}`");
+        crate::eventually(STEP, &what, || async {
             for element in self.find_all(css).await {
                 if element.is_displayed().await {
-                    return element;
+                    return Ok(element);
                 }
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no displayed element matches `{css}` after 10 s; the page says:\n{}",
-                self.text("body").await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(format!("none; the page says:\n{}", self.text("body").await))
+        })
+        .await
     }
 
     /// The rendered text of the first element matching `css` ("" when
@@ -240,19 +230,19 @@ impl Browser {
 
     /// Waits up to 10 s for the text of `css` to contain `wanted`.
     pub async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
-        let started = Instant::now();
-        loop {
+        let what = format!("`{css}` saying {wanted:?}");
+        crate::eventually(STEP, &what, || async {
             let text = self.text(css).await;
             if text.contains(wanted) {
-                return text;
+                Ok(text)
+            } else {
+                Err(format!(
+                    "{text:?}; the page says:\n{}",
+                    self.text("body").await
+                ))
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "`{css}` says {text:?} after 10 s, not {wanted:?}; the page says:\n{}",
-                self.text("body").await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The element that has the keyboard focus.

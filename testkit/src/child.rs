@@ -10,6 +10,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A program the tests need: the file the variable `var` names (it must
+/// exist), else `name` on `PATH`. Missing, the test fails with `missing`,
+/// which says how to get it: a test never passes by skipping.
+pub fn program(var: &str, name: &str, missing: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{var}={} is not a file; {missing}",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} not found ({var} or PATH): {missing}"))
+}
+
 /// A loopback address where connections are refused for as long as the
 /// returned socket lives: bound, never listening, so no one else can take
 /// the port meanwhile.

@@ -16,33 +16,19 @@ use std::{
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::child::{Proc, tail};
+use crate::child::{Proc, program, tail};
 
 /// Bound on anything the registry should do "soon": appear, disappear, push.
 pub const REGISTRY_WITHIN: Duration = Duration::from_secs(20);
 
 /// The rnacos binary: `RNACOS_BIN`, else `rnacos` on `PATH`.
 fn rnacos_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("RNACOS_BIN").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "RNACOS_BIN={} is not a file; install rnacos with `cargo install --locked rnacos`",
-            path.display()
-        );
-        return path;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("rnacos"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "these tests need a real rnacos server, and none was found: set RNACOS_BIN or put \
-                 rnacos on PATH (`cargo install --locked rnacos`; ./scripts/test.sh does this)"
-            )
-        })
+    program(
+        "RNACOS_BIN",
+        "rnacos",
+        "these tests need a real rnacos server: `cargo install --locked rnacos` \
+         (./scripts/test.sh does this)",
+    )
 }
 
 /// A Nacos address where nothing answers, neither its HTTP port `p` nor

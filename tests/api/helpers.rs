@@ -27,6 +27,28 @@ pub fn with_certs(env: Env, dir: &Path, service: &str) -> Env {
         .with("EASYNOTE_TLS_RELOAD_INTERVAL", "100ms")
 }
 
+/// A governance rules document in a file of its own, for a gateway's
+/// `EASYNOTE_GOVERNANCE_FILE`; removed when dropped.
+#[derive(Debug)]
+pub struct RulesFile {
+    /// Where the document is.
+    pub path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RulesFile {
+    /// Writes `document` to a fresh file.
+    pub fn new(document: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("rules.json");
+        std::fs::write(&path, document).expect("write the rules");
+        Self {
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+}
+
 /// One running server and the means to stop it.
 #[derive(Debug)]
 pub struct Service {

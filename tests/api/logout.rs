@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{JWT_SECRET, TestApp, assert_error, now, read, token_with};
+use crate::helpers::{JWT_SECRET, RulesFile, TestApp, assert_error, now, read, token_with};
 
 /// Logs in as `username` (password `password123`) once more.
 async fn another_token(app: &TestApp, username: &str) -> String {
@@ -212,16 +212,11 @@ async fn a_logged_out_token_cannot_use_up_its_users_rate_limit() {
     // The per-user limit is keyed by the caller authentication accepted:
     // a revoked token is no user's, so its requests count against its
     // address, and the user's own bucket stays whole for their live tokens.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.json");
-    std::fs::write(
-        &rules,
+    let rules = RulesFile::new(
         r#"{"gateway": {"rate_limits": [
             {"route": "GET /v1/note/query", "key": "user", "per_second": 0.1, "burst": 3}]}}"#,
-    )
-    .expect("write the rules");
-    let rules = rules.display().to_string();
-    let app = TestApp::spawn_with(&[("EASYNOTE_GOVERNANCE_FILE", rules.as_str())]).await;
+    );
+    let app = TestApp::spawn_with(&[("EASYNOTE_GOVERNANCE_FILE", rules.path.as_str())]).await;
     let stolen = app.signed_up("mia").await;
     let kept = another_token(&app, "mia").await;
     let (status, body) = app

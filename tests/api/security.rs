@@ -18,7 +18,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::helpers::{TestApp, now, read, token_with};
+use crate::helpers::{RulesFile, TestApp, now, read, token_with};
 
 /// A client whose connections come from `127.0.0.{host}`.
 fn client_from(host: u8) -> reqwest::Client {
@@ -293,12 +293,9 @@ async fn with_its_redis_unreachable_login_fails_closed_and_the_rest_goes_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rules_document_without_rate_limits_still_leaves_the_login_floor() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.json");
-    std::fs::write(&rules, r#"{"gateway": {"rate_limits": []}}"#).expect("write the rules");
-    let rules = rules.display().to_string();
+    let rules = RulesFile::new(r#"{"gateway": {"rate_limits": []}}"#);
     let app = TestApp::spawn_with(&[
-        ("EASYNOTE_GOVERNANCE_FILE", rules.as_str()),
+        ("EASYNOTE_GOVERNANCE_FILE", rules.path.as_str()),
         ("EASYNOTE_LOGIN_RATE_PER_SECOND", "1"),
         ("EASYNOTE_LOGIN_RATE_BURST", "3"),
     ])

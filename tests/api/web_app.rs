@@ -10,7 +10,7 @@ use easynote_testkit::browser::{Browser, keys};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{RulesFile, TestApp};
 
 /// Saves a screenshot as `<EASYNOTE_SCREENSHOTS>/<name>.png` when asked to;
 /// takes it either way, so the command keeps working.
@@ -36,6 +36,21 @@ async fn page_problems(browser: &Browser) -> Vec<String> {
             !line.contains("Failed to load resource: the server responded with a status of")
         })
         .collect()
+}
+
+/// `GET /`, as a client that is not a browser sees it.
+async fn the_page(app: &TestApp) -> reqwest::Response {
+    app.http
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .expect("the page")
+}
+
+/// The id of the element that has the keyboard focus.
+async fn focused_id(browser: &Browser) -> String {
+    let id = browser.focused().await.property("id").await;
+    id.as_str().unwrap_or_default().to_owned()
 }
 
 /// Fills the log-in form and presses `button` (`login` or `register`).
@@ -174,16 +189,11 @@ async fn a_user_keeps_notes_in_the_browser_from_sign_up_to_log_out_and_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_browser_shows_each_refusal_clearly_and_keeps_working_after_an_outage() {
     // One note per 100 s for each user: the second create is refused.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.json");
-    std::fs::write(
-        &rules,
+    let rules = RulesFile::new(
         r#"{"gateway": {"rate_limits": [
             {"route": "POST /v1/note", "key": "user", "per_second": 0.01, "burst": 1}]}}"#,
-    )
-    .expect("write the rules");
-    let rules = rules.display().to_string();
-    let mut app = TestApp::spawn_with(&[("EASYNOTE_GOVERNANCE_FILE", rules.as_str())]).await;
+    );
+    let mut app = TestApp::spawn_with(&[("EASYNOTE_GOVERNANCE_FILE", rules.path.as_str())]).await;
     app.signed_up("grace").await;
     let browser = Browser::start().await;
     browser.goto(&app.base).await;
@@ -270,12 +280,7 @@ async fn what_users_write_shows_as_text_under_a_strict_content_security_policy()
     );
     assert_eq!(page_problems(&browser).await, Vec::<String>::new());
 
-    let page = app
-        .http
-        .get(format!("{}/", app.base))
-        .send()
-        .await
-        .expect("the page");
+    let page = the_page(&app).await;
     let policy = page.headers()["content-security-policy"]
         .to_str()
         .expect("ASCII");
@@ -302,27 +307,18 @@ async fn the_app_fits_a_phone_and_works_with_the_keyboard_alone() {
     browser.find("#welcome").await;
 
     // The page puts the focus in the username field; Tab and Enter do the rest.
-    assert_eq!(
-        browser.focused().await.property("id").await,
-        json!("username")
-    );
+    assert_eq!(focused_id(&browser).await, "username");
     browser.press("kim").await;
     browser.press(keys::TAB).await;
     browser.press("password123").await;
     browser.press(keys::ENTER).await;
     browser.wait_for_text("#status", "Welcome back, kim").await;
-    assert_eq!(
-        browser.focused().await.property("id").await,
-        json!("new-title")
-    );
+    assert_eq!(focused_id(&browser).await, "new-title");
     browser.press("From the keyboard").await;
     browser.press(keys::TAB).await;
     browser.press("no mouse needed").await;
     browser.press(keys::TAB).await;
-    assert_eq!(
-        browser.focused().await.property("id").await,
-        json!("create")
-    );
+    assert_eq!(focused_id(&browser).await, "create");
     browser.press(keys::ENTER).await;
     browser.wait_for_text("#status", "added").await;
     wait_for_titles(&browser, &["From the keyboard"]).await;
@@ -414,12 +410,7 @@ async fn the_session_cookie_is_http_only_strict_and_refused_from_other_origins()
 async fn assets_are_gzipped_cached_for_a_year_and_the_first_load_is_small() {
     let app = TestApp::spawn().await;
     app.signed_up("sam").await;
-    let page = app
-        .http
-        .get(format!("{}/", app.base))
-        .send()
-        .await
-        .expect("the page");
+    let page = the_page(&app).await;
     assert_eq!(page.headers()["cache-control"], "no-cache");
     let html = page.text().await.expect("the page's text");
     let assets: Vec<&str> = html
