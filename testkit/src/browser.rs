@@ -102,12 +102,17 @@ impl Browser {
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
             .port();
+        // The driver's and Chromium's scratch files (the profile, its
+        // singleton socket) go under `dir`, removed when the browser is
+        // dropped: nothing is left in /tmp, however the test ends.
+        let scratch = dir.path().join("tmp");
+        std::fs::create_dir(&scratch).expect("a scratch directory");
         let driver = Proc::spawn(
             "chromedriver",
             &chromedriver(),
             &[&format!("--port={port}")],
             dir.path(),
-            &[],
+            &[("TMPDIR".to_owned(), scratch.display().to_string())],
         );
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
