@@ -17,6 +17,7 @@
 
 use axum::{
     Router,
+    body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
@@ -84,10 +85,11 @@ impl WebConfig {
     }
 }
 
-/// The page as served, rendered once.
+/// The page as served, rendered once (cloning it for an answer is a
+/// reference count, not a copy).
 #[derive(Debug)]
 pub struct WebApp {
-    page: String,
+    page: Bytes,
 }
 
 impl WebApp {
@@ -95,7 +97,7 @@ impl WebApp {
     pub fn new(config: &WebConfig) -> Self {
         let trace_ui = config.trace_ui_url.as_deref().unwrap_or_default();
         Self {
-            page: INDEX.replace("{{trace_ui}}", &escape_attribute(trace_ui)),
+            page: Bytes::from(INDEX.replace("{{trace_ui}}", &escape_attribute(trace_ui))),
         }
     }
 }
@@ -236,7 +238,7 @@ mod tests {
         }
         let config = WebConfig::from_env(&env("http://j/trace/{trace_id}?a=1&b=\"x\""))
             .expect("a good address");
-        let page = WebApp::new(&config).page;
+        let page = String::from_utf8(WebApp::new(&config).page.to_vec()).expect("UTF-8");
         assert!(
             page.contains(r#"content="http://j/trace/{trace_id}?a=1&amp;b=&quot;x&quot;""#),
             "{page}"

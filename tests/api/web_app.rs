@@ -38,6 +38,19 @@ async fn page_problems(browser: &Browser) -> Vec<String> {
         .collect()
 }
 
+/// What the browser's Resource Timing says of the page's load: the
+/// requests after the document, the bytes transferred (the document's
+/// included; 0 for what came from the cache), and when the note list was
+/// first rendered (`null` if it was not).
+const LOAD_TIMING: &str = "
+    const entries = performance.getEntriesByType('resource');
+    const nav = performance.getEntriesByType('navigation')[0];
+    const rendered = performance.getEntriesByName('easynote:notes-rendered')[0];
+    return {requests: entries.map(e => e.name.replace(location.origin, '')),
+            document_bytes: nav.transferSize,
+            transferred_bytes: entries.reduce((sum, e) => sum + e.transferSize, nav.transferSize),
+            rendered_ms: rendered ? rendered.startTime : null};";
+
 /// `GET /`, as a client that is not a browser sees it.
 async fn the_page(app: &TestApp) -> reqwest::Response {
     app.http
@@ -444,35 +457,17 @@ async fn assets_are_gzipped_cached_for_a_year_and_the_first_load_is_small() {
     );
 
     // The first load, measured in the browser: one document, its assets and
-    // one API call. The numbers are printed (docs/web-app.md), not judged.
+    // one API call. The numbers are printed (docs/benchmarks.md), not judged.
     let browser = Browser::start().await;
     browser.goto(&app.base).await;
     browser.find("#welcome").await;
-    let cold = browser
-        .execute(
-            "const entries = performance.getEntriesByType('resource');
-             const nav = performance.getEntriesByType('navigation')[0];
-             return {requests: 1 + entries.length,
-                     transferred_bytes: entries.reduce((sum, e) => sum + e.transferSize, nav.transferSize)};",
-            json!([]),
-        )
-        .await;
+    let cold = browser.execute(LOAD_TIMING, json!([])).await;
     println!("web app, the first load (nothing cached, not signed in): {cold}");
     sign_in(&browser, "sam", "password123", "login").await;
     browser.wait_for_text("#status", "Welcome back").await;
     browser.goto(&app.base).await;
     browser.find("#notes").await;
-    let measured = browser
-        .execute(
-            "const entries = performance.getEntriesByType('resource');
-             const nav = performance.getEntriesByType('navigation')[0];
-             const rendered = performance.getEntriesByName('easynote:notes-rendered')[0];
-             return {requests: entries.map(e => e.name.replace(location.origin, '')),
-                     document_bytes: nav.transferSize,
-                     rendered_ms: rendered ? rendered.startTime : null};",
-            json!([]),
-        )
-        .await;
+    let measured = browser.execute(LOAD_TIMING, json!([])).await;
     let requests: Vec<&str> = measured["requests"]
         .as_array()
         .expect("a list")

@@ -88,45 +88,46 @@ async fn print_lines(receiver: &OtlpReceiver) -> ! {
     }
 }
 
-/// Each trace as a tree, once it has been quiet for [`QUIET`].
+/// Each trace as a tree, once it has been quiet for [`QUIET`]. Only the
+/// spans that arrived since the last look are sorted into their traces;
+/// a printed trace is forgotten but for its id (a late span of it is
+/// dropped, not printed as a second, partial tree).
 async fn print_waterfalls(receiver: &OtlpReceiver) -> ! {
-    // trace id -> (spans seen, when the last one arrived)
-    let mut pending: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
+    // trace id -> its spans so far, and when the last one arrived
+    let mut pending: BTreeMap<String, (Vec<ReceivedSpan>, Instant)> = BTreeMap::new();
     let mut printed = BTreeSet::new();
+    let mut seen = 0;
     loop {
         let spans = receiver.spans();
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for span in &spans {
-            *counts.entry(&span.trace_id).or_default() += 1;
-        }
         let now = Instant::now();
-        for (trace, count) in counts {
-            if printed.contains(trace) {
+        for span in spans.into_iter().skip(seen) {
+            seen += 1;
+            if printed.contains(&span.trace_id) {
                 continue;
             }
-            let entry = pending.entry(trace.to_owned()).or_insert((0, now));
-            if entry.0 != count {
-                *entry = (count, now);
-            }
+            let (of_trace, last) = pending
+                .entry(span.trace_id.clone())
+                .or_insert_with(|| (Vec::new(), now));
+            of_trace.push(span);
+            *last = now;
         }
-        let ready: Vec<String> = pending
+        let quiet: Vec<String> = pending
             .iter()
             .filter(|(_, (_, last))| now.duration_since(*last) >= QUIET)
             .map(|(trace, _)| trace.clone())
             .collect();
-        for trace in ready {
-            pending.remove(&trace);
-            let of_trace: Vec<&ReceivedSpan> =
-                spans.iter().filter(|span| span.trace_id == trace).collect();
-            print!("{}", waterfall(&trace, &of_trace));
-            printed.insert(trace);
+        for trace in quiet {
+            if let Some((of_trace, _)) = pending.remove(&trace) {
+                print!("{}", waterfall(&trace, &of_trace));
+                printed.insert(trace);
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// `spans` of one trace as an indented tree, children in start order.
-fn waterfall(trace: &str, spans: &[&ReceivedSpan]) -> String {
+fn waterfall(trace: &str, spans: &[ReceivedSpan]) -> String {
     let start = spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0);
     let end = spans
         .iter()
@@ -144,7 +145,6 @@ fn waterfall(trace: &str, spans: &[&ReceivedSpan]) -> String {
     // Roots: no parent, or a parent that never arrived.
     let mut roots: Vec<&ReceivedSpan> = spans
         .iter()
-        .copied()
         .filter(|s| s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_str()))
         .collect();
     roots.sort_by_key(|s| s.start_unix_nanos);
@@ -155,7 +155,7 @@ fn waterfall(trace: &str, spans: &[&ReceivedSpan]) -> String {
     text
 }
 
-fn tree(text: &mut String, span: &ReceivedSpan, spans: &[&ReceivedSpan], start: u64, depth: usize) {
+fn tree(text: &mut String, span: &ReceivedSpan, spans: &[ReceivedSpan], start: u64, depth: usize) {
     text.push_str(&format!(
         "{:indent$}{:<width$} {:<18} +{:>7.1} ms {:>7.1} ms\n",
         "",
@@ -168,7 +168,6 @@ fn tree(text: &mut String, span: &ReceivedSpan, spans: &[&ReceivedSpan], start: 
     ));
     let mut children: Vec<&ReceivedSpan> = spans
         .iter()
-        .copied()
         .filter(|s| s.parent_span_id == span.span_id)
         .collect();
     children.sort_by_key(|s| s.start_unix_nanos);
