@@ -115,11 +115,17 @@ pub(crate) async fn create(
         content: body.content,
         idempotency_key,
     };
-    let reply = state
-        .notes
-        .invoke::<rpc::CreateNote>(request)
-        .await?
-        .into_inner();
+    // With a key, a repeat replays the first create: if the instance
+    // that took it dies mid-call, the create is retried on another.
+    let reply = if request_had_key {
+        state
+            .notes
+            .invoke_repeatable::<rpc::CreateNote>(request)
+            .await
+    } else {
+        state.notes.invoke::<rpc::CreateNote>(request).await
+    }?
+    .into_inner();
     let mut response = Envelope::ok(Created {
         note_id: reply.note_id,
     })

@@ -16,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::KeyValue;
 use tokio::sync::watch;
 use tonic::{Code, Status};
 
@@ -32,7 +31,7 @@ use super::{
     breaker::{Breaker, BreakerState},
     budget::RetryBudget,
     context::CallContext,
-    outlier::{self, Admission, Change, Outcome},
+    outlier::{self, Admission, Outcome},
     rules::{ClientPolicy, OutlierPolicy},
 };
 use crate::{
@@ -40,6 +39,7 @@ use crate::{
     telemetry::{grpc::TracedChannel, metrics::RpcMetrics},
 };
 
+mod events;
 mod hedge;
 mod outcome;
 mod pick;
@@ -179,6 +179,18 @@ impl Upstream {
         self.call(R::METHOD, request, R::send).await
     }
 
+    /// [`Upstream::invoke`] for a request that is safe to repeat although
+    /// its method is not idempotent: a create carrying an idempotency key,
+    /// whose repeat replays the first result. A replica that dies
+    /// mid-call then costs a retry on another instance, not a 503.
+    pub async fn invoke_repeatable<R: crate::rpc::Rpc>(
+        &self,
+        request: R::Request,
+    ) -> Result<tonic::Response<R::Response>, Status> {
+        self.call_as(R::METHOD, request, R::send, Repeat::Safe)
+            .await
+    }
+
     /// Calls `method` (its gRPC name, e.g. `QueryNote`) with `request`
     /// under the governance rules; call sites use [`Upstream::invoke`],
     /// which names the method once. `call` gets a channel to the picked
@@ -204,6 +216,23 @@ impl Upstream {
         F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
     {
+        self.call_as(method, request, call, Repeat::AsMethod).await
+    }
+
+    /// [`Upstream::call`], with `repeat` saying whether this request may
+    /// be repeated even if its method may not.
+    async fn call_as<Req, Res, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Req,
+        call: F,
+        repeat: Repeat,
+    ) -> Result<tonic::Response<Res>, Status>
+    where
+        Req: Clone,
+        F: Fn(TracedChannel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
         let context = CallContext::current();
         let governance = &self.inner.governance;
         if !governance.enabled() {
@@ -213,7 +242,10 @@ impl Upstream {
             return call(self.traced(&backend), request).await;
         }
         let active = governance.active();
-        let policy = active.rules.client_policy(&self.inner.service, method);
+        let policy = match repeat {
+            Repeat::AsMethod => active.rules.client_policy(&self.inner.service, method),
+            Repeat::Safe => active.rules.repeatable_policy(&self.inner.service, method),
+        };
         let selector = self.selector(&active.rules, &context);
         drop(active);
         let state = self.method_state(method);
@@ -404,70 +436,12 @@ impl Upstream {
         let ejected = backends.iter().filter(|b| b.health.is_ejected(now)).count();
         outlier::may_eject(policy, ejected, backends.len())
     }
+}
 
-    /// Logs and counts an instance leaving or rejoining the rotation.
-    fn rotation_changed(&self, backend: &Backend, change: Option<Change>) {
-        let service = &self.inner.service;
-        let instance = backend.instance.addr.as_str();
-        match change {
-            None => {}
-            Some(Change::Ejected {
-                duration,
-                consecutive,
-            }) => {
-                self.inner.governance.metrics().ejections.add(
-                    1,
-                    &[
-                        KeyValue::new("service", service.clone()),
-                        KeyValue::new("instance", instance.to_owned()),
-                    ],
-                );
-                tracing::warn!(
-                    %service,
-                    instance,
-                    consecutive,
-                    ejected_ms = duration.as_millis() as u64,
-                    "instance ejected: out of rotation after failing"
-                );
-            }
-            Some(Change::Restored) => {
-                tracing::info!(%service, instance, "instance answered: back in rotation");
-            }
-        }
-    }
-
-    fn count(
-        &self,
-        counter: &opentelemetry::metrics::Counter<u64>,
-        method: &'static str,
-        kind: Option<&'static str>,
-    ) {
-        let mut attributes = vec![
-            KeyValue::new("service", self.inner.service.clone()),
-            KeyValue::new("method", method),
-        ];
-        if let Some(kind) = kind {
-            attributes.push(KeyValue::new("kind", kind));
-        }
-        counter.add(1, &attributes);
-    }
-
-    fn transition(&self, method: &'static str, change: Option<BreakerState>) {
-        let Some(state) = change else { return };
-        let metrics = self.inner.governance.metrics();
-        let attributes = [
-            KeyValue::new("service", self.inner.service.clone()),
-            KeyValue::new("method", method),
-        ];
-        metrics.breaker_state.record(state as i64, &attributes);
-        metrics.breaker_transitions.add(
-            1,
-            &[
-                attributes[0].clone(),
-                attributes[1].clone(),
-                KeyValue::new("state", state.as_str()),
-            ],
-        );
-        tracing::warn!(service = %self.inner.service, method, state = state.as_str(), "circuit breaker changed state");
-    }
+/// Whether a call may be repeated: as its method says (reads and health
+/// checks), or because this request is safe to repeat.
+#[derive(Debug, Clone, Copy)]
+enum Repeat {
+    AsMethod,
+    Safe,
 }

@@ -2,7 +2,7 @@ use super::{pick::pick, *};
 use crate::{discovery::StaticDiscovery, governance::GovernanceConfig};
 use crate::{
     discovery::{Instance, channel},
-    governance::outlier::Availability,
+    governance::outlier::{Availability, Change},
 };
 
 fn governance() -> Governance {
@@ -177,6 +177,53 @@ async fn idempotent_calls_move_to_another_instance_when_one_is_down() {
         ejected, 1,
         "the first refused instance is out of rotation; the second stays, as at most half may be out"
     );
+}
+
+/// A create whose connection broke mid-call on the first instance: the
+/// attempts `call` or `call_as(.., Repeat::Safe)` make.
+async fn creates_tried(repeat: Repeat) -> (Result<(), Status>, usize) {
+    let discovery = Discovery::new(StaticDiscovery::new([(
+        "svc",
+        vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()],
+    )]));
+    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+        .await
+        .expect("subscribe");
+    let tried = std::sync::atomic::AtomicUsize::new(0);
+    let result = upstream
+        .call_as(
+            "CreateNote",
+            (),
+            |_channel, _request| {
+                let first = tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err(Status::from_error(Box::new(std::io::Error::other(
+                            "connection reset",
+                        ))))
+                    } else {
+                        Ok(tonic::Response::new(()))
+                    }
+                }
+            },
+            repeat,
+        )
+        .await;
+    (
+        result.map(drop),
+        tried.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+#[tokio::test]
+async fn a_create_safe_to_repeat_is_retried_on_another_instance_and_others_are_not() {
+    let (result, tried) = creates_tried(Repeat::Safe).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(tried, 2, "retried once, on the other instance");
+    let (result, tried) = creates_tried(Repeat::AsMethod).await;
+    let status = result.expect_err("a create without a key is not repeated");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(tried, 1);
 }
 
 /// A gRPC health server on port 0 answering SERVING.

@@ -96,6 +96,27 @@ impl Rules {
     /// the service's `*` over the built-in defaults. Non-idempotent methods
     /// are never retried or hedged, whatever the rules say.
     pub fn client_policy(&self, service: &str, method: &str) -> ClientPolicy {
+        let mut policy = self.written_policy(service, method);
+        if !is_idempotent(method) {
+            policy.max_attempts = 1;
+            policy.backup_delay = None;
+        }
+        policy
+    }
+
+    /// The policy of a call whose method is not idempotent but whose
+    /// request is safe to repeat, because a repeat replays the first
+    /// one's result (a create carrying an idempotency key): retried as
+    /// the rules say, never hedged (two attempts at once would only race
+    /// for the key).
+    pub fn repeatable_policy(&self, service: &str, method: &str) -> ClientPolicy {
+        let mut policy = self.written_policy(service, method);
+        policy.backup_delay = None;
+        policy
+    }
+
+    /// The method's entry over the service's `*` over the defaults.
+    fn written_policy(&self, service: &str, method: &str) -> ClientPolicy {
         let mut policy = ClientPolicy::default();
         if let Some(rules) = self.clients.get(service) {
             if let Some(rule) = rules.get("*") {
@@ -104,10 +125,6 @@ impl Rules {
             if let Some(rule) = rules.get(method) {
                 policy.overlay(rule);
             }
-        }
-        if !is_idempotent(method) {
-            policy.max_attempts = 1;
-            policy.backup_delay = None;
         }
         policy
     }

@@ -44,6 +44,12 @@ fn given_keys_override_and_the_rest_keeps_its_default() {
     let create = rules.client_policy("easy-note-note", "CreateNote");
     assert_eq!(create.max_attempts, 1, "writes are never retried");
     assert_eq!(create.backup_delay, None);
+    let keyed = rules.repeatable_policy("easy-note-note", "CreateNote");
+    assert_eq!(
+        keyed.max_attempts, 2,
+        "a create safe to repeat is retried as the rules say"
+    );
+    assert_eq!(keyed.backup_delay, None, "and never hedged");
     assert_eq!(
         rules.server_limits("easy-note-user", "CheckUser"),
         (Some(256), Some(16))
