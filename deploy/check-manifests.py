@@ -90,6 +90,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OVERLAYS = ["deploy/k8s/overlays/local", "deploy/k8s/overlays/aliyun"]
 COMPOSE_FILE = "docker-compose.yml"
+DOCKERFILE = "deploy/Dockerfile"
 SECRET_DOCS = ["deploy/k8s/overlays/aliyun/README.md", "docs/tutorial.md"]
 READYZ_SOURCE = "api-gateway/src/readiness.rs"
 HEALTHCHECK_SOURCE = "shared/src/app.rs"
@@ -277,6 +278,7 @@ class Inputs:
     def __init__(self, overlays):
         self.overlays = {os.path.basename(o.rstrip("/")): render(o) for o in overlays}
         self.compose = yaml.safe_load(open(os.path.join(ROOT, COMPOSE_FILE), encoding="utf-8"))
+        self.dockerfile = open(os.path.join(ROOT, DOCKERFILE), encoding="utf-8").read()
         self.secret_docs = {p: open(os.path.join(ROOT, p), encoding="utf-8").read()
                             for p in SECRET_DOCS}
         self.readyz, self.readyz_error = readyz_worst_case()
@@ -1076,11 +1078,32 @@ def check(inputs):
     check_compose(inputs.compose, inputs, errors)
     check_compose_secrets(inputs.compose, errors)
     check_compose_restarts(inputs.compose, errors)
+    check_writable_mounts(inputs.compose, inputs.dockerfile, errors)
     for name, service in (inputs.compose.get("services") or {}).items():
         check_jaeger_memory(f"{COMPOSE_FILE}: service {name}",
                             [{"image": service.get("image"),
                               "env": compose_environment(service)[1]}], errors)
     return errors
+
+
+def check_writable_mounts(compose, dockerfile, errors):
+    """Every named volume a dev-certs one-shot writes is mounted on a
+    directory the image makes for its runtime user: an empty volume takes
+    the owner of the directory it is mounted on, and root's where the image
+    has none, which the one-shot (uid 10001) cannot write into."""
+    runtime = dockerfile[dockerfile.rfind("AS runtime"):]
+    made = set()
+    for run in re.findall(r"mkdir -p((?:\\\n|[^&\n])+)", runtime):
+        made.update(part for part in run.replace("\\\n", " ").split() if part.startswith("/"))
+    named = compose.get("volumes") or {}
+    for name, service in (compose.get("services") or {}).items():
+        if command_of(service)[:1] != ["dev-certs"]:
+            continue
+        for source, target, ro in volume_mounts(service):
+            if source in named and not ro and target not in made:
+                errors.append(f"{COMPOSE_FILE}: service {name} writes into volume {source} at {target}, "
+                              f"which {DOCKERFILE} does not make (mkdir -p, owned by the runtime user): "
+                              "the empty volume would be root's and the one-shot could not write")
 
 
 def check_compose_restarts(compose, errors):
@@ -1416,6 +1439,9 @@ def self_test(inputs):
         cases.append((what, lambda i, m=mutate: m(i.compose), expected))
     for what, mutate, expected in doc_mutations():
         cases.append((what, lambda i, m=mutate: m(i.secret_docs), expected))
+    cases.append(("the image no longer makes a mount point the certs one-shot writes into",
+                  lambda i: setattr(i, "dockerfile", i.dockerfile.replace(" /app/secrets/db ", " ")),
+                  "does not make"))
     for what, apply, expected in cases:
         broken = copy.deepcopy(inputs)
         apply(broken)
@@ -1450,7 +1476,7 @@ def main():
             print(f"  - {error}", file=sys.stderr)
         return 1
     print(f"manifests: probes, start-up and shutdown budgets, ALB Service type, Secrets, "
-          f"mutual TLS, network policy, autoscaling, pull secrets, restarts and Jaeger's bound "
+          f"mutual TLS, network policy, autoscaling, pull secrets, restarts, the image's volume mount points and Jaeger's bound "
           f"agree ({', '.join(inputs.overlays)} and {COMPOSE_FILE})")
     return 0
 
