@@ -170,36 +170,92 @@ def markdown(summary):
         for p in s["processes"]:
             out.append(f"| {s['title']} | {p['name']} | {p['ready_ms']:.0f} | {p['idle_rss_mb']:.1f} | "
                        f"{p['peak_rss_mb']:.1f} | {p['cpu_s']:.1f} |")
-    out += ["", "![Query-path latency percentiles and throughput per scenario](benchmarks.svg)"]
+    out += ["", "![Query throughput as a share of the no-RPC baseline against the targets, and CPU per 1,000 requests by process](benchmarks.svg)"]
     return "\n".join(out)
 
 
+# The query-path throughput targets as a share of the no-RPC baseline.
+RATIO_TARGETS = {"all-in-one": 0.6, "three-processes": 0.55}
+PROCESS_COLORS = {"api-gateway": "#4c78a8", "note-service": "#f58518", "user-service": "#54a24b",
+                  "easy-note": "#b279a2", "baseline": "#9d9d9d"}
+
+
+def query_rows(summary):
+    """(title, name, closed-loop query run) of every scenario with one, baseline first."""
+    rows = [(s["title"], s["name"], run_of(summary, s["name"], "query")) for s in summary["scenarios"]]
+    return [row for row in rows if row[2]]
+
+
+def cpu_per_1000(scenario):
+    """{process: CPU ms per 1,000 requests} over all the scenario's runs (preparation
+    and warm-up included, so an upper bound)."""
+    requests = sum(run["requests"] for run in scenario["runs"])
+    return {p["name"]: p["cpu_s"] * 1000 / requests * 1000 for p in scenario["processes"]} if requests else {}
+
+
 def svg(summary):
-    """Horizontal bars: p50/p90/p99 of the closed-loop query run per scenario, throughput beside."""
-    rows = [(s["title"], run_of(summary, s["name"], "query")) for s in summary["scenarios"]]
-    rows = [(title, run) for title, run in rows if run]
-    colors = {"p50": "#4c78a8", "p90": "#f58518", "p99": "#e45756"}
-    label_w, bar_w, row_h, top = 250, 420, 54, 56
-    width, height = label_w + bar_w + 200, top + row_h * len(rows) + 30
-    scale = max((run["latency_ms"]["p99"] for _, run in rows), default=1) or 1
+    """Two panels: query throughput as a share of the no-RPC baseline, with
+    the targets marked; and CPU per 1,000 requests, stacked by process."""
+    rows = query_rows(summary)
+    base = next((run for _, name, run in rows if name == "baseline"), None)
+    label_w, bar_w, row_h = 260, 400, 22
+    ratio_rows = [(title, name, run) for title, name, run in rows if name != "baseline"] if base else []
+    # Only scenarios made of the query rounds alone compare: the others
+    # also ran the mix or an open-loop run, whose CPU is in their totals.
+    cpu_rows = [(s["title"], cpu_per_1000(s)) for s in summary["scenarios"]
+                if s["runs"] and all(run["label"].endswith("/query") for run in s["runs"])]
+    top1 = 64
+    top2 = top1 + row_h * len(ratio_rows) + 80
+    width, height = label_w + bar_w + 150, top2 + row_h * len(cpu_rows) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="10" y="20" font-size="14" font-weight="bold">Query path, closed-loop: latency (ms) '
-             f'and throughput — {html.escape(summary["date"])}, {html.escape(summary["commit"])}</text>']
-    for i, name in enumerate(colors):
-        parts.append(f'<rect x="{label_w + i * 70}" y="32" width="12" height="12" fill="{colors[name]}"/>'
-                     f'<text x="{label_w + i * 70 + 16}" y="42">{name}</text>')
-    parts.append(f'<text x="{label_w + bar_w + 20}" y="42" font-weight="bold">req/s</text>')
-    for i, (title, run) in enumerate(rows):
-        y = top + i * row_h
-        parts.append(f'<text x="10" y="{y + 26}">{html.escape(title)}</text>')
-        for j, name in enumerate(colors):
-            value = run["latency_ms"][name]
-            w = max(1, value / scale * bar_w)
-            parts.append(f'<rect x="{label_w}" y="{y + 6 + j * 14}" width="{w:.1f}" height="12" fill="{colors[name]}"/>'
-                         f'<text x="{label_w + w + 4:.1f}" y="{y + 16 + j * 14}" font-size="10">{value:.2f}</text>')
-        parts.append(f'<text x="{label_w + bar_w + 20}" y="{y + 26}">{run["throughput_rps"]:,.0f}</text>')
+             f'<text x="10" y="20" font-size="14" font-weight="bold">Benchmarks of {html.escape(summary["date"])}, '
+             f'commit {html.escape(summary["commit"])}</text>']
+    if ratio_rows:
+        scale = max(1.0, max(run["throughput_rps"] / base["throughput_rps"] for _, _, run in ratio_rows))
+        parts.append(f'<text x="10" y="{top1 - 22}" font-weight="bold">Query throughput as a share of the no-RPC '
+                     f'baseline ({base["throughput_rps"]:,.0f} req/s), closed loop; dashed: the targets</text>')
+        for i, (title, name, run) in enumerate(ratio_rows):
+            y = top1 + i * row_h
+            ratio = run["throughput_rps"] / base["throughput_rps"]
+            target = RATIO_TARGETS.get(name)
+            color = "#9d9d9d" if target is None else ("#54a24b" if ratio >= target else "#e45756")
+            w = ratio / scale * bar_w
+            parts.append(f'<text x="10" y="{y + 14}">{html.escape(title)}</text>'
+                         f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="14" fill="{color}"/>'
+                         f'<text x="{label_w + bar_w + 8}" y="{y + 14}" font-size="11">{ratio:.2f}x '
+                         f'({run["throughput_rps"]:,.0f} req/s)</text>')
+        bottom = top1 + row_h * len(ratio_rows)
+        for i, (name, target) in enumerate(RATIO_TARGETS.items()):
+            x = label_w + target / scale * bar_w
+            parts.append(f'<line x1="{x:.1f}" y1="{top1 - 4}" x2="{x:.1f}" y2="{bottom}" '
+                         f'stroke="black" stroke-dasharray="4 3"/>'
+                         f'<text x="{x:.1f}" y="{bottom + 14 + i * 13}" font-size="10" text-anchor="middle">'
+                         f'{target:.2f}x target: {html.escape(name)}</text>')
+        parts.append(f'<text x="10" y="{bottom + 14}" font-size="10">green: target met; red: not met; '
+                     'grey: no target</text>')
+    if cpu_rows:
+        scale = max(sum(cpu.values()) for _, cpu in cpu_rows) or 1
+        parts.append(f'<text x="10" y="{top2 - 22}" font-weight="bold">CPU ms per 1,000 requests, by process '
+                     '(scenarios of the three query rounds alone; preparation included)</text>')
+        shown = [name for name in PROCESS_COLORS if any(name in cpu for _, cpu in cpu_rows)]
+        for i, name in enumerate(shown):
+            parts.append(f'<rect x="{label_w + i * 95}" y="{top2 - 14}" width="10" height="10" '
+                         f'fill="{PROCESS_COLORS[name]}"/><text x="{label_w + i * 95 + 14}" y="{top2 - 5}" '
+                         f'font-size="10">{name}</text>')
+        for i, (title, cpu) in enumerate(cpu_rows):
+            y = top2 + 6 + i * row_h
+            x = label_w
+            parts.append(f'<text x="10" y="{y + 14}">{html.escape(title)}</text>')
+            for name, ms in sorted(cpu.items(), key=lambda item: list(PROCESS_COLORS).index(item[0])
+                                   if item[0] in PROCESS_COLORS else 99):
+                w = ms / scale * bar_w
+                parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" '
+                             f'fill="{PROCESS_COLORS.get(name, "#333")}"><title>{html.escape(name)}: '
+                             f'{ms:.0f} ms</title></rect>')
+                x += w
+            parts.append(f'<text x="{x + 4:.1f}" y="{y + 14}" font-size="11">{sum(cpu.values()):,.0f}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
