@@ -19,7 +19,13 @@ A reference that no longer holds is reported with the line, the link and
 what is missing, so that after a move or a rename the fix is to point the
 link at the new place. Also checks every other document given.
 
+A link that names code carries a line anchor (`…/note.rs#L120`) to where
+its first code span is defined, so that a reader lands on it. Anchors are
+generated, not written: `--fix` rewrites them after the code moved, and
+a check reports every anchor that no longer points at its code.
+
 usage: scripts/check-walkthrough.py [DOC ...]     (default: docs/walkthrough.md)
+       scripts/check-walkthrough.py --fix [DOC ...]
        scripts/check-walkthrough.py --self-test
 Standard library only.
 """
@@ -49,6 +55,29 @@ def strip_code_blocks(text):
     return out
 
 
+def symbol_line(symbol, source):
+    """The 1-based line where `symbol` is defined in `source` (or, for plain
+    text, first appears), or None."""
+    words = symbol.split()
+    if len(words) == 2 and words[0] in ITEM_KINDS + ("macro",):
+        kind, name = words
+        pattern = {"fn": rf"\bfn\s+{re.escape(name)}\s*[<(]",
+                   "macro": rf"macro_rules!\s+{re.escape(name)}\b"}.get(kind, rf"\b{kind}\s+{re.escape(name)}\b")
+        found = re.search(pattern, source)
+        position = found.start() if found else None
+    else:
+        path = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)::([a-z_][a-z0-9_]*)", symbol)
+        if path:
+            owner, method = path.groups()
+            method_fn = re.compile(rf"\bfn\s+{re.escape(method)}\s*[<(]")
+            position = next((start + found.start() for start, body in impl_bodies(source, owner)
+                             for found in [method_fn.search(body)] if found), None)
+        else:
+            position = source.find(symbol)
+            position = None if position < 0 else position
+    return None if position is None else source.count("\n", 0, position) + 1
+
+
 def symbol_problem(symbol, source):
     """Why `symbol` is not in `source`, or None when it is."""
     words = symbol.split()
@@ -66,14 +95,14 @@ def symbol_problem(symbol, source):
     if path:
         owner, method = path.groups()
         method_fn = re.compile(rf"\bfn\s+{re.escape(method)}\s*[<(]")
-        if any(method_fn.search(body) for body in impl_bodies(source, owner)):
+        if any(method_fn.search(body) for _, body in impl_bodies(source, owner)):
             return None
         return f"no `fn {method}` in an `impl` of `{owner}`"
     return None if symbol in source else f"no `{symbol}`"
 
 
 def impl_bodies(source, owner):
-    """The bodies of `source`'s `impl` blocks naming `owner` (`impl Owner`,
+    """(start, body) of `source`'s `impl` blocks naming `owner` (`impl Owner`,
     `impl<T> Trait for Owner<T>`, …) and of `trait Owner`, found by
     matching braces."""
     header = re.compile(rf"(?m)^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:impl\b[^{{;]*\b|trait\s+)"
@@ -86,15 +115,17 @@ def impl_bodies(source, owner):
             elif source[end] == "}":
                 depth -= 1
                 if depth == 0:
-                    yield source[start:end + 1]
+                    yield start, source[start:end + 1]
                     break
 
 
-def check(doc_path):
-    """Problems of one document: (line, message)."""
+def check(doc_path, fix=False):
+    """Problems of one document: (line, message). With `fix`, line anchors
+    that are missing or moved are rewritten instead of reported."""
     problems = []
     doc_dir = os.path.dirname(os.path.join(ROOT, doc_path))
     text = open(os.path.join(ROOT, doc_path), encoding="utf-8").read()
+    lines = text.split("\n")
     links = 0
     for number, line in enumerate(strip_code_blocks(text), start=1):
         for match in LINK.finditer(line):
@@ -102,7 +133,8 @@ def check(doc_path):
             if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
                 continue  # a URL, or an anchor in this page
             links += 1
-            path = os.path.normpath(os.path.join(doc_dir, target.split("#", 1)[0]))
+            file_part, _, anchor = target.partition("#")
+            path = os.path.normpath(os.path.join(doc_dir, file_part))
             shown = os.path.relpath(path, ROOT)
             if not os.path.exists(path):
                 problems.append((number, f"[{label}]({target}): {shown} does not exist"))
@@ -115,12 +147,24 @@ def check(doc_path):
                                          f"directory; link the file that defines it"))
                 continue
             source = open(path, encoding="utf-8", errors="replace").read()
-            for symbol in symbols:
-                why = symbol_problem(symbol, source)
-                if why:
-                    problems.append((number, f"[{label}]({target}): {why} in {shown}"))
+            whys = [why for why in (symbol_problem(symbol, source) for symbol in symbols) if why]
+            for why in whys:
+                problems.append((number, f"[{label}]({target}): {why} in {shown}"))
+            at = symbol_line(symbols[0], source)
+            if whys or at is None or anchor == f"L{at}":
+                continue
+            if fix:
+                lines[number - 1] = lines[number - 1].replace(
+                    f"]({target})", f"]({file_part}#L{at})", 1)
+            else:
+                problems.append((number, f"[{label}]({target}): {symbols[0]} is at line {at} of {shown}, "
+                                         f"the link says {('#' + anchor) if anchor else 'no line'}"))
     if links == 0:
         problems.append((0, "no relative links at all: is this the right document?"))
+    if fix:
+        fixed = "\n".join(lines)
+        if fixed != text:
+            open(os.path.join(ROOT, doc_path), "w", encoding="utf-8").write(fixed)
     return problems
 
 
@@ -147,12 +191,21 @@ def self_test():
             "[gone](missing.rs) and [`fn gone`](code.rs) and [`fn query`](.)\n"
             "```\n[`fn ignored`](nowhere.rs)\n```\n[web](https://example.com)\n")
         found = check(os.path.relpath(doc, ROOT))
-        expected = ["missing.rs does not exist", "no `fn gone`", "links to a directory"]
+        expected = ["missing.rs does not exist", "no `fn gone`", "links to a directory",
+                    "Upstream::call_idempotent is at line 3", "fn query is at line 8"]
         for phrase in expected:
             if not any(phrase in message for _, message in found):
                 failures.append(f"a document check should report {phrase!r}; got {found}")
         if len(found) != len(expected):
             failures.append(f"expected exactly {len(expected)} problems, got {found}")
+        # --fix writes the anchors; then only the broken references remain.
+        check(os.path.relpath(doc, ROOT), fix=True)
+        fixed = open(doc, encoding="utf-8").read()
+        for anchored in ("(code.rs#L3)", "(code.rs#L8)"):
+            if anchored not in fixed:
+                failures.append(f"--fix should write {anchored}; got {fixed!r}")
+        if len(check(os.path.relpath(doc, ROOT))) != 3:
+            failures.append("after --fix only the three broken references should remain")
     if failures:
         print("check-walkthrough self-test FAILED:", *failures, sep="\n  ", file=sys.stderr)
         return 1
@@ -163,10 +216,12 @@ def self_test():
 def main(argv):
     if argv == ["--self-test"]:
         return self_test()
-    docs = argv or DEFAULT_DOCS
+    fix = argv[:1] == ["--fix"]
+    docs = argv[1:] if fix else argv
+    docs = docs or DEFAULT_DOCS
     failed = False
     for doc in docs:
-        problems = check(doc)
+        problems = check(doc, fix)
         for number, message in problems:
             print(f"{doc}:{number}: {message}", file=sys.stderr)
         if problems:
@@ -175,7 +230,8 @@ def main(argv):
             print(f"{doc}: every linked file and symbol exists")
     if failed:
         print("Update the links above to where the code lives now (or the code, if it was "
-              "renamed by mistake).", file=sys.stderr)
+              "renamed by mistake); line anchors are rewritten by "
+              "scripts/check-walkthrough.py --fix.", file=sys.stderr)
     return 1 if failed else 0
 
 
