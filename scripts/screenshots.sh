@@ -6,9 +6,14 @@
 #   rnacos-*.png    rnacos's console (tutorial steps 3 and 4b): the services from
 #                   the release build registered in an rnacos of this run's own,
 #                   two note-service instances, one with the metadata lane=canary
+#   prometheus-*.png  Prometheus in docker-compose.yml (tutorial step 5b), brought up
+#                   by the engine smoke test (deploy/engine/run.sh; as root, with a
+#                   Docker engine): the instances it discovers from the registry.
+#                   Its Prometheus is Debian's 2.42 standing in for prom/prometheus:v3.5.0
 #
-#   scripts/screenshots.sh            all of them
-#   scripts/screenshots.sh registry   only the console's (needs the release build)
+#   scripts/screenshots.sh              the web app's and the console's
+#   scripts/screenshots.sh registry     only the console's (needs the release build)
+#   scripts/screenshots.sh prometheus   only Prometheus's (needs the engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
@@ -74,8 +79,24 @@ registry() {
     docs/images/rnacos-instances.png 1280,520
 }
 
+prometheus() {
+  # Up with Compose v2, the walkthrough run; left up for the pictures, then down.
+  bash deploy/engine/run.sh --compose v2 --keep
+  trap 'docker compose -p easy-note-engine down -v >/dev/null 2>&1' RETURN
+  local query='prometheus_sd_discovered_targets{config=~"nacos/.*"}'
+  # Discovery refreshes every 10 s (prometheus.yml): wait for all four instances.
+  for _ in $(seq 1 60); do
+    curl -s "http://127.0.0.1:9090/api/v1/query" --data-urlencode "query=sum($query)" |
+      grep -q '"4"' && break
+    sleep 1
+  done
+  shoot "http://127.0.0.1:9090/graph?g0.expr=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$query")&g0.tab=1" \
+    docs/images/prometheus-discovered.png 1280,520
+}
+
 case "${1:-all}" in
   registry) registry ;;
+  prometheus) prometheus ;;
   all)
     EASYNOTE_SCREENSHOTS="$PWD/docs/images" \
       cargo nextest run --locked -p easy-note --test api web_app::
