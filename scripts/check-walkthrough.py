@@ -80,25 +80,17 @@ def symbol_line(symbol, source):
 
 def symbol_problem(symbol, source):
     """Why `symbol` is not in `source`, or None when it is."""
+    if symbol_line(symbol, source) is not None:
+        return None
     words = symbol.split()
     if len(words) == 2 and words[0] in ITEM_KINDS:
-        kind, name = words
-        pattern = rf"\b{kind}\s+{re.escape(name)}\b"
-        if kind == "fn":
-            pattern = rf"\bfn\s+{re.escape(name)}\s*[<(]"
-        return None if re.search(pattern, source) else f"no `{kind} {name}`"
+        return f"no `{symbol}`"
     if len(words) == 2 and words[0] == "macro":
-        name = words[1]
-        found = re.search(rf"macro_rules!\s+{re.escape(name)}\b", source)
-        return None if found else f"no `macro_rules! {name}`"
+        return f"no `macro_rules! {words[1]}`"
     path = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)::([a-z_][a-z0-9_]*)", symbol)
     if path:
-        owner, method = path.groups()
-        method_fn = re.compile(rf"\bfn\s+{re.escape(method)}\s*[<(]")
-        if any(method_fn.search(body) for _, body in impl_bodies(source, owner)):
-            return None
-        return f"no `fn {method}` in an `impl` of `{owner}`"
-    return None if symbol in source else f"no `{symbol}`"
+        return f"no `fn {path.group(2)}` in an `impl` of `{path.group(1)}`"
+    return f"no `{symbol}`"
 
 
 def impl_bodies(source, owner):
