@@ -82,13 +82,18 @@ def targets(summary):
         rows.append(("mutual TLS on every gRPC hop vs plaintext, 3 processes (no target)",
                      f"{-cost * 100:+.1f}%", None))
     capacity = run_of(summary, "overload", "login-capacity")
-    for scenario, what in (("overload", "with shedding"), ("overload-off", "governance off")):
+    for scenario, what, goal in (("overload", "with fixed limits", ">= 90% of capacity served, bounded p99"),
+                                 ("overload-off", "governance off", "(no target)"),
+                                 ("overload-adaptive", "adaptive concurrency",
+                                  ">= 95% served, p99 of successes < 100 ms, no limit tuned")):
         run = run_of(summary, scenario, "login-overload")
         if capacity and run:
             share = run["ok_throughput_rps"] / capacity["ok_throughput_rps"]
-            rows.append((f"logins at 3x capacity, {what}: >= 90% of capacity served, bounded p99",
-                         f"{share * 100:.0f}% served, p99 of successes {run['ok_latency_ms']['p99']:,.0f} ms",
-                         share >= 0.9 if scenario == "overload" else None))
+            p99 = run["ok_latency_ms"]["p99"]
+            met = {"overload": share >= 0.9, "overload-off": None,
+                   "overload-adaptive": share >= 0.95 and p99 < 100}[scenario]
+            rows.append((f"logins at 3x capacity, {what}: {goal}",
+                         f"{share * 100:.0f}% served, p99 of successes {p99:,.0f} ms", met))
     # Per service: the processes of the three-process scenarios (the
     # all-in-one holds all three services in one process).
     services = [p for s in summary["scenarios"] for p in s["processes"]

@@ -26,6 +26,8 @@ Scenarios (the services are the ones users run; only the settings differ):
   governance-off     the all-in-one with EASYNOTE_GOVERNANCE=off (against all-in-one's default rules)
   overload           the all-in-one's login capacity closed-loop, then logins open-loop at 3x it
   overload-off       the same offered load with EASYNOTE_GOVERNANCE=off (no shedding)
+  overload-adaptive  the same offered load with user-service's fixed in-flight limits replaced by
+                     an adaptive one (servers.easy-note-user.adaptive, every setting its default)
   *-before           with EASYNOTE_BENCH_BEFORE=<an earlier easy-note binary>: all-in-one and
                      three processes on that build, to compare builds in one run
 
@@ -63,7 +65,11 @@ BENCH_RULES = {"gateway": {"rate_limits": [{"route": "*", "key": "user", "per_se
 # The overload runs measure shedding, not rate limits: none at all (a login
 # has no user, so the per-user limit would key it by address).
 NO_RATE_LIMITS = {"gateway": {"rate_limits": []}}
-RULES_FOR = {"overload": NO_RATE_LIMITS, "overload-off": NO_RATE_LIMITS}
+# Adaptive concurrency instead of user-service's fixed limits (256, and 16
+# for CheckUser): a service entry the document gives replaces the default
+# one, so no number is tuned here.
+ADAPTIVE = {**NO_RATE_LIMITS, "servers": {"easy-note-user": {"adaptive": {}}}}
+RULES_FOR = {"overload": NO_RATE_LIMITS, "overload-off": NO_RATE_LIMITS, "overload-adaptive": ADAPTIVE}
 # Each role's certificate (easy-note dev-certs file stems); the all-in-one's
 # holds all three names.
 CERT_FOR = {"all": "easy-note", "api-gateway": "easy-note-gateway",
@@ -267,6 +273,8 @@ def scenarios(args, workdir):
          [("login-capacity", login + ["--concurrency", "2" if args.smoke else "8"]),
           ("login-overload", measure_capacity)]),
         ("overload-off", "all-in-one, logins, governance off", lambda s: all_in_one(s, EASYNOTE_GOVERNANCE="off"),
+         [("login-overload", same_offer)]),
+        ("overload-adaptive", "all-in-one, logins, adaptive concurrency", all_in_one,
          [("login-overload", same_offer)]),
     ]
 

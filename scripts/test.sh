@@ -7,7 +7,8 @@
 # rnacos, a Nacos-compatible server: it is taken from RNACOS_BIN or PATH, and
 # installed with `cargo install --locked rnacos` when missing. The shared
 # login-throttle tests use the Redis at EASYNOTE_TEST_REDIS_URL (default
-# redis://127.0.0.1:6379; .ci/run starts one). Extra arguments
+# redis://127.0.0.1:6379; .ci/run starts one); the cluster-quota tests
+# start a redis-server of their own (installed when missing). Extra arguments
 # go to the test runner, e.g.
 #   ./scripts/test.sh -p note-service
 set -euo pipefail
@@ -22,6 +23,7 @@ fi
 source scripts/tools.sh
 ensure_rnacos
 ensure_chromium
+ensure_redis_server
 
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -44,20 +44,36 @@ ensure_tarpaulin() {
   fi
 }
 
+# Installs Debian packages (as root, or with sudo), updating the package
+# lists only when the first try fails.
+_apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "no apt-get to install $*: install them, or point the tests at them" >&2
+    return 1
+  fi
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null ||
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null; }
+}
+
 ensure_chromium() {
   if [[ -z "${CHROMEDRIVER:-}" ]]; then
     if ! command -v chromedriver >/dev/null 2>&1; then
-      if ! command -v apt-get >/dev/null 2>&1; then
-        echo "chromedriver not found and no apt-get to install it: install Chromium and its WebDriver, or set CHROMEDRIVER" >&2
-        return 1
-      fi
       echo "note: chromedriver not found; installing Debian's chromium and chromium-driver (a minute, once)." >&2
-      local sudo=""
-      [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null ||
-        { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+      _apt_install chromium chromium-driver
     fi
     CHROMEDRIVER="$(command -v chromedriver)"
   fi
   export CHROMEDRIVER
+}
+
+# redis-server for the tests that start a Redis of their own (cluster-wide
+# rate limits, stopped and frozen mid-test): REDIS_SERVER_BIN, else PATH,
+# else Debian's redis-server.
+ensure_redis_server() {
+  if [[ -z "${REDIS_SERVER_BIN:-}" ]] && ! command -v redis-server >/dev/null 2>&1; then
+    echo "note: redis-server not found; installing Debian's redis-server (once)." >&2
+    _apt_install redis-server
+  fi
 }

@@ -24,6 +24,8 @@ use tonic_health::pb::{
 };
 use user_service::UserServer;
 
+pub mod rules;
+
 /// How `easy-note healthcheck` probes the all-in-one suite: its gateway.
 pub const PROBE: easynote_shared::app::Probe = api_gateway::PROBE;
 

@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Check a governance rules document before publishing it, or say what
+    /// publishing it would change.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Write a development CA and a certificate per service (and, with
     /// `--all-in-one`, one for the all-in-one process), to turn mutual TLS
     /// on locally. Not for production.
@@ -90,6 +96,30 @@ enum Command {
         /// Where `--secret` files go (by default `--out`).
         #[arg(long, value_name = "DIR")]
         secrets_out: Option<PathBuf>,
+    },
+}
+
+/// `easy-note rules …`.
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate FILE as every process would, print the effective rules per
+    /// route, service and method, and the conflicts between rules (exit 1
+    /// when there is one, 2 when the document is refused).
+    Check {
+        /// The document (`easy-note-governance.json`).
+        file: PathBuf,
+        /// Also check lanes against the instances registered now, in the
+        /// registry this environment configures (`EASYNOTE_REGISTRY`,
+        /// `NACOS_*`, as the services read them).
+        #[arg(long)]
+        registry: bool,
+    },
+    /// What would change in effect from OLD to NEW, setting by setting.
+    Diff {
+        /// The document in force.
+        old: PathBuf,
+        /// The document to publish.
+        new: PathBuf,
     },
 }
 
@@ -135,6 +165,7 @@ fn main() -> ExitCode {
             }
             return dev_certs(&out, set, force, if_missing, &files);
         }
+        Some(Command::Rules { command }) => return rules(command),
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
         Some(Command::UserService { check }) => (Role::UserService, check),
@@ -165,6 +196,52 @@ fn main() -> ExitCode {
             check,
             api_gateway::serve,
         ),
+    }
+}
+
+/// `easy-note rules check|diff`: exit 0 when fine, 1 for conflicts, 2 for a
+/// refused document.
+fn rules(command: RulesCommand) -> ExitCode {
+    let report = match command {
+        RulesCommand::Check { file, registry } => {
+            let instances = if registry {
+                let runtime = match tokio::runtime::Runtime::new() {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        eprintln!("easy-note rules: {err}");
+                        return ExitCode::from(2);
+                    }
+                };
+                match runtime.block_on(easy_note::rules::registered_instances(
+                    &file,
+                    std::time::Duration::from_secs(3),
+                )) {
+                    Ok(instances) => Some(instances),
+                    Err(err) => {
+                        eprintln!("easy-note rules check: {err:#}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                None
+            };
+            easy_note::rules::check(&file, instances.as_ref())
+        }
+        RulesCommand::Diff { old, new } => easy_note::rules::diff(&old, &new),
+    };
+    match report {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("easy-note rules: {err:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

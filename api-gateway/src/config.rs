@@ -44,8 +44,9 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Thresholds of the failed-login throttle.
     pub login_throttle: LoginThrottleConfig,
-    /// `EASYNOTE_REDIS_URL`: where the throttle's counts are shared between
-    /// replicas (default: in this process).
+    /// `EASYNOTE_REDIS_URL`: where the throttle's counts, and the buckets
+    /// of rate limits with `scope: cluster`, are shared between replicas
+    /// (default: in this process).
     pub login_store: Option<SharedStoreConfig>,
     /// Token signing.
     pub jwt: JwtConfig,

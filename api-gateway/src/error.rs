@@ -7,6 +7,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use easynote_shared::governance::{self, RuleRef};
 use tonic::Code;
 
 use crate::envelope::Envelope;
@@ -68,6 +69,16 @@ pub enum ApiError {
     /// 500, code 10001: anything unexpected (details are logged, not sent).
     #[error("internal error")]
     Internal,
+    /// `error` (a 429 or 503) produced by a governance rule: answered as
+    /// `error`, with the rule's id and revision in `x-easynote-rule` and
+    /// `x-easynote-rules-revision`.
+    #[error("{error}")]
+    ByRule {
+        /// The refusal.
+        error: Box<ApiError>,
+        /// The rule that made it.
+        rule: RuleRef,
+    },
 }
 
 impl ApiError {
@@ -85,6 +96,15 @@ impl ApiError {
             Self::Unauthorized(_) => 10004,
             Self::NoteNotFound => 10005,
             Self::RateLimited { .. } => 10006,
+            Self::ByRule { error, .. } => error.code(),
+        }
+    }
+
+    /// This refusal, naming the rule that made it.
+    pub fn by_rule(self, rule: RuleRef) -> Self {
+        Self::ByRule {
+            error: Box::new(self),
+            rule,
         }
     }
 
@@ -102,12 +122,25 @@ impl ApiError {
             Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ByRule { error, .. } => error.status(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::ByRule { error, rule } = self {
+            let mut response = error.into_response();
+            for (name, value) in [
+                (governance::RULE_HEADER, &rule.id),
+                (governance::REVISION_HEADER, &rule.revision),
+            ] {
+                if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            return response;
+        }
         let body = Envelope::<()>::error(self.code(), self.to_string());
         let retry_after = match self {
             Self::RateLimited { retry_after } => Some(retry_after),
@@ -126,7 +159,23 @@ impl IntoResponse for ApiError {
 }
 
 impl From<tonic::Status> for ApiError {
+    /// The contract's answer to a downstream status; a refusal that names
+    /// the governance rule that made it keeps naming it (headers, and the
+    /// gateway's span).
     fn from(status: tonic::Status) -> Self {
+        let error = Self::from_code(&status);
+        match RuleRef::of(&status) {
+            Some(rule) if matches!(error, Self::Overloaded | Self::Unavailable) => {
+                rule.record("downstream");
+                error.by_rule(rule)
+            }
+            _ => error,
+        }
+    }
+}
+
+impl ApiError {
+    fn from_code(status: &tonic::Status) -> Self {
         match status.code() {
             // Messages of this code are written by our services for callers.
             // (OUT_OF_RANGE is not: tonic answers it for a message over the

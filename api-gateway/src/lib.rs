@@ -17,6 +17,7 @@ mod login_throttle;
 mod observe;
 mod openapi;
 mod panics;
+mod quota;
 mod readiness;
 mod revocation;
 mod routes;
@@ -78,6 +79,7 @@ pub struct Gateway {
     users: Upstream,
     notes: Upstream,
     logins: Arc<login_throttle::LoginThrottle>,
+    edge: Arc<governance::EdgeGovernance>,
 }
 
 impl Gateway {
@@ -108,6 +110,20 @@ impl Gateway {
             config.http.request_timeout,
         )
         .context("setting up the login throttle")?;
+        // Cluster-wide rate limits share Redis with the login throttle; the
+        // gateway's own instances (under a registry) size each replica's
+        // share for when Redis does not answer.
+        let cluster = match &config.login_store {
+            Some(shared) => {
+                let replicas = discovery.subscribe(SERVICE).await.ok();
+                Some(
+                    quota::ClusterQuota::connect(shared, replicas)
+                        .context("setting up the cluster quotas")?,
+                )
+            }
+            None => None,
+        };
+        let edge = Arc::new(governance::EdgeGovernance::new(governance.clone(), cluster));
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_HTTP_ADDR {}", config.http_addr))?;
@@ -119,6 +135,7 @@ impl Gateway {
             users,
             notes,
             logins: Arc::new(logins),
+            edge,
         })
     }
 
@@ -164,7 +181,7 @@ impl Gateway {
             revocations: Arc::new(revocation::Revocations::new(self.config.revocation)),
             body_limit: self.config.body_limit,
             shutdown: shutdown.clone(),
-            edge: Arc::new(governance::EdgeGovernance::new(self.governance.clone())),
+            edge: self.edge.clone(),
             logins: self.logins.clone(),
             readiness: Arc::default(),
             request_timeout: self.config.http.request_timeout,

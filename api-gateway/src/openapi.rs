@@ -175,6 +175,7 @@ pub(crate) async fn document() -> ([(header::HeaderName, &'static str); 1], &'st
 
 #[cfg(test)]
 mod tests {
+    use easynote_shared::governance::rules::GATEWAY_ROUTES;
     use serde_json::Value;
 
     use super::json;
@@ -192,6 +193,21 @@ mod tests {
             })
             .collect();
         routes.sort();
+        // The governed ones, and the web app's (not in the document), are
+        // the routes `easy-note rules check` knows.
+        let web = ["GET /".to_owned(), "GET /assets/{file}".to_owned()];
+        let mut governed: Vec<String> = GATEWAY_ROUTES
+            .iter()
+            .map(|(route, _)| (*route).to_owned())
+            .collect();
+        governed.sort();
+        let mut described: Vec<&String> = routes
+            .iter()
+            .filter(|route| !crate::governance::exempt(route.split_once(' ').map_or("", |r| r.1)))
+            .chain(&web)
+            .collect();
+        described.sort();
+        assert_eq!(described, governed.iter().collect::<Vec<_>>());
         assert_eq!(
             routes,
             [

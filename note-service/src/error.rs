@@ -40,7 +40,7 @@ impl From<NoteError> for Status {
                 ) =>
             {
                 tracing::warn!(code = ?status.code(), message = status.message(), "user-service unavailable");
-                Status::unavailable("user-service is unavailable")
+                governance::carry_rule(status, Status::unavailable("user-service is unavailable"))
             }
             // Overloaded, not broken: the caller answers 503 and may retry
             // later; a shed stays a shed, so no breaker counts it against
@@ -48,11 +48,12 @@ impl From<NoteError> for Status {
             NoteError::UserService(ref status) if status.code() == Code::ResourceExhausted => {
                 tracing::warn!(message = status.message(), "user-service overloaded");
                 let message = "user-service is overloaded".to_owned();
-                if governance::is_shed(status) {
+                let passed_on = if governance::is_shed(status) {
                     governance::shed_status(message)
                 } else {
                     Status::resource_exhausted(message)
-                }
+                };
+                governance::carry_rule(status, passed_on)
             }
             NoteError::Database(ref db) => grpc::storage("note operation failed", db, &err),
             NoteError::UserService(_) => grpc::internal("note operation failed", &err),

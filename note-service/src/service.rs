@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use easynote_shared::{
     cursor::PageCursor,
-    governance::Upstream,
+    governance::{self, Upstream},
     proto::{
         note::v1::{
             CreateNoteRequest, CreateNoteResponse, DeleteNoteRequest, DeleteNoteResponse,
@@ -13,10 +13,10 @@ use easynote_shared::{
         },
         user::v1::{MGetUserRequest, User},
     },
-    rpc,
+    rpc::{self, Rpc as _},
     validate::{self, Invalid},
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
     error::NoteError,
@@ -36,10 +36,15 @@ impl NoteApi {
     }
 
     /// Turns records into API notes with their authors' names, asking
-    /// user-service once for all the distinct authors of the batch.
-    async fn with_authors(&self, records: Vec<NoteRecord>) -> Result<Vec<Note>, NoteError> {
+    /// user-service once for all the distinct authors of the batch. When
+    /// user-service is wanting and the rules give `MGetUser` a fallback,
+    /// the notes go out with empty author names, marked [`Authors::Left`].
+    async fn with_authors(
+        &self,
+        records: Vec<NoteRecord>,
+    ) -> Result<(Vec<Note>, Authors), NoteError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Authors::Named));
         }
         let request = MGetUserRequest {
             user_ids: records
@@ -49,17 +54,23 @@ impl NoteApi {
                 .into_iter()
                 .collect(),
         };
-        let users: HashMap<i64, User> = self
-            .users
-            .invoke::<rpc::MGetUser>(request)
-            .await
-            .map_err(NoteError::UserService)?
-            .into_inner()
-            .users
-            .into_iter()
-            .map(|u| (u.user_id, u))
-            .collect();
-        Ok(records
+        let (users, authors): (HashMap<i64, User>, _) =
+            match self.users.invoke::<rpc::MGetUser>(request).await {
+                Ok(reply) => (
+                    reply
+                        .into_inner()
+                        .users
+                        .into_iter()
+                        .map(|u| (u.user_id, u))
+                        .collect(),
+                    Authors::Named,
+                ),
+                Err(status) if self.users.falls_back(rpc::MGetUser::METHOD, &status) => {
+                    (HashMap::new(), Authors::Left)
+                }
+                Err(status) => return Err(NoteError::UserService(status)),
+            };
+        let notes = records
             .into_iter()
             .map(|record| {
                 let author = users.get(&record.user_id);
@@ -73,7 +84,8 @@ impl NoteApi {
                     create_time: record.created_at.div_euclid(1000),
                 }
             })
-            .collect())
+            .collect();
+        Ok((notes, authors))
     }
 
     async fn create(&self, req: CreateNoteRequest) -> Result<CreateNoteResponse, NoteError> {
@@ -107,7 +119,7 @@ impl NoteApi {
         }
     }
 
-    async fn mget(&self, req: MGetNoteRequest) -> Result<Vec<Note>, NoteError> {
+    async fn mget(&self, req: MGetNoteRequest) -> Result<(Vec<Note>, Authors), NoteError> {
         let ids: BTreeSet<i64> = req.note_ids.into_iter().collect();
         if ids.len() > validate::MGET_MAX_IDS {
             return Err(Invalid(format!(
@@ -158,7 +170,10 @@ impl NoteApi {
         }
     }
 
-    async fn query(&self, req: QueryNoteRequest) -> Result<QueryNoteResponse, NoteError> {
+    async fn query(
+        &self,
+        req: QueryNoteRequest,
+    ) -> Result<(QueryNoteResponse, Authors), NoteError> {
         validate::id("user_id", req.user_id)?;
         validate::page(req.offset, req.limit)?;
         let search = req.search_key.as_deref().filter(|k| !k.is_empty());
@@ -179,11 +194,13 @@ impl NoteApi {
             .repo
             .query_by_owner(req.user_id, search, start, req.limit)
             .await?;
-        Ok(QueryNoteResponse {
-            notes: self.with_authors(page.notes).await?,
+        let (notes, authors) = self.with_authors(page.notes).await?;
+        let reply = QueryNoteResponse {
+            notes,
             total: page.total,
             next_cursor: page.next.map(|cursor| cursor.to_string()),
-        })
+        };
+        Ok((reply, authors))
     }
 }
 
@@ -215,8 +232,8 @@ impl NoteService for NoteApi {
         &self,
         request: Request<MGetNoteRequest>,
     ) -> Result<Response<MGetNoteResponse>, Status> {
-        let notes = self.mget(request.into_inner()).await?;
-        Ok(Response::new(MGetNoteResponse { notes }))
+        let (notes, authors) = self.mget(request.into_inner()).await?;
+        Ok(authors.mark(Response::new(MGetNoteResponse { notes })))
     }
     async fn delete_note(
         &self,
@@ -236,6 +253,29 @@ impl NoteService for NoteApi {
         &self,
         request: Request<QueryNoteRequest>,
     ) -> Result<Response<QueryNoteResponse>, Status> {
-        Ok(Response::new(self.query(request.into_inner()).await?))
+        let (reply, authors) = self.query(request.into_inner()).await?;
+        Ok(authors.mark(Response::new(reply)))
+    }
+}
+
+/// Whether a reply's notes carry their authors' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authors {
+    /// As user-service gave them.
+    Named,
+    /// Left empty by the fallback rule of `MGetUser`.
+    Left,
+}
+
+impl Authors {
+    /// `reply`, saying in its metadata when the names were left out.
+    fn mark<T>(self, mut reply: Response<T>) -> Response<T> {
+        if self == Self::Left {
+            reply.metadata_mut().insert(
+                governance::FALLBACK_HEADER,
+                MetadataValue::from_static("clients.easy-note-user.MGetUser"),
+            );
+        }
+        reply
     }
 }

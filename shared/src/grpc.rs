@@ -20,7 +20,10 @@ use crate::{
     db::{Database, DatabaseConfig, Migrations},
     discovery::{Discovery, DiscoveryConfig, Registration},
     error::ErrorChain,
-    governance::{Governance, GovernanceConfig, server::Governed},
+    governance::{
+        Governance, GovernanceConfig,
+        server::{Governed, Revisioned},
+    },
     lifecycle::{self, Lifecycle, LifecycleConfig},
     shutdown::Shutdown,
     telemetry,
@@ -200,7 +203,7 @@ impl GrpcService {
                 .await;
         }
         let router = telemetry::grpc::server()
-            .add_service(health_service)
+            .add_service(Revisioned::new(health_service, self.governance.clone()))
             .add_service(Authorized::new(
                 Governed::new(
                     api,

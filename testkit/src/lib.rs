@@ -9,6 +9,7 @@
 //! - [`otlp`]: a real OTLP receiver;
 //! - [`browser`]: headless Chromium over WebDriver, for the web app;
 //! - [`proxy`]: a TCP proxy that takes a real server away and back;
+//! - [`redis`]: a `redis-server` of the test's own;
 //! - [`eventually`]: the one way tests wait, failing with what they saw.
 //!
 //! Databases:
@@ -24,6 +25,7 @@ mod eventually;
 pub mod otlp;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod rnacos;
 pub mod server;
 

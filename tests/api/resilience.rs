@@ -10,7 +10,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{TestApp, assert_error, read};
+use crate::helpers::{Service, TestApp, assert_error, read};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_down_user_service_gives_503_and_the_gateway_recovers_by_itself() {
@@ -284,6 +284,15 @@ async fn a_stopped_database_gives_503_and_not_serving_then_recovers() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Stops `service` gracefully; its drain is bounded by its shutdown
+/// timeout, so 30 s without an end is a hang, not a slow drain.
+async fn stop_within(service: &mut Service, what: &str) {
+    match tokio::time::timeout(Duration::from_secs(30), service.stop()).await {
+        Ok(stopped) => stopped.unwrap_or_else(|err| panic!("{what} drains: {err:#}")),
+        Err(_) => panic!("{what} still stopping after 30 s"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_under_load_loses_no_acknowledged_write() {
     let mut app = TestApp::spawn().await;
@@ -313,13 +322,19 @@ async fn shutdown_under_load_loses_no_acknowledged_write() {
         .collect();
     tokio::time::sleep(Duration::from_millis(60)).await;
     // Front to back, as the all-in-one binary stops.
-    app.gateway.stop().await.expect("gateway drains");
-    app.note.stop().await.expect("note-service drains");
-    app.user.stop().await.expect("user-service drains");
+    stop_within(&mut app.gateway, "gateway").await;
+    stop_within(&mut app.note, "note-service").await;
+    stop_within(&mut app.user, "user-service").await;
 
+    // Stopped, the gateway answers nothing more: every request has its
+    // answer or its error by now, none is left hanging on an open
+    // connection.
     let mut acknowledged = Vec::new();
     for writer in writers {
-        acknowledged.extend(writer.await.expect("writer task"));
+        let answered = tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("a request still unanswered 10 s after the gateway stopped");
+        acknowledged.extend(answered.expect("writer task"));
     }
     assert!(
         !acknowledged.is_empty(),

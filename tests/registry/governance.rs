@@ -861,3 +861,479 @@ async fn rules_at_every_edge_apply_and_one_past_an_edge_is_refused_while_queries
         "the edge rules stay in force: {body}"
     );
 }
+
+/// The rules revision a gRPC server's health answer names
+/// (`x-easynote-rules-revision`).
+async fn health_revision(addr: &str) -> Option<String> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a URI")
+        .connect()
+        .await
+        .ok()?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .ok()?;
+    answer
+        .metadata()
+        .get("x-easynote-rules-revision")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `GET /v1/note/query`: the status, and the rule and revision a refusal
+/// names (`x-easynote-rule`, `x-easynote-rules-revision`).
+async fn refused_by(
+    cluster: &ProcessSuite,
+    gateway: &Service,
+    token: &str,
+) -> (StatusCode, Option<String>, Option<String>) {
+    let reply = cluster
+        .http
+        .get(format!("http://{}/v1/note/query", gateway.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let header = |name: &str| {
+        reply
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    (
+        reply.status(),
+        header("x-easynote-rule"),
+        header("x-easynote-rules-revision"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_process_reports_the_revision_it_applies_and_refusals_name_their_rule() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, services, gateway) = governed(&[&[]]).await;
+    let (user, note) = (&services[0], &services[1]);
+    let token = sign_up(&cluster, &gateway, "attributed").await;
+    let readyz = || async {
+        let reply = cluster
+            .http
+            .get(format!("http://{}/readyz", gateway.addr))
+            .send()
+            .await
+            .expect("the gateway answers");
+        let header = reply
+            .headers()
+            .get("x-easynote-rules-revision")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (_, body) = read(reply).await;
+        (
+            header,
+            body["data"]["rules_revision"].as_str().map(str::to_owned),
+        )
+    };
+    let default = Some("default".to_owned());
+    assert_eq!(readyz().await, (default.clone(), default.clone()));
+    assert_eq!(health_revision(&user.addr).await, default);
+    assert_eq!(health_revision(&note.addr).await, default);
+
+    // A fault on QueryNote, a breaker that opens after three failures, and
+    // a rate limit in shadow mode that would refuse all but the first query.
+    let document = json!({
+        "gateway": {"rate_limits": [
+            {"route": "GET /v1/note/query", "key": "user", "per_second": 0.001, "burst": 1, "mode": "shadow"}]},
+        "clients": {"easy-note-note": {"*": {"retry": {"max_attempts": 1},
+            "breaker": {"min_requests": 3, "error_rate": 0.5, "open_ms": 60000}}}},
+        "faults": [{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100}]
+    })
+    .to_string();
+    let revision = easynote_shared::governance::rules::version_of(&document);
+    cluster.nacos().publish_config(DATA_ID, &document).await;
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "every process applies the new revision",
+            || async {
+                let seen = (
+                    readyz().await.0,
+                    health_revision(&user.addr).await,
+                    health_revision(&note.addr).await,
+                );
+                let want = Some(revision.clone());
+                if seen == (want.clone(), want.clone(), want) {
+                    Ok(())
+                } else {
+                    Err(format!("gateway, user, note: {seen:?}"))
+                }
+            },
+        )
+        .await;
+
+    let mut rules_seen = Vec::new();
+    for _ in 0..6 {
+        let (status, rule, by_revision) = refused_by(&cluster, &gateway, &token).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "never a 429: the limit is a shadow"
+        );
+        assert_eq!(by_revision.as_deref(), Some(revision.as_str()));
+        rules_seen.push(rule.expect("the refusal names its rule"));
+    }
+    assert_eq!(
+        rules_seen[..3],
+        ["faults[0]", "faults[0]", "faults[0]"],
+        "note-service's fault, passed on by the gateway"
+    );
+    assert_eq!(
+        rules_seen.last().map(String::as_str),
+        Some("clients.easy-note-note.QueryNote.breaker"),
+        "then the gateway's open breaker: {rules_seen:?}"
+    );
+    assert!(
+        count_lines(
+            &gateway,
+            &["a shadow rule would have acted", "gateway.rate_limits[0]"]
+        ) >= 5,
+        "the shadow limit counted the queries it would have refused"
+    );
+    assert_eq!(
+        count_lines(&gateway, &["refused by governance", "gateway.rate_limits"]),
+        0,
+        "and refused none"
+    );
+}
+
+/// `GET /v1/note/query` through each of `gateways` in turn, `rounds` times;
+/// answers how many were served (200) and how many limited (429).
+async fn queries_round_robin(
+    cluster: &ProcessSuite,
+    gateways: &[&Service],
+    token: &str,
+    rounds: usize,
+) -> (usize, usize) {
+    let (mut served, mut limited) = (0, 0);
+    for _ in 0..rounds {
+        for gateway in gateways {
+            match query(cluster, gateway, token, &[]).await {
+                (StatusCode::OK, _, _) => served += 1,
+                (StatusCode::TOO_MANY_REQUESTS, _, _) => limited += 1,
+                (status, _, body) => panic!("{status} {body}"),
+            }
+        }
+    }
+    (served, limited)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_quota_is_shared_by_two_gateways_and_split_between_them_while_redis_is_away() {
+    let _serial = crate::one_at_a_time().await;
+    let mut cluster = harness::cluster().await;
+    cluster.set(&[("RUST_LOG", GOVERNANCE_DEBUG.to_owned())]);
+    cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
+    let redis = easynote_testkit::redis::RedisServer::start(cluster.dir.path()).await;
+    cluster.set(&[("EASYNOTE_REDIS_URL", redis.url.clone())]);
+    let _user = cluster.start_user().await;
+    let _note = cluster.start_note().await;
+    let a = cluster.start_gateway().await;
+    let b = cluster.start_gateway().await;
+    cluster.wait_ready(&a).await;
+    cluster.wait_ready(&b).await;
+    cluster
+        .eventually(RULES_WITHIN, "both gateways are registered", || async {
+            match cluster.nacos().addrs(harness::GATEWAY).await.len() {
+                2 => Ok(()),
+                n => Err(format!("{n} listed")),
+            }
+        })
+        .await;
+    let token = sign_up(&cluster, &a, "quota").await;
+    let other = sign_up(&cluster, &a, "quota-warm-up").await;
+
+    // Six queries per user for the whole cluster, and no refill to speak of.
+    let document = json!({"gateway": {"rate_limits": [
+        {"route": "GET /v1/note/query", "key": "user", "per_second": 0.001, "burst": 6, "scope": "cluster"}]}})
+    .to_string();
+    let revision = easynote_shared::governance::rules::version_of(&document);
+    cluster.nacos().publish_config(DATA_ID, &document).await;
+    for gateway in [&a, &b] {
+        cluster
+            .eventually(RULES_WITHIN, "the gateway applies the quota", || async {
+                let reply = cluster
+                    .http
+                    .get(format!("http://{}/readyz", gateway.addr))
+                    .send()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                let seen = reply.headers().get("x-easynote-rules-revision").cloned();
+                if seen.as_ref().and_then(|v| v.to_str().ok()) == Some(revision.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            })
+            .await;
+    }
+    // Each gateway connects to Redis with another user's query (buckets are
+    // per user), so that no connection is made during the count.
+    let _ = queries_round_robin(&cluster, &[&a, &b], &other, 1).await;
+    let shared = queries_round_robin(&cluster, &[&a, &b], &token, 6).await;
+    assert_eq!(
+        shared,
+        (6, 6),
+        "one bucket of 6 for both gateways (per process: 12 served)"
+    );
+
+    // Redis frozen (it takes connections and answers nothing): each gateway
+    // falls back to half the budget, 3 of the 6, within the timeout.
+    redis.proc.freeze();
+    let frozen = queries_round_robin(&cluster, &[&a, &b], &token, 6).await;
+    assert_eq!(
+        frozen,
+        (6, 6),
+        "3 each: the budget split between the 2 replicas"
+    );
+    for gateway in [&a, &b] {
+        assert_eq!(
+            count_lines(gateway, &["cluster quota store unavailable", "replicas=2"]),
+            1,
+            "said once, with the replica count"
+        );
+    }
+    // Back: the shared bucket decides again (and is spent).
+    redis.proc.thaw();
+    cluster
+        .eventually(RULES_WITHIN, "the gateways use Redis again", || async {
+            let _ = queries_round_robin(&cluster, &[&a, &b], &token, 1).await;
+            let back = [&a, &b]
+                .iter()
+                .all(|g| count_lines(g, &["cluster quota store answers again"]) == 1);
+            if back { Ok(()) } else { Err("not yet") }
+        })
+        .await;
+    let again = queries_round_robin(&cluster, &[&a, &b], &token, 2).await;
+    assert_eq!(again, (0, 4), "the shared bucket is spent");
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_fallback_rule_notes_are_served_without_author_names_while_user_service_fails() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, _services, gateway) = governed(&[&[]]).await;
+    let token = sign_up(&cluster, &gateway, "fallback").await;
+    let created = cluster
+        .http
+        .post(format!("http://{}/v1/note", gateway.addr))
+        .bearer_auth(&token)
+        .json(&json!({"title": "kept", "content": "served without its author"}))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(created.status(), StatusCode::OK);
+    let rules = |fallback: &str| {
+        json!({
+            "clients": {"easy-note-user": {"MGetUser": {"fallback": fallback, "retry": {"max_attempts": 1}}}},
+            "faults": [{"service": "easy-note-user", "method": "MGetUser", "abort_percent": 100}]
+        })
+        .to_string()
+    };
+    let page = || async {
+        let reply = cluster
+            .http
+            .get(format!("http://{}/v1/note/query", gateway.addr))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the gateway answers");
+        let fallback = reply
+            .headers()
+            .get("x-easynote-fallback")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, body) = read(reply).await;
+        (status, fallback, body)
+    };
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules("none"))
+        .await;
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "MGetUser fails, and so does the page",
+            || async {
+                match page().await {
+                    (StatusCode::SERVICE_UNAVAILABLE, None, _) => Ok(()),
+                    (status, fallback, body) => Err(format!("{status} {fallback:?} {body}")),
+                }
+            },
+        )
+        .await;
+    cluster
+        .nacos()
+        .publish_config(DATA_ID, &rules("empty"))
+        .await;
+    let body = cluster
+        .eventually(
+            RULES_WITHIN,
+            "the page is served by the fallback",
+            || async {
+                match page().await {
+                    (StatusCode::OK, Some(rule), body)
+                        if rule == "clients.easy-note-user.MGetUser" =>
+                    {
+                        Ok(body)
+                    }
+                    (status, fallback, body) => Err(format!("{status} {fallback:?} {body}")),
+                }
+            },
+        )
+        .await;
+    let note = &body["data"]["notes"][0];
+    assert_eq!(note["title"], "kept", "{body}");
+    assert_eq!(
+        note["user_name"], "",
+        "no author name without user-service: {body}"
+    );
+
+    // A document that gives a fallback to a method that has none is refused.
+    cluster
+        .nacos()
+        .publish_config(
+            DATA_ID,
+            r#"{"clients": {"easy-note-note": {"QueryNote": {"fallback": "empty"}}}}"#,
+        )
+        .await;
+    tokio::time::sleep(NO_CHANGE_WITHIN).await;
+    let (status, fallback, _) = page().await;
+    assert_eq!(
+        (status, fallback.as_deref()),
+        (StatusCode::OK, Some("clients.easy-note-user.MGetUser")),
+        "the last good rules stay"
+    );
+}
+
+/// The adaptive limits a server logged for `method`, oldest first.
+fn adaptive_limits(service: &Service, method: &str) -> Vec<u32> {
+    service
+        .proc
+        .output()
+        .lines()
+        .filter(|line| line.contains("adaptive limit changed") && line.contains(method))
+        .filter_map(|line| {
+            let rest = line.split("limit=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `clients` concurrent loops of `GET /v1/note/query` for `how_long`;
+/// answers the statuses and the rules named on refusals.
+async fn load(
+    cluster: &ProcessSuite,
+    gateway: &Service,
+    token: &str,
+    clients: usize,
+    how_long: Duration,
+) -> Vec<(StatusCode, Option<String>)> {
+    let until = Instant::now() + how_long;
+    let url = format!("http://{}/v1/note/query", gateway.addr);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, token) = (cluster.http.clone(), url.clone(), token.to_owned());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while Instant::now() < until {
+                    let reply = http
+                        .get(&url)
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .expect("answers");
+                    let rule = reply
+                        .headers()
+                        .get("x-easynote-rule")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    seen.push((reply.status(), rule));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("a load task"));
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adaptive_limit_falls_when_latency_steps_up_and_rises_when_it_steps_down() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, services, gateway) = governed(&[&[]]).await;
+    let note = &services[1];
+    let token = sign_up(&cluster, &gateway, "adaptive").await;
+    let rules = |delay_ms: u64| {
+        json!({
+            "gateway": {"rate_limits": []},
+            "clients": {"easy-note-note": {"*": {"retry": {"max_attempts": 1}}}},
+            "servers": {"easy-note-note": {"adaptive": {"initial_limit": 50}}},
+            "faults": [{"service": "easy-note-note", "method": "QueryNote", "delay_ms": delay_ms}]
+        })
+        .to_string()
+    };
+    // The no-load latency is learnt at full speed ...
+    cluster.nacos().publish_config(DATA_ID, &rules(0)).await;
+    cluster
+        .eventually(RULES_WITHIN, "the adaptive limit is in force", || async {
+            let _ = load(&cluster, &gateway, &token, 4, Duration::from_millis(300)).await;
+            match adaptive_limits(note, "QueryNote").last() {
+                Some(_) => Ok(()),
+                None => Err("no adaptive limit logged yet"),
+            }
+        })
+        .await;
+    let _ = load(&cluster, &gateway, &token, 8, Duration::from_secs(2)).await;
+    let learnt = *adaptive_limits(note, "QueryNote").last().expect("a limit");
+    // ... then every call takes 50 ms longer: the limit falls, and the
+    // calls beyond it are shed by the rule, not queued.
+    cluster.nacos().publish_config(DATA_ID, &rules(50)).await;
+    let answers = load(&cluster, &gateway, &token, 24, Duration::from_secs(4)).await;
+    let fallen = *adaptive_limits(note, "QueryNote").last().expect("a limit");
+    assert!(
+        fallen <= 10 && fallen < learnt,
+        "latency stepped up: limit {learnt} -> {fallen}"
+    );
+    let shed = answers
+        .iter()
+        .filter(|(status, rule)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE
+                && rule.as_deref() == Some("servers.easy-note-note.adaptive")
+        })
+        .count();
+    let served = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert!(
+        shed > 0 && served > 0,
+        "{served} served, {shed} shed by the adaptive limit"
+    );
+    // Latency back down: the limit climbs again.
+    cluster.nacos().publish_config(DATA_ID, &rules(0)).await;
+    cluster
+        .eventually(RULES_WITHIN, "the limit rises again", || async {
+            let _ = load(&cluster, &gateway, &token, 8, Duration::from_millis(500)).await;
+            match adaptive_limits(note, "QueryNote").last() {
+                Some(&now) if now > fallen * 2 => Ok(()),
+                now => Err(format!("limit {now:?}, fell to {fallen}")),
+            }
+        })
+        .await;
+}

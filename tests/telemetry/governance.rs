@@ -41,19 +41,18 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
     let receiver = OtlpReceiver::start(Transport::Grpc).await;
     let dir = tempfile::tempdir().expect("a directory");
     let rules = dir.path().join("governance.json");
-    std::fs::write(
-        &rules,
-        json!({
+    let document = json!({
             "gateway": {"rate_limits": [
-                {"route": "POST /v1/user/register", "key": "global", "per_second": 0.1, "burst": 1}]},
+                {"route": "POST /v1/user/register", "key": "global", "per_second": 0.1, "burst": 1},
+                {"route": "GET /v1/note/query", "key": "user", "per_second": 0.001, "burst": 1, "mode": "shadow"}]},
             "clients": {"easy-note-note": {"QueryNote": {
                 "retry": {"max_attempts": 2}, "breaker": {"min_requests": 2, "error_rate": 0.5}}}},
             "servers": {"easy-note-user": {"methods": {"CheckUser": {"max_in_flight": 1}}}},
             "faults": [{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100}]
         })
-        .to_string(),
-    )
-    .expect("write the rules");
+        .to_string();
+    let revision = easynote_shared::governance::rules::version_of(&document);
+    std::fs::write(&rules, &document).expect("write the rules");
     let mut env = receiver.exporter_env().to_vec();
     env.push(("EASYNOTE_GOVERNANCE_FILE", rules.display().to_string()));
     let suite = TracedSuite::start(&env).await;
@@ -119,6 +118,29 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
         )
         .await;
     assert!(received > 0);
+
+    // Each refusal's span names the rule and the revision: the 429 at the
+    // gateway, and the fault at note-service.
+    suite
+        .processes()
+        .eventually(
+            std::time::Duration::from_secs(10),
+            "refusals are marked on their spans",
+            || async {
+                let spans = receiver.spans();
+                let marked = |rule: &str| {
+                    spans.iter().any(|span| {
+                        span.attributes.get("governance.rule").map(String::as_str) == Some(rule)
+                            && span.attributes.get("governance.rules_revision") == Some(&revision)
+                    })
+                };
+                match (marked("gateway.rate_limits[0]"), marked("faults[0]")) {
+                    (true, true) => Ok(()),
+                    seen => Err(format!("(429, fault) marked: {seen:?}")),
+                }
+            },
+        )
+        .await;
 
     // A document one past an edge (a rate limit that would panic the
     // limiter) is refused, and the refusal is counted.

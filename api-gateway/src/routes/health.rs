@@ -7,6 +7,8 @@
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use serde_json::{Value, json};
 
+use easynote_shared::governance;
+
 use crate::{envelope::Envelope, state::AppState};
 
 /// Health routes; none needs a token.
@@ -34,13 +36,22 @@ pub(crate) async fn healthz() -> Envelope<Value> {
 /// Readiness: both services answer their gRPC health checks (checked at
 /// most once a second), requests are not panicking one after another, and
 /// the gateway is not stopping. The answer is the same generic one whatever
-/// the reason; the reasons are logged.
+/// the reason; the reasons are logged. Either way it names the revision of
+/// the governance rules the gateway applies (`x-easynote-rules-revision`,
+/// and `rules_revision` when ready).
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "Ready", body = Envelope<Value>, example = json!({"code": 0, "message": "Success", "data": {"status": "ready"}})),
-        (status = 503, description = "Not ready: a service is not, requests keep panicking, or the gateway is stopping (code 10001)", body = Envelope<Value>),
+        (status = 200, description = "Ready", body = Envelope<Value>,
+            headers(("x-easynote-rules-revision" = String, description = "The governance rules' revision (content hash, or `default`)")),
+            example = json!({"code": 0, "message": "Success", "data": {"status": "ready", "rules_revision": "default"}})),
+        (status = 503, description = "Not ready: a service is not, requests keep panicking, or the gateway is stopping (code 10001)", body = Envelope<Value>,
+            headers(("x-easynote-rules-revision" = String, description = "The governance rules' revision"))),
     ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelope<Value>) {
+pub(crate) async fn readyz(
+    State(state): State<AppState>,
+) -> (StatusCode, [(&'static str, String); 1], Envelope<Value>) {
+    let revision = state.edge.governance().active().version.clone();
+    let header = [(governance::REVISION_HEADER, revision.clone())];
     let panicking = state.panics.failing();
     if panicking {
         tracing::warn!("not ready: requests keep panicking");
@@ -53,10 +64,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Envelo
             .await
         && !state.shutdown.is_requested();
     if ready {
-        (StatusCode::OK, Envelope::ok(json!({ "status": "ready" })))
+        let data = json!({ "status": "ready", "rules_revision": revision });
+        (StatusCode::OK, header, Envelope::ok(data))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            header,
             Envelope {
                 code: 10001,
                 message: "not ready".to_owned(),

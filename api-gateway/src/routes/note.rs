@@ -9,6 +9,7 @@ use axum::{
 };
 use easynote_shared::{
     cursor::PageCursor,
+    governance,
     proto::note::v1::{
         CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
         UpdateNoteRequest,
@@ -198,7 +199,8 @@ pub struct NotePage {
     security(("bearer" = [])),
     params(QueryParams),
     responses(
-        (status = 200, description = "A page, the number of matching notes and where the next page starts", body = Envelope<NotePage>),
+        (status = 200, description = "A page, the number of matching notes and where the next page starts", body = Envelope<NotePage>,
+            headers(("x-easynote-fallback" = String, description = "Present when the authors' names were left empty by a fallback rule (user-service wanting): names the rule"))),
         (status = 400, description = "A bad offset, limit or search_key, a cursor this API did not give out, or a cursor with an offset (code 10002)", body = EmptyReply),
     ),
 )]
@@ -206,7 +208,7 @@ pub(crate) async fn query(
     State(state): State<AppState>,
     user: AuthUser,
     params: Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Envelope<NotePage>> {
+) -> ApiResult<(Fallback, Envelope<NotePage>)> {
     let Query(params) = params?;
     let offset = parse_int("offset", params.offset.as_deref(), 0)?;
     let limit = parse_int("limit", params.limit.as_deref(), validate::LIMIT_DEFAULT)?;
@@ -232,16 +234,15 @@ pub(crate) async fn query(
         limit,
         cursor,
     };
-    let reply = state
-        .notes
-        .invoke::<rpc::QueryNote>(request)
-        .await?
-        .into_inner();
-    Ok(Envelope::ok(NotePage {
+    let reply = state.notes.invoke::<rpc::QueryNote>(request).await?;
+    let fallback = Fallback::of(reply.metadata());
+    let reply = reply.into_inner();
+    let page = NotePage {
         total: reply.total,
         notes: reply.notes.into_iter().map(NoteView::from).collect(),
         next_cursor: reply.next_cursor,
-    }))
+    };
+    Ok((fallback, Envelope::ok(page)))
 }
 /// One of the caller's notes.
 #[utoipa::path(
@@ -251,7 +252,8 @@ pub(crate) async fn query(
     security(("bearer" = [])),
     params(NotePath),
     responses(
-        (status = 200, description = "The note", body = Envelope<NoteView>),
+        (status = 200, description = "The note", body = Envelope<NoteView>,
+            headers(("x-easynote-fallback" = String, description = "Present when the author's name was left empty by a fallback rule (user-service wanting): names the rule"))),
         (status = 404, description = "Missing, deleted, or another user's (code 10005)", body = EmptyReply),
     ),
 )]
@@ -259,15 +261,14 @@ pub(crate) async fn fetch(
     State(state): State<AppState>,
     user: AuthUser,
     NoteId(id): NoteId,
-) -> ApiResult<Envelope<NoteView>> {
+) -> ApiResult<(Fallback, Envelope<NoteView>)> {
     let request = MGetNoteRequest {
         note_ids: vec![id],
         user_id: user.id,
     };
-    let note = state
-        .notes
-        .invoke::<rpc::MGetNote>(request)
-        .await?
+    let reply = state.notes.invoke::<rpc::MGetNote>(request).await?;
+    let fallback = Fallback::of(reply.metadata());
+    let note = reply
         .into_inner()
         .notes
         .into_iter()
@@ -275,7 +276,37 @@ pub(crate) async fn fetch(
         // is answered exactly like a missing one.
         .find(|n| n.note_id == id && n.user_id == user.id)
         .ok_or(ApiError::NoteNotFound)?;
-    Ok(Envelope::ok(note.into()))
+    Ok((fallback, Envelope::ok(note.into())))
+}
+
+/// `x-easynote-fallback` passed on from note-service: the answer was made
+/// without user-service, by the fallback rule it names.
+pub(crate) struct Fallback(Option<HeaderValue>);
+
+impl Fallback {
+    fn of(metadata: &tonic::metadata::MetadataMap) -> Self {
+        Self(
+            metadata
+                .get(governance::FALLBACK_HEADER)
+                .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok()),
+        )
+    }
+}
+
+impl axum::response::IntoResponseParts for Fallback {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut parts: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        if let Some(value) = self.0 {
+            parts
+                .headers_mut()
+                .insert(governance::FALLBACK_HEADER, value);
+        }
+        Ok(parts)
+    }
 }
 
 /// The `{note_id}` path segment as the OpenAPI document shows it; the

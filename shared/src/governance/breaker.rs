@@ -4,9 +4,11 @@
 //!
 //! Closed: calls go through and their outcomes fill a sliding window of
 //! ten buckets. Once the window holds at least `min_requests` calls and
-//! `error_rate` of them failed, it opens. Open: calls fail locally until
-//! `open` has passed. Half-open: `half_open_requests` probes go through;
-//! all succeed → closed (with an empty window), any fails → open again.
+//! `error_rate` of them failed, or `slow_rate` of them were slow (took
+//! `slow_ms` or longer, when the rules set it), it opens. Open: calls fail
+//! locally until `open` has passed. Half-open: `half_open_requests` probes
+//! go through; all succeed in time → closed (with an empty window), any
+//! fails or is slow → open again.
 
 use std::{
     sync::Mutex,
@@ -46,6 +48,26 @@ pub struct Permit {
     probe: bool,
 }
 
+/// How a call let through ended, as the breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// It failed in a way that counts (see the client's outcome rules).
+    pub failed: bool,
+    /// It took `slow_ms` or longer.
+    pub slow: bool,
+}
+
+#[cfg(test)]
+impl Verdict {
+    /// A call that failed (or not) in time.
+    pub fn failed(failed: bool) -> Self {
+        Self {
+            failed,
+            slow: false,
+        }
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Breaker {
@@ -72,6 +94,7 @@ struct Bucket {
     index: u64,
     calls: u32,
     failures: u32,
+    slow: u32,
 }
 
 impl Default for Breaker {
@@ -136,16 +159,20 @@ impl Breaker {
     pub fn record(
         &self,
         permit: Permit,
-        failed: bool,
+        verdict: Verdict,
         policy: &BreakerPolicy,
         now: Instant,
     ) -> Option<BreakerState> {
         let mut state = self.lock();
+        let slow = verdict.slow && policy.slow_call.is_some();
         match state.mode {
             Mode::Closed if !permit.probe => {
-                let (calls, failures) = state.add(now, policy.window, failed);
-                if calls >= policy.min_requests
-                    && f64::from(failures) >= policy.error_rate * f64::from(calls)
+                let window = state.add(now, policy.window, verdict.failed, slow);
+                let calls = f64::from(window.calls);
+                if window.calls >= policy.min_requests
+                    && (f64::from(window.failures) >= policy.error_rate * calls
+                        || (policy.slow_call.is_some()
+                            && f64::from(window.slow) >= policy.slow_rate * calls))
                 {
                     state.mode = Mode::Open {
                         until: now + policy.open,
@@ -156,7 +183,7 @@ impl Breaker {
                 None
             }
             Mode::HalfOpen { issued, succeeded } if permit.probe => {
-                if failed {
+                if verdict.failed || slow {
                     state.mode = Mode::Open {
                         until: now + policy.open,
                     };
@@ -184,8 +211,8 @@ impl Breaker {
 }
 
 impl State {
-    /// Adds one outcome and returns the window's (calls, failures).
-    fn add(&mut self, now: Instant, window: Duration, failed: bool) -> (u32, u32) {
+    /// Adds one outcome and returns the window's totals.
+    fn add(&mut self, now: Instant, window: Duration, failed: bool, slow: bool) -> Bucket {
         if window != self.window {
             self.window = window;
             self.clear();
@@ -198,17 +225,22 @@ impl State {
         if slot.index != index {
             *slot = Bucket {
                 index,
-                calls: 0,
-                failures: 0,
+                ..Bucket::default()
             };
         }
         slot.calls += 1;
         slot.failures += u32::from(failed);
+        slot.slow += u32::from(slow);
         let oldest = index.saturating_sub(BUCKETS as u64 - 1);
         self.buckets
             .iter()
             .filter(|b| b.index >= oldest && b.index <= index && b.calls > 0)
-            .fold((0, 0), |(c, f), b| (c + b.calls, f + b.failures))
+            .fold(Bucket::default(), |sum, b| Bucket {
+                index,
+                calls: sum.calls + b.calls,
+                failures: sum.failures + b.failures,
+                slow: sum.slow + b.slow,
+            })
     }
 
     fn clear(&mut self) {
@@ -227,12 +259,29 @@ mod tests {
             window: Duration::from_secs(10),
             open: Duration::from_secs(5),
             half_open_requests: 2,
+            slow_call: None,
+            slow_rate: 0.5,
+            shadow: false,
         }
     }
 
     fn call(b: &Breaker, p: &BreakerPolicy, now: Instant, failed: bool) -> Option<BreakerState> {
         let (permit, _) = b.acquire(p, now);
-        b.record(permit.expect("let through"), failed, p, now)
+        b.record(
+            permit.expect("let through"),
+            Verdict::failed(failed),
+            p,
+            now,
+        )
+    }
+
+    fn slow_call(b: &Breaker, p: &BreakerPolicy, now: Instant, slow: bool) -> Option<BreakerState> {
+        let (permit, _) = b.acquire(p, now);
+        let verdict = Verdict {
+            failed: false,
+            slow,
+        };
+        b.record(permit.expect("let through"), verdict, p, now)
     }
 
     #[test]
@@ -273,9 +322,12 @@ mod tests {
         assert_eq!(change, Some(BreakerState::HalfOpen));
         let (second, _) = b.acquire(&p, t1);
         assert!(b.acquire(&p, t1).0.is_none(), "only two probes");
-        assert_eq!(b.record(first.unwrap(), false, &p, t1), None);
         assert_eq!(
-            b.record(second.unwrap(), false, &p, t1),
+            b.record(first.unwrap(), Verdict::failed(false), &p, t1),
+            None
+        );
+        assert_eq!(
+            b.record(second.unwrap(), Verdict::failed(false), &p, t1),
             Some(BreakerState::Closed)
         );
         // Failing again: a failed probe reopens at once.
@@ -285,7 +337,7 @@ mod tests {
         let t2 = t1 + p.open;
         let (probe, _) = b.acquire(&p, t2);
         assert_eq!(
-            b.record(probe.unwrap(), true, &p, t2),
+            b.record(probe.unwrap(), Verdict::failed(true), &p, t2),
             Some(BreakerState::Open)
         );
         assert!(b.acquire(&p, t2).0.is_none());
@@ -315,5 +367,38 @@ mod tests {
         }
         p.min_requests = 2;
         assert_eq!(call(&b, &p, t0, true), Some(BreakerState::Open));
+    }
+
+    #[test]
+    fn slow_calls_open_it_only_when_the_rules_name_a_slow_threshold() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        let b = Breaker::new(t0);
+        for _ in 0..10 {
+            assert_eq!(slow_call(&b, &p, t0, true), None, "no slow_ms: not counted");
+        }
+        p.slow_call = Some(Duration::from_millis(100));
+        p.slow_rate = 0.75;
+        let b = Breaker::new(t0);
+        for slow in [true, true, false, false, true, true, true] {
+            // 2 of 4, 3 of 5, 4 of 6, 5 of 7: under 75 %.
+            assert_eq!(slow_call(&b, &p, t0, slow), None);
+        }
+        assert_eq!(
+            slow_call(&b, &p, t0, true),
+            Some(BreakerState::Open),
+            "6 of 8 slow"
+        );
+        // Half-open: a probe that answers, but slowly, opens it again.
+        let t1 = t0 + p.open;
+        let (probe, _) = b.acquire(&p, t1);
+        let slow = Verdict {
+            failed: false,
+            slow: true,
+        };
+        assert_eq!(
+            b.record(probe.expect("a probe"), slow, &p, t1),
+            Some(BreakerState::Open)
+        );
     }
 }

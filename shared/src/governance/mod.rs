@@ -15,6 +15,7 @@
 //!   ([`server`]: in-flight limits, fault injection, and the deadline and
 //!   lane that travel with a call, in [`context`]).
 
+pub mod adaptive;
 pub(crate) mod breaker;
 pub(crate) mod budget;
 pub(crate) mod client;
@@ -243,6 +244,20 @@ impl Governance {
     pub fn environment(&self) -> Environment {
         self.inner.environment
     }
+
+    /// Counts what the shadow rule `rule` (its path in the document) would
+    /// have done to `detail` (a route, a method), which it did not do.
+    pub fn shadowed(&self, rule: &str, detail: &str) {
+        self.inner
+            .metrics
+            .shadow
+            .add(1, &[KeyValue::new("rule", rule.to_owned())]);
+        tracing::debug!(
+            governance.rule = rule,
+            governance.detail = detail,
+            "a shadow rule would have acted"
+        );
+    }
 }
 
 /// Governance metrics (OpenTelemetry names; the Prometheus names add
@@ -270,6 +285,10 @@ pub struct Metrics {
     /// `easynote.governance.retry_budget.exhausted`: retries the budget
     /// refused (`service`, `method`).
     pub budget_exhausted: Counter<u64>,
+    /// `easynote.governance.retries.skipped`: retries and hedges not
+    /// started because too little of the deadline was left for the
+    /// method's median answer time (`service`, `method`, `kind`).
+    pub retries_skipped: Counter<u64>,
     /// `easynote.governance.faults`: injected faults (`service`, `method`,
     /// `kind`).
     pub faults: Counter<u64>,
@@ -278,6 +297,18 @@ pub struct Metrics {
     pub version: Gauge<i64>,
     /// `easynote.governance.rules.refused`: documents refused.
     pub refused: Counter<u64>,
+    /// `easynote.governance.shadow`: what rules in `shadow` mode would have
+    /// done and did not (`rule`: its path in the document).
+    pub shadow: Counter<u64>,
+    /// `easynote.governance.fallbacks`: calls answered by a fallback rule
+    /// instead of the service (`service`, `method`).
+    pub fallbacks: Counter<u64>,
+    /// `easynote.governance.adaptive.limit`: the adaptive concurrency limit
+    /// of a server's method (`service`, `method`), when it changes.
+    pub adaptive_limit: Gauge<i64>,
+    /// `easynote.governance.quota.fallback`: requests a cluster-wide rate
+    /// limit decided in the gateway because Redis did not answer (`route`).
+    pub quota_fallback: Counter<u64>,
 }
 
 impl Metrics {
@@ -312,6 +343,12 @@ impl Metrics {
                 .u64_counter("easynote.governance.retry_budget.exhausted")
                 .with_description("Retries refused by the retry budget.")
                 .build(),
+            retries_skipped: meter
+                .u64_counter("easynote.governance.retries.skipped")
+                .with_description(
+                    "Retries and hedges not started: too little of the deadline left.",
+                )
+                .build(),
             faults: meter
                 .u64_counter("easynote.governance.faults")
                 .with_description("Injected faults.")
@@ -324,18 +361,116 @@ impl Metrics {
                 .u64_counter("easynote.governance.rules.refused")
                 .with_description("Rules documents refused as invalid.")
                 .build(),
+            fallbacks: meter
+                .u64_counter("easynote.governance.fallbacks")
+                .with_description("Calls answered by a fallback rule instead of the service.")
+                .build(),
+            adaptive_limit: meter
+                .i64_gauge("easynote.governance.adaptive.limit")
+                .with_description("Adaptive concurrency limit of a server's method.")
+                .build(),
+            quota_fallback: meter
+                .u64_counter("easynote.governance.quota.fallback")
+                .with_description(
+                    "Requests a cluster-wide rate limit decided locally: Redis did not answer.",
+                )
+                .build(),
+            shadow: meter
+                .u64_counter("easynote.governance.shadow")
+                .with_description("Times a rule in shadow mode would have acted, and did not.")
+                .build(),
         }
     }
 }
 
-/// Records that governance refused a call: a span event on the current
-/// span, for the trace.
-pub fn refused_event(rule: &'static str, detail: &str) {
-    tracing::info!(
-        governance.rule = rule,
-        governance.detail = detail,
-        "refused by governance"
-    );
+/// Metadata key (gRPC) and header (HTTP) naming the rule that refused a
+/// call, by its path in the document (`gateway.rate_limits[1]`).
+pub const RULE_HEADER: &str = "x-easynote-rule";
+/// Metadata key (gRPC) and header (HTTP) carrying the revision of the rules
+/// a process applies: on a refusal, on `/readyz` and on health answers.
+pub const REVISION_HEADER: &str = "x-easynote-rules-revision";
+
+/// Metadata key (gRPC) and header (HTTP) saying an answer was made
+/// without a service's reply, by the fallback rule it names
+/// (`clients.easy-note-user.MGetUser`).
+pub const FALLBACK_HEADER: &str = "x-easynote-fallback";
+
+/// The rule that refused a call: its path in the document (the same paths
+/// `easy-note rules check` prints) and the revision of the document it
+/// came from. It travels back to the caller on the refusal (gRPC metadata,
+/// then HTTP headers), so a 429 or 503 says which rule, of which
+/// revision, produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRef {
+    /// e.g. `gateway.rate_limits[1]`, `clients.easy-note-user.MGetUser.breaker`.
+    pub id: String,
+    /// The document's content hash, or `default`.
+    pub revision: String,
+}
+
+impl RuleRef {
+    /// `id` of the rules `active`.
+    pub fn new(id: impl Into<String>, active: &Active) -> Self {
+        Self {
+            id: id.into(),
+            revision: active.version.clone(),
+        }
+    }
+
+    /// Writes the rule into a refusal's metadata.
+    pub fn attach(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        for (key, value) in [(RULE_HEADER, &self.id), (REVISION_HEADER, &self.revision)] {
+            if let Ok(value) = value.parse() {
+                metadata.insert(key, value);
+            }
+        }
+    }
+
+    /// The rule a refusal names, if a rule produced it.
+    pub fn of(status: &Status) -> Option<Self> {
+        let get = |key| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Some(Self {
+            id: get(RULE_HEADER)?,
+            revision: get(REVISION_HEADER)?,
+        })
+    }
+
+    /// `status` carrying this rule.
+    pub fn on(&self, mut status: Status) -> Status {
+        self.attach(status.metadata_mut());
+        status
+    }
+
+    /// Records the refusal on the current span: a span event and the
+    /// attributes `governance.rule` and `governance.rules_revision`, for
+    /// the trace; `detail` says what was refused (a method, a route).
+    pub fn record(&self, detail: &str) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::Span::current();
+        span.set_attribute("governance.rule", self.id.clone());
+        span.set_attribute("governance.rules_revision", self.revision.clone());
+        tracing::info!(
+            governance.rule = %self.id,
+            governance.rules_revision = %self.revision,
+            governance.detail = detail,
+            "refused by governance"
+        );
+    }
+}
+
+/// A refusal passed on by a caller as its own (e.g. note-service answering
+/// for user-service): it keeps the rule the first refusal named.
+pub fn carry_rule(from: &Status, to: Status) -> Status {
+    match RuleRef::of(from) {
+        Some(rule) => rule.on(to),
+        None => to,
+    }
 }
 
 /// Metadata key a server sets on a `RESOURCE_EXHAUSTED` it answers to shed

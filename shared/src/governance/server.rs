@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicU32, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use opentelemetry::KeyValue;
@@ -24,7 +24,12 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{Governance, context::CallContext};
+use super::{
+    Governance, RuleRef,
+    adaptive::{AdaptiveLimit, Place},
+    context::CallContext,
+    rules::AdaptivePolicy,
+};
 
 /// Wraps a tonic service with the rules `governance` holds for `service`
 /// (the registry name, e.g. `easy-note-user`).
@@ -40,7 +45,25 @@ struct ServerState {
     metadata: BTreeMap<String, String>,
     governance: Governance,
     in_flight: Arc<AtomicU32>,
-    per_method: RwLock<HashMap<Box<str>, Arc<AtomicU32>>>,
+    per_method: RwLock<HashMap<Box<str>, Arc<MethodGate>>>,
+}
+
+/// What a server keeps per method: its calls in flight, and its adaptive
+/// limit once a rule asks for one.
+#[derive(Debug, Default)]
+struct MethodGate {
+    in_flight: Arc<AtomicU32>,
+    adaptive: std::sync::OnceLock<Arc<AdaptiveLimit>>,
+    /// The adaptive limit last put in the metric.
+    reported: AtomicU32,
+}
+
+/// The places a call holds while it runs; given back when dropped, the
+/// adaptive limit's with the call's time.
+struct Held {
+    _all: Slot,
+    _method: Slot,
+    _adaptive: Option<Place>,
 }
 
 impl<S> Governed<S> {
@@ -91,7 +114,7 @@ fn take(counter: &AtomicU32, limit: Option<u32>) -> bool {
 }
 
 impl ServerState {
-    fn method_counter(&self, method: &str) -> Arc<AtomicU32> {
+    fn method_gate(&self, method: &str) -> Arc<MethodGate> {
         if let Some(counter) = self
             .per_method
             .read()
@@ -108,23 +131,88 @@ impl ServerState {
             .clone()
     }
 
-    /// Takes the slots a call needs, or the status that refuses it.
-    fn admit(&self, method: &str) -> Result<(Slot, Slot), Status> {
+    /// Takes the places a call needs, or the status that refuses it.
+    fn admit(&self, method: &str) -> Result<Held, Status> {
         let active = self.governance.active();
         let (all, this) = active.rules.server_limits(self.service, method);
+        let shadow = active
+            .rules
+            .servers
+            .get(self.service)
+            .is_some_and(|rule| rule.mode.is_shadow());
         if !take(&self.in_flight, all) {
-            return Err(self.shed(method, "server.max_in_flight"));
+            let rule = RuleRef::new(format!("servers.{}.max_in_flight", self.service), &active);
+            if !shadow {
+                return Err(self.shed(method, &rule));
+            }
+            self.governance.shadowed(&rule.id, method);
+            take(&self.in_flight, None);
         }
         let global_slot = Slot(self.in_flight.clone());
-        let counter = self.method_counter(method);
-        if !take(&counter, this) {
-            drop(global_slot);
-            return Err(self.shed(method, "server.methods.max_in_flight"));
+        let gate = self.method_gate(method);
+        let counter = &gate.in_flight;
+        if !take(counter, this) {
+            let rule = RuleRef::new(
+                format!("servers.{}.methods.{method}.max_in_flight", self.service),
+                &active,
+            );
+            if !shadow {
+                drop(global_slot);
+                return Err(self.shed(method, &rule));
+            }
+            self.governance.shadowed(&rule.id, method);
+            take(counter, None);
         }
-        Ok((global_slot, Slot(counter)))
+        let method_slot = Slot(counter.clone());
+        let adaptive = match active
+            .rules
+            .servers
+            .get(self.service)
+            .and_then(|r| r.adaptive.as_ref())
+        {
+            None => None,
+            Some(rule) => {
+                let policy = AdaptivePolicy::of(rule);
+                let now = Instant::now();
+                let limiter = gate
+                    .adaptive
+                    .get_or_init(|| Arc::new(AdaptiveLimit::new(&policy, now)))
+                    .clone();
+                let limit = limiter.limit();
+                if gate.reported.swap(limit, Ordering::Relaxed) != limit {
+                    tracing::debug!(method, limit, "adaptive limit changed");
+                    self.governance.metrics().adaptive_limit.record(
+                        i64::from(limit),
+                        &[
+                            KeyValue::new("service", self.service),
+                            KeyValue::new("method", method.to_owned()),
+                        ],
+                    );
+                }
+                match limiter.enter(&policy, policy.shadow || shadow) {
+                    Ok(place) => Some(place),
+                    Err(forced) => {
+                        let rule =
+                            RuleRef::new(format!("servers.{}.adaptive", self.service), &active);
+                        match forced {
+                            Some(place) => {
+                                self.governance.shadowed(&rule.id, method);
+                                Some(place)
+                            }
+                            None => return Err(self.shed(method, &rule)),
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Held {
+            _all: global_slot,
+            _method: method_slot,
+            _adaptive: adaptive,
+        })
     }
 
-    fn shed(&self, method: &str, rule: &'static str) -> Status {
+    fn shed(&self, method: &str, rule: &RuleRef) -> Status {
         self.governance.metrics().shed.add(
             1,
             &[
@@ -132,11 +220,11 @@ impl ServerState {
                 KeyValue::new("method", method.to_owned()),
             ],
         );
-        super::refused_event(rule, method);
-        super::shed_status(format!(
+        rule.record(method);
+        rule.on(super::shed_status(format!(
             "{} is at its in-flight limit for {method}",
             self.service
-        ))
+        )))
     }
 }
 
@@ -188,24 +276,36 @@ where
                 Ok(slots) => slots,
                 Err(status) => return Ok(status.into_http()),
             };
-            let fault = state
-                .governance
-                .active()
-                .rules
-                .fault(state.service, &method, &state.metadata)
-                .cloned();
-            if let Some(fault) = fault {
-                if fault.delay_ms > 0 {
-                    state.record_fault(&method, "delay");
-                    tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
-                }
-                if fault.abort_percent > 0.0 && fastrand::f64() * 100.0 < fault.abort_percent {
-                    state.record_fault(&method, "abort");
-                    tracing::debug!(method = &*method, status = %fault.status, "fault injected");
-                    let code =
-                        crate::code::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
-                    super::refused_event("faults", &method);
-                    return Ok(Status::new(code, format!("fault injected on {method}")).into_http());
+            let fault = {
+                let active = state.governance.active();
+                active
+                    .rules
+                    .fault(state.service, &method, &state.metadata)
+                    .map(|(i, fault)| {
+                        (fault.clone(), RuleRef::new(format!("faults[{i}]"), &active))
+                    })
+            };
+            if let Some((fault, rule)) = fault {
+                let abort =
+                    fault.abort_percent > 0.0 && fastrand::f64() * 100.0 < fault.abort_percent;
+                if fault.mode.is_shadow() {
+                    if abort || fault.delay_ms > 0 {
+                        state.governance.shadowed(&rule.id, &method);
+                    }
+                } else {
+                    if fault.delay_ms > 0 {
+                        state.record_fault(&method, "delay");
+                        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+                    }
+                    if abort {
+                        state.record_fault(&method, "abort");
+                        tracing::debug!(method = &*method, status = %fault.status, "fault injected");
+                        let code =
+                            crate::code::code_from_name(&fault.status).unwrap_or(Code::Unavailable);
+                        rule.record(&method);
+                        let status = Status::new(code, format!("fault injected on {method}"));
+                        return Ok(rule.on(status).into_http());
+                    }
                 }
             }
             let response = context.scope(inner.call(request)).await;
@@ -225,5 +325,52 @@ impl ServerState {
                 KeyValue::new("kind", kind),
             ],
         );
+    }
+}
+
+/// Wraps a tonic service (the health service) so that every answer names
+/// the revision of the rules this process applies, in the response
+/// metadata `x-easynote-rules-revision`: "did the rule take effect here?"
+/// is one health check away (`grpcurl -v … grpc.health.v1.Health/Check`).
+#[derive(Debug, Clone)]
+pub struct Revisioned<S> {
+    inner: S,
+    governance: Governance,
+}
+
+impl<S> Revisioned<S> {
+    /// `inner`, answering with `governance`'s revision.
+    pub fn new(inner: S, governance: Governance) -> Self {
+        Self { inner, governance }
+    }
+}
+
+impl<S: NamedService> NamedService for Revisioned<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<Request<Body>> for Revisioned<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let governance = self.governance.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if let Ok(value) = governance.active().version.parse() {
+                response.headers_mut().insert(super::REVISION_HEADER, value);
+            }
+            Ok(response)
+        })
     }
 }

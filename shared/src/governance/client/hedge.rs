@@ -39,6 +39,14 @@ impl Upstream {
             result = &mut first => return result,
             () = tokio::time::sleep(delay) => {}
         }
+        if !state.time_for_another(context) {
+            self.count(
+                &self.inner.governance.metrics().retries_skipped,
+                method,
+                Some("deadline"),
+            );
+            return first.await;
+        }
         let selector = self.selector(&self.inner.governance.active().rules, context);
         let (second_backend, admission) =
             match self.pick_backend(&selector, Some(&backend.instance.addr)) {

@@ -27,7 +27,7 @@ use self::{
     pick::{Backend, Selector, build_backends},
 };
 use super::{
-    Governance,
+    Governance, RuleRef,
     breaker::{Breaker, BreakerState},
     budget::RetryBudget,
     context::CallContext,
@@ -41,6 +41,7 @@ use crate::{
 
 mod events;
 mod hedge;
+mod latency;
 mod outcome;
 mod pick;
 #[cfg(test)]
@@ -67,6 +68,22 @@ struct UpstreamInner {
 struct MethodState {
     breaker: Breaker,
     budget: RetryBudget,
+    latency: latency::RecentLatency,
+}
+
+impl MethodState {
+    /// Whether another attempt (a retry or a hedge) is worth starting: not
+    /// when what is left of the caller's deadline is shorter than the
+    /// method's median answer time, as measured here. Such an attempt
+    /// would most likely be cut off, and costs the callee work for nothing.
+    fn time_for_another(&self, context: &CallContext) -> bool {
+        match (context.deadline, self.latency.median()) {
+            (Some(deadline), Some(typical)) => {
+                deadline.saturating_duration_since(Instant::now()) >= typical
+            }
+            _ => true,
+        }
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -252,19 +269,31 @@ impl Upstream {
         state.budget.deposit(Instant::now());
         let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
         self.transition(method, change);
-        let Some(permit) = permit else {
-            crate::governance::refused_event("clients.breaker", method);
-            return Err(Status::unavailable(format!(
-                "circuit breaker open for {}/{method}",
-                self.inner.service
-            )));
+        let rule_id = || format!("clients.{}.{method}.breaker", self.inner.service);
+        let permit = match permit {
+            Some(permit) => Some(permit),
+            // In shadow, the call goes on without a permit: the breaker
+            // sees what it would see while open, which is nothing.
+            None if policy.breaker.shadow => {
+                governance.shadowed(&rule_id(), method);
+                None
+            }
+            None => {
+                let rule = RuleRef::new(rule_id(), &governance.active());
+                rule.record(method);
+                return Err(rule.on(Status::unavailable(format!(
+                    "circuit breaker open for {}/{method}",
+                    self.inner.service
+                ))));
+            }
         };
         let mut verdict = BreakerVerdict {
             upstream: self,
             method,
             state: &state,
             policy: policy.breaker,
-            permit: Some(permit),
+            permit,
+            started: Instant::now(),
         };
         let attempts = if context.retried {
             1
@@ -284,6 +313,14 @@ impl Upstream {
                 break;
             }
             if attempt > 0 {
+                if !state.time_for_another(&context) {
+                    self.count(
+                        &governance.metrics().retries_skipped,
+                        method,
+                        Some("deadline"),
+                    );
+                    break;
+                }
                 if !state.budget.try_withdraw(
                     policy.budget_ratio,
                     policy.min_per_second,
@@ -302,6 +339,7 @@ impl Upstream {
                 }
                 Err(_) => break,
             };
+            let started = Instant::now();
             let first = self.attempt(
                 &call,
                 backend.clone(),
@@ -324,6 +362,7 @@ impl Upstream {
             };
             match result {
                 Ok(response) => {
+                    state.latency.record(started.elapsed());
                     verdict.record(false);
                     return Ok(response);
                 }

@@ -1,13 +1,18 @@
 //! What a call's result says: about the instance that took it (outlier
 //! detection), about the service (the breaker, settled by
-//! [`BreakerVerdict`]), and whether it is worth another attempt.
+//! [`BreakerVerdict`]), whether it is worth another attempt, and whether
+//! the caller may go on without it (`fallback`).
 
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
 
 use super::{MethodState, Upstream};
-use crate::governance::{breaker::Permit, outlier::Outcome, rules::BreakerPolicy};
+use crate::governance::{
+    breaker::{Permit, Verdict},
+    outlier::Outcome,
+    rules::BreakerPolicy,
+};
 
 /// The error of an attempt that got no answer in time.
 pub(super) fn no_answer(timeout: Duration) -> Status {
@@ -88,24 +93,35 @@ pub(super) fn is_connection_failure(status: &Status) -> bool {
     ) && status.source().is_some()
 }
 
-/// Settles a call's breaker permit: with the call's final outcome, or as a
-/// failure when the call is dropped before it ends (its deadline passed), so
-/// that a half-open breaker never waits for a probe that will not come back.
+/// Settles a call's breaker permit: with the call's final outcome and
+/// whether it was slow (its time since `started`, against `slow_ms`), or as
+/// a failure when the call is dropped before it ends (its deadline passed),
+/// so that a half-open breaker never waits for a probe that will not come
+/// back.
 pub(super) struct BreakerVerdict<'a> {
     pub(super) upstream: &'a Upstream,
     pub(super) method: &'static str,
     pub(super) state: &'a MethodState,
     pub(super) policy: BreakerPolicy,
     pub(super) permit: Option<Permit>,
+    pub(super) started: Instant,
 }
 
 impl BreakerVerdict<'_> {
     pub(super) fn record(&mut self, failed: bool) {
         if let Some(permit) = self.permit.take() {
+            let now = Instant::now();
+            let verdict = Verdict {
+                failed,
+                slow: self
+                    .policy
+                    .slow_call
+                    .is_some_and(|slow| now.saturating_duration_since(self.started) >= slow),
+            };
             let change = self
                 .state
                 .breaker
-                .record(permit, failed, &self.policy, Instant::now());
+                .record(permit, verdict, &self.policy, now);
             self.upstream.transition(self.method, change);
         }
     }
@@ -114,5 +130,33 @@ impl BreakerVerdict<'_> {
 impl Drop for BreakerVerdict<'_> {
     fn drop(&mut self) {
         self.record(true);
+    }
+}
+
+impl Upstream {
+    /// Whether a failed call of `method` (its final status) may be
+    /// answered without the service, as the rules' `fallback` says: for a
+    /// failure for want of the service (unavailable, too slow, overloaded,
+    /// breaker open), never for an answer such as `NOT_FOUND`. Counted and
+    /// logged when it is.
+    pub fn falls_back(&self, method: &'static str, status: &Status) -> bool {
+        let governance = &self.inner.governance;
+        let wanting = matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+        );
+        if !governance.enabled() || !wanting {
+            return false;
+        }
+        let allowed = governance
+            .active()
+            .rules
+            .client_policy(&self.inner.service, method)
+            .fallback;
+        if allowed {
+            self.count(&governance.metrics().fallbacks, method, None);
+            tracing::warn!(service = %self.inner.service, method, code = ?status.code(), "answering without the service: fallback reply");
+        }
+        allowed
     }
 }

@@ -406,3 +406,58 @@ fn answers_of_a_live_server_are_not_retried() {
         "from the server"
     )));
 }
+
+/// Attempts a call makes whose first attempt breaks at once, under a
+/// deadline `left` from now, after `warm` answers that took 100 ms each.
+async fn attempts_with_time_left(warm: usize, left: Duration) -> usize {
+    let discovery = Discovery::new(StaticDiscovery::new([(
+        "svc",
+        vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()],
+    )]));
+    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+        .await
+        .expect("subscribe");
+    for _ in 0..warm {
+        upstream
+            .call("MGetUser", (), |_, _| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(tonic::Response::new(()))
+            })
+            .await
+            .expect("a slow answer");
+    }
+    let tried = std::sync::atomic::AtomicUsize::new(0);
+    let context = CallContext {
+        deadline: Some(Instant::now() + left),
+        ..CallContext::default()
+    };
+    let call = upstream.call("MGetUser", (), |_, _| {
+        tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            Err::<tonic::Response<()>, _>(Status::from_error(Box::new(std::io::Error::other(
+                "connection reset",
+            ))))
+        }
+    });
+    let _ = context.scope(call).await;
+    tried.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn no_retry_starts_when_less_is_left_than_the_methods_median_answer_time() {
+    assert_eq!(
+        attempts_with_time_left(5, Duration::from_millis(60)).await,
+        1,
+        "60 ms left, answers take 100 ms: no retry"
+    );
+    assert_eq!(
+        attempts_with_time_left(5, Duration::from_millis(800)).await,
+        2,
+        "800 ms left: the retry runs"
+    );
+    assert_eq!(
+        attempts_with_time_left(0, Duration::from_millis(60)).await,
+        2,
+        "nothing measured yet: the retry runs"
+    );
+}

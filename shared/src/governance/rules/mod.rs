@@ -13,8 +13,9 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use serde::Deserialize;
 
-pub use self::{policy::*, schema::*, validation::*};
+pub use self::{check::*, policy::*, schema::*, validation::*};
 
+mod check;
 mod policy;
 mod schema;
 #[cfg(test)]
@@ -57,6 +58,8 @@ impl Default for Rules {
                             max_in_flight: Some(16),
                         },
                     )]),
+                    mode: Mode::Enforce,
+                    adaptive: None,
                 },
             )]),
             routing: BTreeMap::new(),
@@ -80,13 +83,14 @@ impl Rules {
         Ok(rules)
     }
 
-    /// Merges the defaults under what the document gave.
+    /// Merges the defaults under what the document gave, key by key for
+    /// the maps: a document that gives `timeouts_ms` for one route keeps
+    /// the default deadline of the others (login's 5 s included).
     fn fill_defaults(&mut self) {
         let defaults = Self::default();
-        self.gateway
-            .timeouts_ms
-            .entry("*".into())
-            .or_insert(defaults.gateway.timeouts_ms["*"]);
+        for (route, ms) in defaults.gateway.timeouts_ms {
+            self.gateway.timeouts_ms.entry(route).or_insert(ms);
+        }
         for (service, rule) in defaults.servers {
             self.servers.entry(service).or_insert(rule);
         }
@@ -140,14 +144,14 @@ impl Rules {
     }
 
     /// The first fault for `service`'s `method` on an instance with
-    /// `metadata`, if any.
+    /// `metadata`, if any, with its index in `faults`.
     pub fn fault(
         &self,
         service: &str,
         method: &str,
         metadata: &BTreeMap<String, String>,
-    ) -> Option<&Fault> {
-        self.faults.iter().find(|f| {
+    ) -> Option<(usize, &Fault)> {
+        self.faults.iter().enumerate().find(|(_, f)| {
             f.service == service
                 && (f.method == "*" || f.method == method)
                 && f.instances
@@ -156,17 +160,40 @@ impl Rules {
         })
     }
 
-    /// The whole-request deadline of a gateway route (`METHOD /path`).
+    /// The whole-request deadline of a gateway route (`METHOD /pattern`):
+    /// its entry in any spelling of its parameters, else `*`.
     pub fn route_timeout(&self, route: &str) -> Duration {
-        let ms = self
-            .gateway
-            .timeouts_ms
+        let timeouts = &self.gateway.timeouts_ms;
+        let ms = timeouts
             .get(route)
-            .or_else(|| self.gateway.timeouts_ms.get("*"))
+            .or_else(|| {
+                timeouts
+                    .iter()
+                    .find(|(rule, _)| *rule != "*" && route_matches(rule, route))
+                    .map(|(_, ms)| ms)
+            })
+            .or_else(|| timeouts.get("*"))
             .copied()
             .unwrap_or(3000);
         Duration::from_millis(ms)
     }
+}
+
+/// Whether a rule's route (`*`, or `METHOD /path` in the API table's
+/// `{param}` or `:param` spelling) names `route` (`METHOD /pattern` as the
+/// gateway matched it).
+pub fn route_matches(rule: &str, route: &str) -> bool {
+    if rule == "*" || rule == route {
+        return true;
+    }
+    let rule = rule.replace("/:", "/{");
+    let wanted: Vec<&str> = rule.split('/').collect();
+    let actual: Vec<&str> = route.split('/').collect();
+    wanted.len() == actual.len()
+        && wanted
+            .iter()
+            .zip(&actual)
+            .all(|(w, a)| w == a || (w.starts_with('{') && a.starts_with('{')))
 }
 
 /// The version of a document: a stable 64-bit content hash (FNV-1a), in hex.

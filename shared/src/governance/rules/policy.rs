@@ -21,6 +21,37 @@ pub struct ClientPolicy {
     pub breaker: BreakerPolicy,
     /// Outlier detection per instance.
     pub outlier: OutlierPolicy,
+    /// Go on without the answer when the service is wanting.
+    pub fallback: bool,
+}
+
+/// Adaptive concurrency, resolved (see [`adaptive`](super::adaptive)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptivePolicy {
+    /// Floor of the limit.
+    pub min_limit: u32,
+    /// Ceiling of the limit.
+    pub max_limit: u32,
+    /// Where the limit starts.
+    pub initial_limit: u32,
+    /// Latency, as a multiple of the no-load latency, tolerated before the
+    /// limit shrinks.
+    pub tolerance: f64,
+    /// Computes and counts, sheds nothing.
+    pub shadow: bool,
+}
+
+impl AdaptivePolicy {
+    /// `rule` over the defaults.
+    pub fn of(rule: &super::AdaptiveRule) -> Self {
+        Self {
+            min_limit: rule.min_limit.unwrap_or(2),
+            max_limit: rule.max_limit.unwrap_or(1000),
+            initial_limit: rule.initial_limit.unwrap_or(20),
+            tolerance: rule.tolerance.unwrap_or(1.5),
+            shadow: rule.mode.is_some_and(super::Mode::is_shadow),
+        }
+    }
 }
 
 /// Outlier detection per instance, resolved (see
@@ -50,6 +81,12 @@ pub struct BreakerPolicy {
     pub open: Duration,
     /// Probes let through when half-open.
     pub half_open_requests: u32,
+    /// Calls this slow or slower count as slow; `None`: none do.
+    pub slow_call: Option<Duration>,
+    /// Slow share that opens it.
+    pub slow_rate: f64,
+    /// Counts the calls it would fail, failing none.
+    pub shadow: bool,
 }
 
 impl Default for ClientPolicy {
@@ -66,6 +103,9 @@ impl Default for ClientPolicy {
                 window: Duration::from_millis(10_000),
                 open: Duration::from_millis(5000),
                 half_open_requests: 2,
+                slow_call: None,
+                slow_rate: 0.5,
+                shadow: false,
             },
             outlier: OutlierPolicy {
                 consecutive_failures: 3,
@@ -73,6 +113,7 @@ impl Default for ClientPolicy {
                 max_ejection: Duration::from_millis(10_000),
                 max_ejected_percent: 50.0,
             },
+            fallback: false,
         }
     }
 }
@@ -113,6 +154,18 @@ impl ClientPolicy {
             if let Some(v) = b.half_open_requests {
                 p.half_open_requests = v;
             }
+            if let Some(v) = b.slow_ms {
+                p.slow_call = (v > 0).then(|| Duration::from_millis(v));
+            }
+            if let Some(v) = b.slow_rate {
+                p.slow_rate = v;
+            }
+            if let Some(mode) = b.mode {
+                p.shadow = mode.is_shadow();
+            }
+        }
+        if let Some(fallback) = rule.fallback {
+            self.fallback = fallback == super::Fallback::Empty;
         }
         if let Some(o) = &rule.outlier {
             let p = &mut self.outlier;

@@ -10,18 +10,24 @@ use serde::Deserialize;
 pub struct GatewayRules {
     /// Requests served at once; beyond it 503 at once.
     pub max_in_flight: u32,
+    /// `shadow`: `max_in_flight` only counts what it would have shed.
+    pub max_in_flight_mode: Mode,
     /// `X-Forwarded-For` hops to trust when finding the client IP.
     pub trusted_proxy_hops: u32,
     /// Whole-request deadline per route (`METHOD /path`, `*` = default), ms.
     pub timeouts_ms: BTreeMap<String, u64>,
     /// Token buckets; the first rule whose route matches applies.
     pub rate_limits: Vec<RateLimit>,
+    /// Adaptive concurrency per route, under `max_in_flight`.
+    pub adaptive: Option<AdaptiveRule>,
 }
 
 impl Default for GatewayRules {
     fn default() -> Self {
         Self {
             max_in_flight: 1024,
+            max_in_flight_mode: Mode::Enforce,
+            adaptive: None,
             trusted_proxy_hops: 0,
             timeouts_ms: BTreeMap::from([
                 ("*".to_owned(), 3000),
@@ -36,18 +42,24 @@ impl Default for GatewayRules {
                     key: LimitKey::Ip,
                     per_second: 1.0,
                     burst: 20,
+                    mode: Mode::Enforce,
+                    scope: Scope::Process,
                 },
                 RateLimit {
                     route: "POST /v1/user/login".into(),
                     key: LimitKey::Ip,
                     per_second: 5.0,
                     burst: 10,
+                    mode: Mode::Enforce,
+                    scope: Scope::Process,
                 },
                 RateLimit {
                     route: "*".into(),
                     key: LimitKey::User,
                     per_second: 100.0,
                     burst: 200,
+                    mode: Mode::Enforce,
+                    scope: Scope::Process,
                 },
             ],
         }
@@ -66,6 +78,47 @@ pub struct RateLimit {
     pub per_second: f64,
     /// Bucket size: requests allowed at once after a quiet spell.
     pub burst: u32,
+    /// `shadow`: counts what it would have refused, refuses nothing, and
+    /// the next matching rule applies as if it were not there.
+    #[serde(default)]
+    pub mode: Mode,
+    /// `cluster`: one bucket per key for every gateway replica together
+    /// (in Redis, `EASYNOTE_REDIS_URL`); `process` (the default): each
+    /// replica its own.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// Where a rate limit's buckets are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// In each gateway process.
+    #[default]
+    Process,
+    /// Shared by every gateway replica (Redis); when Redis does not
+    /// answer, each process keeps its share of the budget.
+    Cluster,
+}
+
+/// Whether a rule acts (`enforce`, the default) or only counts, in
+/// `easynote.governance.shadow`, what it would have done (`shadow`): a
+/// rule is tried on live traffic before it is trusted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The rule acts.
+    #[default]
+    Enforce,
+    /// The rule counts what it would have done, and does nothing.
+    Shadow,
+}
+
+impl Mode {
+    /// Whether the rule only counts.
+    pub fn is_shadow(self) -> bool {
+        self == Self::Shadow
+    }
 }
 
 /// What a rate limit is keyed by.
@@ -105,6 +158,23 @@ pub struct ClientRule {
     /// Outlier detection per instance (read from the method called; set it
     /// under `*`).
     pub outlier: Option<OutlierRule>,
+    /// What the caller does when the call fails for want of the service
+    /// (unavailable, too slow, overloaded, breaker open): `none` (the
+    /// default: the failure goes on) or `empty` (go on without its answer,
+    /// where the contract allows: `MGetUser`, whose notes are then served
+    /// with empty author names).
+    pub fallback: Option<Fallback>,
+}
+
+/// A method's fallback reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The failure goes on to the caller.
+    #[default]
+    None,
+    /// The caller goes on without the answer.
+    Empty,
 }
 
 /// `retry`, every field optional.
@@ -135,6 +205,15 @@ pub struct BreakerRule {
     pub open_ms: Option<u64>,
     /// Probes let through when half-open.
     pub half_open_requests: Option<u32>,
+    /// A call that takes this long or longer is slow (0 or absent: no
+    /// call is), whatever its outcome.
+    pub slow_ms: Option<u64>,
+    /// Share of slow calls that opens the breaker (with `slow_ms`; 0.5 by
+    /// default), counted like `error_rate` over the same window.
+    pub slow_rate: Option<f64>,
+    /// `shadow`: the breaker opens and closes as it would, and counts the
+    /// calls it would have failed, failing none.
+    pub mode: Option<Mode>,
 }
 
 /// `outlier`, every field optional.
@@ -160,6 +239,31 @@ pub struct ServerRule {
     /// Per-method limits.
     #[serde(default)]
     pub methods: BTreeMap<String, MethodLimit>,
+    /// `shadow`: the limits count what they would have shed, shedding
+    /// nothing.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Adaptive concurrency per method: a limit that follows measured
+    /// latency, under the fixed ones.
+    pub adaptive: Option<AdaptiveRule>,
+}
+
+/// `servers.SERVICE.adaptive`: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveRule {
+    /// The limit never goes under this (2 by default).
+    pub min_limit: Option<u32>,
+    /// Nor over this (1000 by default).
+    pub max_limit: Option<u32>,
+    /// Where it starts (20 by default).
+    pub initial_limit: Option<u32>,
+    /// How many times the no-load latency calls may take before the limit
+    /// shrinks (1.5 by default).
+    pub tolerance: Option<f64>,
+    /// `shadow`: the limit is computed and what it would have shed is
+    /// counted; nothing is shed.
+    pub mode: Option<Mode>,
 }
 
 /// `servers.SERVICE.methods.METHOD`.
@@ -190,6 +294,10 @@ pub struct Lane {
     pub matches: LaneMatch,
     /// Metadata an instance must carry (all of it) to serve the lane.
     pub instances: BTreeMap<String, String>,
+    /// `shadow`: counts the requests it would have taken, which go on to
+    /// the next lane as if it were not there.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// `match` of a lane: a header value, or a stable share of users.
@@ -226,6 +334,10 @@ pub struct Fault {
     /// instance), to fail one replica in a drill.
     #[serde(default)]
     pub instances: BTreeMap<String, String>,
+    /// `shadow`: counts the calls it would have delayed or aborted, and
+    /// does neither.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 fn star() -> String {

@@ -38,6 +38,11 @@ fn given_keys_override_and_the_rest_keeps_its_default() {
         rules.route_timeout("POST /v1/note"),
         Duration::from_millis(3000)
     );
+    assert_eq!(
+        rules.route_timeout("POST /v1/user/login"),
+        Duration::from_millis(5000),
+        "a map given is merged over the defaults, key by key"
+    );
     let query = rules.client_policy("easy-note-note", "QueryNote");
     assert_eq!(query.timeout, Duration::from_millis(300));
     assert_eq!(query.backup_delay, Some(Duration::from_millis(50)));
@@ -112,9 +117,10 @@ fn faults_apply_to_their_method_and_instances() {
     );
     assert!(rules.fault("easy-note-note", "QueryNote", &plain).is_none());
     assert!(rules.fault("easy-note-note", "MGetNote", &canary).is_none());
-    let any = rules
+    let (index, any) = rules
         .fault("easy-note-user", "CheckUser", &plain)
         .expect("`*`");
+    assert_eq!(index, 1, "its place in `faults`, which names it");
     assert_eq!((any.delay_ms, any.status.as_str()), (5, "UNAVAILABLE"));
 }
 
@@ -347,6 +353,8 @@ fn the_slowest_limit_with_the_largest_burst_still_has_a_period() {
         key: LimitKey::Ip,
         per_second: MIN_PER_SECOND,
         burst: MAX_COUNT,
+        mode: Mode::Enforce,
+        scope: Scope::Process,
     };
     assert_eq!(limit.period(), Some(Duration::from_secs(1000)));
     let too_slow = RateLimit {
@@ -359,4 +367,35 @@ fn the_slowest_limit_with_the_largest_burst_still_has_a_period() {
         ..limit
     };
     assert_eq!(nan.period(), None);
+}
+
+#[test]
+fn routes_match_exactly_or_by_star() {
+    assert!(route_matches("*", "GET /v1/note/query"));
+    assert!(route_matches("POST /v1/user/login", "POST /v1/user/login"));
+    assert!(!route_matches(
+        "POST /v1/user/login",
+        "POST /v1/user/register"
+    ));
+    assert!(route_matches(
+        "GET /v1/note/{note_id}",
+        "GET /v1/note/{note_id}"
+    ));
+    assert!(route_matches("GET /v1/note/:id", "GET /v1/note/{note_id}"));
+    assert!(!route_matches("GET /v1/note/{id}", "GET /v1/note/query"));
+    assert!(!route_matches("GET /v1/note", "GET /v1/note/{note_id}"));
+}
+
+#[test]
+fn a_route_deadline_applies_in_either_spelling_of_its_parameters() {
+    let rules =
+        Rules::parse(r#"{"gateway": {"timeouts_ms": {"GET /v1/note/:id": 700}}}"#).expect("valid");
+    assert_eq!(
+        rules.route_timeout("GET /v1/note/{note_id}"),
+        Duration::from_millis(700)
+    );
+    assert_eq!(
+        rules.route_timeout("GET /v1/note/query"),
+        Duration::from_millis(3000)
+    );
 }

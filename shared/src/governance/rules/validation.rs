@@ -5,13 +5,16 @@ use std::{fmt, time::Duration};
 
 use tonic::Code;
 
-use super::{ClientRule, Lane, RateLimit, Rules};
+use super::{AdaptivePolicy, AdaptiveRule, ClientRule, Lane, RateLimit, Rules};
 
 impl Rules {
     pub(super) fn validate(&self) -> Result<(), RulesError> {
         let gw = &self.gateway;
         within(gw.max_in_flight, 1..=MAX_COUNT, "gateway.max_in_flight")?;
         within(gw.trusted_proxy_hops, 0..=16, "gateway.trusted_proxy_hops")?;
+        if let Some(adaptive) = &gw.adaptive {
+            validate_adaptive(adaptive, "gateway.adaptive")?;
+        }
         for (route, ms) in &gw.timeouts_ms {
             let path = format!("gateway.timeouts_ms.{route}");
             check_route(route, &path)?;
@@ -34,13 +37,23 @@ impl Rules {
         }
         for (service, methods) in &self.clients {
             for (method, rule) in methods {
-                validate_client(rule, &format!("clients.{service}.{method}"))?;
+                let path = format!("clients.{service}.{method}");
+                validate_client(rule, &path)?;
+                check(
+                    rule.fallback != Some(super::Fallback::Empty)
+                        || (service == crate::service_name::USER && method == "MGetUser"),
+                    &format!("{path}.fallback"),
+                    "only clients.easy-note-user.MGetUser has a fallback reply (notes with empty author names)",
+                )?;
             }
         }
         for (service, rule) in &self.servers {
             let path = format!("servers.{service}");
             if let Some(n) = rule.max_in_flight {
                 within(n, 1..=MAX_COUNT, &format!("{path}.max_in_flight"))?;
+            }
+            if let Some(adaptive) = &rule.adaptive {
+                validate_adaptive(adaptive, &format!("{path}.adaptive"))?;
             }
             for (method, limit) in &rule.methods {
                 if let Some(n) = limit.max_in_flight {
@@ -124,6 +137,28 @@ impl RateLimit {
     }
 }
 
+fn validate_adaptive(adaptive: &AdaptiveRule, path: &str) -> Result<(), RulesError> {
+    for (value, key) in [
+        (adaptive.min_limit, "min_limit"),
+        (adaptive.max_limit, "max_limit"),
+        (adaptive.initial_limit, "initial_limit"),
+    ] {
+        if let Some(n) = value {
+            within(n, 1..=MAX_COUNT, &format!("{path}.{key}"))?;
+        }
+    }
+    let resolved = AdaptivePolicy::of(adaptive);
+    check(
+        resolved.min_limit <= resolved.max_limit,
+        &format!("{path}.max_limit"),
+        "must be at least min_limit",
+    )?;
+    if let Some(t) = adaptive.tolerance {
+        within_f64(t, 1.0..=10.0, &format!("{path}.tolerance"))?;
+    }
+    Ok(())
+}
+
 fn validate_client(rule: &ClientRule, path: &str) -> Result<(), RulesError> {
     if let Some(ms) = rule.timeout_ms {
         within(ms, 1..=MAX_TIMEOUT_MS, &format!("{path}.timeout_ms"))?;
@@ -163,6 +198,16 @@ fn validate_client(rule: &ClientRule, path: &str) -> Result<(), RulesError> {
         }
         if let Some(n) = b.half_open_requests {
             within(n, 1..=100, &format!("{path}.half_open_requests"))?;
+        }
+        if let Some(ms) = b.slow_ms {
+            within(ms, 0..=MAX_TIMEOUT_MS, &format!("{path}.slow_ms"))?;
+        }
+        if let Some(r) = b.slow_rate {
+            check(
+                r > 0.0 && r <= 1.0,
+                &format!("{path}.slow_rate"),
+                "must be above 0 and at most 1",
+            )?;
         }
     }
     if let Some(o) = &rule.outlier {

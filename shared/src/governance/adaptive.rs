@@ -1,0 +1,262 @@
+//! Adaptive concurrency: a limit on calls in flight that follows measured
+//! latency instead of a hand-tuned number, in the style of Netflix's
+//! concurrency-limits (Gradient2) and Envoy's adaptive concurrency filter.
+//!
+//! Every finished call reports its time. Once per window (100 ms, with at
+//! least 8 calls) the limiter compares the window's average time with the
+//! no-load time (the lowest window average seen, drifting up slowly so
+//! that an old low is forgotten): while calls take no more than
+//! `tolerance` times the no-load time the limit grows (by its square root,
+//! the queue it allows); beyond, it shrinks in proportion. The limit is
+//! smoothed and kept within `[min_limit, max_limit]`. Admission is one
+//! atomic compare on the call path; the arithmetic happens once a window.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use super::rules::AdaptivePolicy;
+
+/// How often the limit is recomputed.
+const WINDOW: Duration = Duration::from_millis(100);
+/// Calls a window needs before it counts.
+const MIN_SAMPLES: u32 = 8;
+/// How much of each new limit is taken (the rest is the old one).
+const SMOOTHING: f64 = 0.2;
+/// How fast the no-load time drifts up to the current time, per window.
+const NOLOAD_DRIFT: f64 = 0.01;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct AdaptiveLimit {
+    limit: AtomicU32,
+    in_flight: AtomicU32,
+    state: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    calls: u32,
+    total: Duration,
+    noload: Option<Duration>,
+    limit: f64,
+}
+
+/// A call admitted under the limit: report how it ended to
+/// [`AdaptiveLimit::finish`].
+#[derive(Debug)]
+#[must_use]
+pub struct Admitted {
+    started: Instant,
+}
+
+/// A place taken under an [`AdaptiveLimit`]: given back when dropped, with
+/// the time since it was taken (a call cut short counts as it ran).
+#[derive(Debug)]
+pub struct Place {
+    limiter: Arc<AdaptiveLimit>,
+    admitted: Option<Admitted>,
+    policy: AdaptivePolicy,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(admitted) = self.admitted.take() {
+            self.limiter
+                .finish(admitted, true, &self.policy, Instant::now());
+        }
+    }
+}
+
+impl AdaptiveLimit {
+    /// A place under the limit, or, when it is full, `Err` with a place
+    /// taken anyway if `force` (a rule in shadow mode, which still
+    /// measures) and `None` if not.
+    pub fn enter(
+        self: &Arc<Self>,
+        policy: &AdaptivePolicy,
+        force: bool,
+    ) -> Result<Place, Option<Place>> {
+        let now = Instant::now();
+        let place = |admitted| Place {
+            limiter: self.clone(),
+            admitted: Some(admitted),
+            policy: *policy,
+        };
+        match self.admit(now) {
+            Some(admitted) => Ok(place(admitted)),
+            None if force => Err(Some(place(self.force(now)))),
+            None => Err(None),
+        }
+    }
+
+    /// A limiter starting at `policy.initial_limit`.
+    pub fn new(policy: &AdaptivePolicy, now: Instant) -> Self {
+        let initial = policy
+            .initial_limit
+            .clamp(policy.min_limit, policy.max_limit);
+        Self {
+            limit: AtomicU32::new(initial),
+            in_flight: AtomicU32::new(0),
+            state: Mutex::new(Window {
+                started: now,
+                calls: 0,
+                total: Duration::ZERO,
+                noload: None,
+                limit: f64::from(initial),
+            }),
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place under the limit, or `None` when it is full.
+    pub fn admit(&self, now: Instant) -> Option<Admitted> {
+        let limit = self.limit();
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admitted { started: now })
+    }
+
+    /// Takes a place whatever the limit (a rule in shadow mode, which
+    /// still measures).
+    pub fn force(&self, now: Instant) -> Admitted {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Admitted { started: now }
+    }
+
+    /// Gives the place back and records the call's time (`measured`: it
+    /// ended in an answer whose time says something about load; a call
+    /// refused elsewhere or cancelled is left out).
+    pub fn finish(
+        &self,
+        admitted: Admitted,
+        measured: bool,
+        policy: &AdaptivePolicy,
+        now: Instant,
+    ) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if measured {
+            self.record(now.saturating_duration_since(admitted.started), policy, now);
+        }
+    }
+
+    fn record(&self, took: Duration, policy: &AdaptivePolicy, now: Instant) {
+        let mut window = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        window.calls += 1;
+        window.total += took;
+        if now.saturating_duration_since(window.started) < WINDOW || window.calls < MIN_SAMPLES {
+            return;
+        }
+        let average = window.total / window.calls;
+        let noload = match window.noload {
+            Some(low) if average >= low => low + (average - low).mul_f64(NOLOAD_DRIFT),
+            _ => average,
+        };
+        window.noload = Some(noload);
+        let tolerated = noload.as_secs_f64() * policy.tolerance;
+        let gradient = (tolerated / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
+        let proposed = window.limit * gradient + window.limit.sqrt();
+        let smoothed = window.limit * (1.0 - SMOOTHING) + proposed * SMOOTHING;
+        window.limit = smoothed.clamp(f64::from(policy.min_limit), f64::from(policy.max_limit));
+        window.started = now;
+        window.calls = 0;
+        window.total = Duration::ZERO;
+        // Rounded down, at least the floor.
+        self.limit.store(
+            (window.limit as u32).max(policy.min_limit),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AdaptivePolicy {
+        AdaptivePolicy {
+            min_limit: 5,
+            max_limit: 200,
+            initial_limit: 20,
+            tolerance: 1.5,
+            shadow: false,
+        }
+    }
+
+    /// Runs windows of calls taking `took` each, `windows` times; the
+    /// limit after them.
+    fn run(
+        limiter: &AdaptiveLimit,
+        p: &AdaptivePolicy,
+        t: &mut Instant,
+        took: Duration,
+        windows: u32,
+    ) -> u32 {
+        for _ in 0..windows {
+            *t += WINDOW;
+            for _ in 0..MIN_SAMPLES {
+                let admitted = Admitted { started: *t - took };
+                limiter.in_flight.fetch_add(1, Ordering::AcqRel);
+                limiter.finish(admitted, true, p, *t);
+            }
+        }
+        limiter.limit()
+    }
+
+    #[test]
+    fn the_limit_grows_while_latency_holds_and_shrinks_when_it_climbs() {
+        let p = policy();
+        let mut t = Instant::now();
+        let limiter = AdaptiveLimit::new(&p, t);
+        let grown = run(&limiter, &p, &mut t, Duration::from_millis(10), 40);
+        assert!(grown > 60, "steady latency: the limit grows, to {grown}");
+        let shrunk = run(&limiter, &p, &mut t, Duration::from_millis(40), 40);
+        assert!(
+            shrunk < grown / 4,
+            "four times the no-load latency: the limit falls, {grown} -> {shrunk}"
+        );
+        assert!(shrunk >= p.min_limit);
+        let floor = run(&limiter, &p, &mut t, Duration::from_millis(400), 30);
+        assert_eq!(floor, p.min_limit, "never under the floor");
+        let settled = run(&limiter, &p, &mut t, Duration::from_millis(400), 600);
+        assert!(
+            settled > 4 * p.min_limit,
+            "a latency that stays becomes the new no-load latency: {settled}"
+        );
+        let ceiling = run(&limiter, &p, &mut t, Duration::from_millis(1), 400);
+        assert_eq!(ceiling, p.max_limit, "never over the ceiling");
+    }
+
+    #[test]
+    fn admission_stops_at_the_limit_and_a_forced_call_counts_in_flight() {
+        let mut p = policy();
+        (p.min_limit, p.initial_limit) = (1, 2);
+        let t = Instant::now();
+        let limiter = AdaptiveLimit::new(&p, t);
+        let a = limiter.admit(t).expect("1 of 2");
+        let b = limiter.admit(t).expect("2 of 2");
+        assert!(limiter.admit(t).is_none(), "full");
+        let forced = limiter.force(t);
+        assert!(limiter.admit(t).is_none(), "still full");
+        limiter.finish(forced, false, &p, t);
+        limiter.finish(a, false, &p, t);
+        let c = limiter.admit(t).expect("a place is free again");
+        limiter.finish(b, false, &p, t);
+        limiter.finish(c, false, &p, t);
+    }
+}

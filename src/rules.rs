@@ -1,0 +1,122 @@
+//! `easy-note rules check FILE` and `easy-note rules diff OLD NEW`: a
+//! governance document checked before it is published, the way every
+//! process would check it, and then some (the conflicts between rules that
+//! each validate alone; see `governance::rules::check`).
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use easynote_shared::{
+    config::Env,
+    discovery::{Discovery, DiscoveryConfig, Instance},
+    governance::rules::{self, Conflict, Rules},
+};
+
+/// What a check found: the report to print and whether it passed.
+#[derive(Debug)]
+pub struct Report {
+    /// Effective rules, conflicts, verdict.
+    pub text: String,
+    /// No refusal and no conflict.
+    pub ok: bool,
+}
+
+/// Reads and parses a document as a process would; the error names the
+/// file and the path of the bad key.
+fn load(path: &Path) -> anyhow::Result<(Rules, String)> {
+    let document =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let rules = Rules::parse(&document).with_context(|| {
+        format!(
+            "{} is refused: every process would keep its last good rules",
+            path.display()
+        )
+    })?;
+    Ok((rules, rules::version_of(&document)))
+}
+
+/// `rules check`: the effective rules per route, service and method, then
+/// every conflict. With `instances` (what the registry holds), lanes are
+/// checked against the instances that would serve them.
+pub fn check(
+    path: &Path,
+    instances: Option<&BTreeMap<String, Vec<Instance>>>,
+) -> anyhow::Result<Report> {
+    let (rules, revision) = load(path)?;
+    let mut text = String::new();
+    let _ = writeln!(text, "{}: valid, revision {revision}\n", path.display());
+    let _ = writeln!(text, "Effective rules:");
+    for (key, value) in rules.effective() {
+        let _ = writeln!(text, "  {key} = {value}");
+    }
+    let mut conflicts: Vec<Conflict> = rules.conflicts();
+    match instances {
+        Some(instances) => conflicts.extend(rules.lane_conflicts(instances)),
+        None if !rules.routing.is_empty() => {
+            let _ = writeln!(
+                text,
+                "\nLanes were not checked against registered instances (pass --registry)."
+            );
+        }
+        None => {}
+    }
+    if !rules.faults.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nNote: faults are refused in production unless EASYNOTE_ALLOW_FAULTS=true."
+        );
+    }
+    if conflicts.is_empty() {
+        let _ = writeln!(text, "\nNo conflicts.");
+    } else {
+        let _ = writeln!(text, "\n{} conflict(s):", conflicts.len());
+        for conflict in &conflicts {
+            let _ = writeln!(text, "  {conflict}");
+        }
+    }
+    Ok(Report {
+        text,
+        ok: conflicts.is_empty(),
+    })
+}
+
+/// `rules diff`: what would change in effect, setting by setting.
+pub fn diff(old: &Path, new: &Path) -> anyhow::Result<Report> {
+    let (old_rules, old_revision) = load(old)?;
+    let (new_rules, new_revision) = load(new)?;
+    let changes = rules::diff(&old_rules, &new_rules);
+    let mut text = format!(
+        "{} (revision {old_revision}) -> {} (revision {new_revision})\n",
+        old.display(),
+        new.display()
+    );
+    if changes.is_empty() {
+        text.push_str("No change in effect.\n");
+    }
+    for change in &changes {
+        let _ = writeln!(text, "{change}");
+    }
+    Ok(Report { text, ok: true })
+}
+
+/// The instances of every service the rules route, from the registry this
+/// environment configures (as the services would find it), after giving
+/// it `wait` to answer.
+pub async fn registered_instances(
+    rules_file: &Path,
+    wait: Duration,
+) -> anyhow::Result<BTreeMap<String, Vec<Instance>>> {
+    let (rules, _) = load(rules_file)?;
+    let config = DiscoveryConfig::from_env(&Env::from_process())?;
+    let discovery = Discovery::from_config(&config).await?;
+    let mut found = BTreeMap::new();
+    for service in rules.routing.keys() {
+        let mut set = discovery.subscribe(service).await?;
+        // The first answer may come after the subscription: wait for a
+        // non-empty set, or `wait`, whichever is first.
+        let _ = tokio::time::timeout(wait, set.wait_for(|instances| !instances.is_empty())).await;
+        let instances = set.borrow().to_vec();
+        found.insert(service.clone(), instances);
+    }
+    Ok(found)
+}
