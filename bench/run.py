@@ -26,8 +26,8 @@ Scenarios (the services are the ones users run; only the settings differ):
   governance-off     the all-in-one with EASYNOTE_GOVERNANCE=off (against all-in-one's default rules)
   overload           the all-in-one's login capacity closed-loop, then logins open-loop at 3x it
   overload-off       the same offered load with EASYNOTE_GOVERNANCE=off (no shedding)
-  overload-adaptive  the same offered load with user-service's fixed in-flight limits replaced by
-                     an adaptive one (servers.easy-note-user.adaptive, every setting its default)
+  overload-adaptive  the same offered load with adaptive concurrency at the edge (gateway.adaptive)
+                     and instead of user-service's fixed in-flight limits, every setting its default
   *-before           with EASYNOTE_BENCH_BEFORE=<an earlier easy-note binary>: all-in-one and
                      three processes on that build, to compare builds in one run
 
@@ -65,10 +65,10 @@ BENCH_RULES = {"gateway": {"rate_limits": [{"route": "*", "key": "user", "per_se
 # The overload runs measure shedding, not rate limits: none at all (a login
 # has no user, so the per-user limit would key it by address).
 NO_RATE_LIMITS = {"gateway": {"rate_limits": []}}
-# Adaptive concurrency instead of user-service's fixed limits (256, and 16
-# for CheckUser): a service entry the document gives replaces the default
-# one, so no number is tuned here.
-ADAPTIVE = {**NO_RATE_LIMITS, "servers": {"easy-note-user": {"adaptive": {}}}}
+# Adaptive concurrency at the gateway's edge (per route) and instead of
+# user-service's fixed limits (256, and 16 for CheckUser): a service entry
+# the document gives replaces the default one, so no number is tuned here.
+ADAPTIVE = {"gateway": {"rate_limits": [], "adaptive": {}}, "servers": {"easy-note-user": {"adaptive": {}}}}
 RULES_FOR = {"overload": NO_RATE_LIMITS, "overload-off": NO_RATE_LIMITS, "overload-adaptive": ADAPTIVE}
 # Each role's certificate (easy-note dev-certs file stems); the all-in-one's
 # holds all three names.

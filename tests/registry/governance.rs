@@ -1337,3 +1337,135 @@ async fn an_adaptive_limit_falls_when_latency_steps_up_and_rises_when_it_steps_d
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_stay_in_the_callers_zone_and_spill_over_when_too_few_of_its_instances_are_in_rotation()
+ {
+    let _serial = crate::one_at_a_time().await;
+    let mut cluster = harness::cluster().await;
+    cluster.set(&[("RUST_LOG", GOVERNANCE_DEBUG.to_owned())]);
+    cluster.set(&GATEWAY_EDGE.map(|(var, value)| (var, value.to_owned())));
+    let _user = cluster.start_user().await;
+    let mut notes = Vec::new();
+    for metadata in [
+        "zone=a,replica=a1",
+        "zone=a,replica=a2",
+        "zone=b,replica=b1",
+        "zone=b,replica=b2",
+    ] {
+        let extra = [("EASYNOTE_INSTANCE_METADATA", metadata.to_owned())];
+        notes.push(cluster.start_note_with(&extra).await);
+    }
+    let gateway = cluster
+        .start_gateway_with(&[("EASYNOTE_INSTANCE_METADATA", "zone=a".to_owned())])
+        .await;
+    cluster.wait_ready(&gateway).await;
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "four note-service instances listed",
+            || async {
+                match cluster.nacos().addrs(harness::NOTE).await.len() {
+                    4 => Ok(()),
+                    n => Err(format!("{n} listed")),
+                }
+            },
+        )
+        .await;
+    let token = sign_up(&cluster, &gateway, "zoned").await;
+    let queried = |zone: &[&Service]| {
+        zone.iter()
+            .map(|note| calls(note, "QueryNote"))
+            .sum::<usize>()
+    };
+    let (zone_a, zone_b) = ([&notes[0], &notes[1]], [&notes[2], &notes[3]]);
+    let rules = |fault: bool| {
+        let faults = if fault {
+            json!([{"service": "easy-note-note", "method": "QueryNote", "abort_percent": 100,
+                    "instances": {"replica": "a1"}}])
+        } else {
+            json!([])
+        };
+        json!({"routing": {"easy-note-note": {"locality": {"min_healthy_percent": 60}}},
+               "faults": faults})
+        .to_string()
+    };
+    cluster.nacos().publish_config(DATA_ID, &rules(false)).await;
+    // Once in force, every query stays in zone a, spread over both of its
+    // instances.
+    cluster
+        .eventually(
+            RULES_WITHIN,
+            "queries stay in the gateway's zone",
+            || async {
+                let before = (queried(&zone_a), queried(&zone_b));
+                for _ in 0..20 {
+                    let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+                let after = (queried(&zone_a), queried(&zone_b));
+                match (after.0 - before.0, after.1 - before.1) {
+                    (20, 0) => Ok(()),
+                    seen => Err(format!("zone a, zone b: {seen:?}")),
+                }
+            },
+        )
+        .await;
+    let (a1, a2) = (calls(&notes[0], "QueryNote"), calls(&notes[1], "QueryNote"));
+    assert!(
+        a1 > 0 && a2 > 0,
+        "both of zone a's instances serve: {a1}, {a2}"
+    );
+
+    // a1 fails every query: retried on a2 meanwhile, ejected after three
+    // failures in a row; with 1 of 2 in rotation (under 60%), zone a spills
+    // over to zone b. No query fails.
+    cluster.nacos().publish_config(DATA_ID, &rules(true)).await;
+    cluster
+        .eventually(RULES_WITHIN, "zone a spills over to zone b", || async {
+            let before = queried(&zone_b);
+            for _ in 0..20 {
+                let (status, _, body) = query(&cluster, &gateway, &token, &[]).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+            match queried(&zone_b) - before {
+                0 => Err("zone b got no query".to_owned()),
+                n => Ok(n),
+            }
+        })
+        .await;
+
+    // `easy-note rules check --registry` reads the same registry: a lane
+    // whose instances none of the four has is a conflict, one that names
+    // zone b is not.
+    let check = |lane_instances: &str| {
+        let file = cluster.dir.path().join("lanes.json");
+        let document = format!(
+            r#"{{"routing": {{"easy-note-note": {{"lanes": [{{"name": "trial",
+                "match": {{"header": "x-lane", "equals": "trial"}}, "instances": {lane_instances}}}]}}}}}}"#
+        );
+        std::fs::write(&file, document).expect("write the document");
+        let mut command = std::process::Command::new(suite_bin());
+        command
+            .args(["rules", "check", "--registry"])
+            .arg(&file)
+            .env_clear()
+            .envs(cluster.env())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        tokio::task::spawn_blocking(move || command.output().expect("run easy-note rules check"))
+    };
+    let missing = check(r#"{"lane": "trial"}"#).await.expect("the check ran");
+    let said = String::from_utf8_lossy(&missing.stdout);
+    assert_eq!(missing.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("none of the 4 registered instances of easy-note-note has lane=trial"),
+        "{said}"
+    );
+    let present = check(r#"{"zone": "b"}"#).await.expect("the check ran");
+    assert_eq!(
+        present.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&present.stdout)
+    );
+}

@@ -2,13 +2,16 @@
 //! latency instead of a hand-tuned number, in the style of Netflix's
 //! concurrency-limits (Gradient2) and Envoy's adaptive concurrency filter.
 //!
-//! Every finished call reports its time. Once per window (100 ms, with at
-//! least 8 calls) the limiter compares the window's average time with the
-//! no-load time (the lowest window average seen, drifting up slowly so
-//! that an old low is forgotten): while calls take no more than
-//! `tolerance` times the no-load time the limit grows (by its square root,
-//! the queue it allows); beyond, it shrinks in proportion. The limit is
-//! smoothed and kept within `[min_limit, max_limit]`. Admission is one
+//! Every finished call reports its time. The no-load time is measured, as
+//! Envoy does, by holding the limit at `min_limit` for [`PROBE_CALLS`]
+//! calls, at the start and every [`PROBE_EVERY`]: what calls take then is
+//! what they take unqueued, even when the service starts under overload
+//! (between probes it is the lowest window average seen, drifting up
+//! slowly). Once per window (100 ms, with at least 8 calls) the limiter
+//! compares the window's average time with it: while calls take no more
+//! than `tolerance` times the no-load time the limit grows (by its square
+//! root, the queue it allows); beyond, it shrinks in proportion. The limit
+//! is smoothed and kept within `[min_limit, max_limit]`. Admission is one
 //! atomic compare on the call path; the arithmetic happens once a window.
 
 use std::{
@@ -29,6 +32,10 @@ const MIN_SAMPLES: u32 = 8;
 const SMOOTHING: f64 = 0.2;
 /// How fast the no-load time drifts up to the current time, per window.
 const NOLOAD_DRIFT: f64 = 0.01;
+/// Calls measured at `min_limit` to find the no-load time.
+pub const PROBE_CALLS: u32 = 20;
+/// How often the no-load time is measured again.
+pub const PROBE_EVERY: Duration = Duration::from_secs(30);
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -45,6 +52,10 @@ struct Window {
     total: Duration,
     noload: Option<Duration>,
     limit: f64,
+    /// Measuring the no-load time: calls still to come, and the limit to
+    /// go back to.
+    probing: Option<u32>,
+    next_probe: Instant,
 }
 
 /// A call admitted under the limit: report how it ended to
@@ -101,7 +112,7 @@ impl AdaptiveLimit {
             .initial_limit
             .clamp(policy.min_limit, policy.max_limit);
         Self {
-            limit: AtomicU32::new(initial),
+            limit: AtomicU32::new(policy.min_limit),
             in_flight: AtomicU32::new(0),
             state: Mutex::new(Window {
                 started: now,
@@ -109,6 +120,8 @@ impl AdaptiveLimit {
                 total: Duration::ZERO,
                 noload: None,
                 limit: f64::from(initial),
+                probing: Some(PROBE_CALLS),
+                next_probe: now + PROBE_EVERY,
             }),
         }
     }
@@ -159,7 +172,34 @@ impl AdaptiveLimit {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         window.calls += 1;
         window.total += took;
+        if let Some(left) = window.probing {
+            // Calls admitted before the probe began may still be finishing:
+            // the probe's first `min_limit` calls are not counted.
+            if left > 1 {
+                window.probing = Some(left - 1);
+                if left > PROBE_CALLS.saturating_sub(policy.min_limit) {
+                    window.calls = 0;
+                    window.total = Duration::ZERO;
+                }
+                return;
+            }
+            window.noload = Some(window.total / window.calls.max(1));
+            window.probing = None;
+            window.next_probe = now + PROBE_EVERY;
+            window.started = now;
+            window.calls = 0;
+            window.total = Duration::ZERO;
+            self.store(window.limit, policy);
+            return;
+        }
         if now.saturating_duration_since(window.started) < WINDOW || window.calls < MIN_SAMPLES {
+            return;
+        }
+        if now >= window.next_probe {
+            window.probing = Some(PROBE_CALLS);
+            window.calls = 0;
+            window.total = Duration::ZERO;
+            self.limit.store(policy.min_limit, Ordering::Relaxed);
             return;
         }
         let average = window.total / window.calls;
@@ -176,11 +216,13 @@ impl AdaptiveLimit {
         window.started = now;
         window.calls = 0;
         window.total = Duration::ZERO;
-        // Rounded down, at least the floor.
-        self.limit.store(
-            (window.limit as u32).max(policy.min_limit),
-            Ordering::Relaxed,
-        );
+        self.store(window.limit, policy);
+    }
+
+    /// Puts `limit` in force: rounded down, at least the floor.
+    fn store(&self, limit: f64, policy: &AdaptivePolicy) {
+        self.limit
+            .store((limit as u32).max(policy.min_limit), Ordering::Relaxed);
     }
 }
 
@@ -245,7 +287,7 @@ mod tests {
     #[test]
     fn admission_stops_at_the_limit_and_a_forced_call_counts_in_flight() {
         let mut p = policy();
-        (p.min_limit, p.initial_limit) = (1, 2);
+        (p.min_limit, p.initial_limit) = (2, 2);
         let t = Instant::now();
         let limiter = AdaptiveLimit::new(&p, t);
         let a = limiter.admit(t).expect("1 of 2");

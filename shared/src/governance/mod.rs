@@ -26,6 +26,7 @@ pub mod server;
 mod source;
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -63,6 +64,9 @@ pub struct GovernanceConfig {
     pub allow_faults: bool,
     /// `EASYNOTE_ENV`.
     pub environment: Environment,
+    /// This instance's own metadata (`EASYNOTE_INSTANCE_METADATA`): its
+    /// zone, for locality routing.
+    pub own_metadata: BTreeMap<String, String>,
 }
 
 impl GovernanceConfig {
@@ -91,6 +95,7 @@ impl GovernanceConfig {
             nacos,
             allow_faults: env.parse("EASYNOTE_ALLOW_FAULTS", false)?,
             environment: Environment::from_env(env)?,
+            own_metadata: crate::lifecycle::LifecycleConfig::from_env(env)?.metadata,
         })
     }
 
@@ -102,6 +107,7 @@ impl GovernanceConfig {
             nacos: None,
             allow_faults: false,
             environment: Environment::Development,
+            own_metadata: BTreeMap::new(),
         }
     }
 }
@@ -127,6 +133,7 @@ struct Inner {
     enabled: bool,
     allow_faults: bool,
     environment: Environment,
+    own_metadata: BTreeMap<String, String>,
     active: ArcSwap<Active>,
     /// The last document applied or refused, to skip unchanged re-reads.
     last_seen: Mutex<Option<String>>,
@@ -161,6 +168,7 @@ impl Governance {
                 enabled: config.enabled,
                 allow_faults: config.allow_faults || config.environment == Environment::Development,
                 environment: config.environment,
+                own_metadata: config.own_metadata.clone(),
                 active: ArcSwap::from_pointee(Active {
                     rules: Rules::default(),
                     version: "default".into(),
@@ -238,6 +246,11 @@ impl Governance {
             .metrics
             .version
             .record(1, &[KeyValue::new("version", version)]);
+    }
+
+    /// This instance's own metadata (its zone, for locality routing).
+    pub fn own_metadata(&self) -> &BTreeMap<String, String> {
+        &self.inner.own_metadata
     }
 
     /// The environment faults are checked against.

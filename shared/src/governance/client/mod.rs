@@ -253,7 +253,7 @@ impl Upstream {
         let context = CallContext::current();
         let governance = &self.inner.governance;
         if !governance.enabled() {
-            let (backend, _) = self.pick_backend(&Selector::Default, None)?;
+            let (backend, _) = self.pick_backend(&Selector::default(), None)?;
             let mut request = tonic::Request::new(request);
             request.set_timeout(ClientPolicy::default().timeout);
             return call(self.traced(&backend), request).await;

@@ -1,5 +1,6 @@
 //! Which instance takes a call: the live set of backends (an instance and
-//! its channel), lanes, outlier detection's admission, and a weighted pick.
+//! its channel), lanes, the caller's own zone first (locality), outlier
+//! detection's admission, and a weighted pick.
 
 use std::{
     collections::BTreeMap,
@@ -27,28 +28,81 @@ pub(super) struct Backend {
     pub(super) health: Arc<InstanceHealth>,
 }
 
-/// Which instances a call may go to.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Selector {
+/// Which instances a call may go to, and which it prefers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Selector {
+    lane: LaneChoice,
+    zone: Option<Zone>,
+}
+
+/// The lane part of a [`Selector`].
+#[derive(Debug, Clone, Default, PartialEq)]
+enum LaneChoice {
     /// Instances that serve no lane (fall back to any).
+    #[default]
     Default,
     /// Instances carrying all of this metadata (fall back to the default ones).
     Lane(BTreeMap<String, String>),
 }
 
+/// The caller's zone, preferred while enough of its instances are in
+/// rotation (`routing.SERVICE.locality`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Zone {
+    pub(super) key: String,
+    pub(super) value: String,
+    pub(super) min_healthy_percent: f64,
+}
+
+impl Zone {
+    fn holds(&self, backend: &Backend) -> bool {
+        backend.instance.metadata.get(&self.key) == Some(&self.value)
+    }
+
+    /// Whether the zone keeps its calls: it has instances, and at least
+    /// `min_healthy_percent` of them are in rotation.
+    pub(super) fn keeps_calls(&self, backends: &[Backend], now: Instant) -> bool {
+        let local: Vec<&Backend> = backends
+            .iter()
+            .filter(|b| b.instance.weight > 0.0 && self.holds(b))
+            .collect();
+        let in_rotation = local
+            .iter()
+            .filter(|b| b.health.availability(now) != Availability::Out)
+            .count();
+        !local.is_empty()
+            && in_rotation as f64 * 100.0 >= self.min_healthy_percent * local.len() as f64
+    }
+}
+
 impl Upstream {
     pub(super) fn selector(&self, rules: &Rules, context: &CallContext) -> Selector {
+        let routing = rules.routing.get(&self.inner.service);
+        let zone = routing
+            .and_then(|r| r.locality.as_ref())
+            .and_then(|locality| {
+                let own = self.inner.governance.own_metadata().get(locality.key())?;
+                Some(Zone {
+                    key: locality.key().to_owned(),
+                    value: own.clone(),
+                    min_healthy_percent: locality.min_healthy_percent(),
+                })
+            });
         let Some(lane) = &context.lane else {
-            return Selector::Default;
+            return Selector {
+                lane: LaneChoice::Default,
+                zone,
+            };
         };
-        let defined = rules
-            .routing
-            .get(&self.inner.service)
-            .and_then(|routing| routing.lanes.iter().find(|l| *l.name == **lane));
-        Selector::Lane(match defined {
+        let defined = routing.and_then(|routing| routing.lanes.iter().find(|l| *l.name == **lane));
+        let wanted = match defined {
             Some(lane) => lane.instances.clone(),
             None => BTreeMap::from([("lane".to_owned(), lane.to_string())]),
-        })
+        };
+        Selector {
+            lane: LaneChoice::Lane(wanted),
+            zone,
+        }
     }
 
     /// A backend for `selector`, optionally avoiding one address, and the
@@ -62,17 +116,27 @@ impl Upstream {
         let backends = self.inner.backends.borrow();
         let now = Instant::now();
         let mut skip: Vec<&str> = avoid.into_iter().collect();
+        // The caller's zone first, while it keeps its calls; then any zone.
+        let zone = selector
+            .zone
+            .as_ref()
+            .filter(|zone| zone.keeps_calls(&backends, now));
         // Each round either admits a call or skips one more instance whose
         // trial another call took in the meantime.
         for _ in 0..=backends.len() {
             let n = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
-            let pick =
-                |eligible: &dyn Fn(&Backend) -> bool| pick(&backends, n, &skip, now, eligible);
-            let picked = match selector {
-                Selector::Default => {
+            let pick = |eligible: &dyn Fn(&Backend) -> bool| {
+                zone.and_then(|zone| {
+                    pick(&backends, n, &skip, now, &|b| zone.holds(b) && eligible(b))
+                        .filter(|(_, forced)| !forced)
+                })
+                .or_else(|| pick(&backends, n, &skip, now, eligible))
+            };
+            let picked = match &selector.lane {
+                LaneChoice::Default => {
                     pick(&|b| b.instance.lane().is_none()).or_else(|| pick(&|_| true))
                 }
-                Selector::Lane(wanted) => pick(&|b| b.instance.matches(wanted))
+                LaneChoice::Lane(wanted) => pick(&|b| b.instance.matches(wanted))
                     .or_else(|| pick(&|b| b.instance.lane().is_none())),
             };
             let Some((backend, forced)) = picked else {

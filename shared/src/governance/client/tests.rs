@@ -1,4 +1,9 @@
-use super::{pick::pick, *};
+use std::collections::BTreeMap;
+
+use super::{
+    pick::{self, pick},
+    *,
+};
 use crate::{discovery::StaticDiscovery, governance::GovernanceConfig};
 use crate::{
     discovery::{Instance, channel},
@@ -459,5 +464,31 @@ async fn no_retry_starts_when_less_is_left_than_the_methods_median_answer_time()
         attempts_with_time_left(0, Duration::from_millis(60)).await,
         2,
         "nothing measured yet: the retry runs"
+    );
+}
+
+#[tokio::test]
+async fn a_zone_keeps_its_calls_while_enough_of_its_instances_are_in_rotation() {
+    let mut set = backends(&[1.0, 1.0, 1.0]);
+    for (backend, zone) in set.iter_mut().zip(["a", "a", "b"]) {
+        backend.instance.metadata = Arc::new(BTreeMap::from([("zone".into(), zone.into())]));
+    }
+    let zone = |value: &str, min_healthy_percent| pick::Zone {
+        key: "zone".into(),
+        value: value.into(),
+        min_healthy_percent,
+    };
+    let now = Instant::now();
+    assert!(zone("a", 50.0).keeps_calls(&set, now));
+    assert!(!zone("c", 50.0).keeps_calls(&set, now), "no instance there");
+    eject(&set[0]);
+    let now = Instant::now();
+    assert!(
+        zone("a", 50.0).keeps_calls(&set, now),
+        "1 of 2 in rotation: 50%"
+    );
+    assert!(
+        !zone("a", 60.0).keeps_calls(&set, now),
+        "under 60%: spill over"
     );
 }

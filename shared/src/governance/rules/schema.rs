@@ -281,6 +281,34 @@ pub struct Routing {
     /// The first lane whose `match` holds takes the request.
     #[serde(default)]
     pub lanes: Vec<Lane>,
+    /// Prefer instances in the caller's own zone.
+    pub locality: Option<Locality>,
+}
+
+/// `routing.SERVICE.locality`: callers prefer the instances whose metadata
+/// `key` (`zone` by default) has the caller's own value, and spill over to
+/// every zone when fewer than `min_healthy_percent` of those are in
+/// rotation (or none is registered).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// The metadata key naming an instance's zone (`zone` by default).
+    pub key: Option<String>,
+    /// Share of the caller's zone's instances that must be in rotation for
+    /// the zone to keep its calls, in percent (50 by default).
+    pub min_healthy_percent: Option<f64>,
+}
+
+impl Locality {
+    /// The metadata key (`zone` by default).
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("zone")
+    }
+
+    /// The spill-over threshold, in percent (50 by default).
+    pub fn min_healthy_percent(&self) -> f64 {
+        self.min_healthy_percent.unwrap_or(50.0)
+    }
 }
 
 /// One lane.

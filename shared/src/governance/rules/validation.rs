@@ -69,6 +69,19 @@ impl Rules {
             for (i, lane) in routing.lanes.iter().enumerate() {
                 validate_lane(lane, &format!("routing.{service}.lanes[{i}]"))?;
             }
+            if let Some(locality) = &routing.locality {
+                let path = format!("routing.{service}.locality");
+                check(
+                    !locality.key().is_empty() && locality.key().len() <= 64,
+                    &format!("{path}.key"),
+                    "must be 1 to 64 characters",
+                )?;
+                within_f64(
+                    locality.min_healthy_percent(),
+                    0.0..=100.0,
+                    &format!("{path}.min_healthy_percent"),
+                )?;
+            }
         }
         for (i, fault) in self.faults.iter().enumerate() {
             let path = format!("faults[{i}]");

@@ -96,6 +96,17 @@ impl Rules {
             }
         }
         for (service, routing) in &self.routing {
+            if let Some(locality) = &routing.locality {
+                out.insert(
+                    format!("routing.{service}.locality"),
+                    format!(
+                        "the caller's own {} first, every {} when under {}% of its instances are in rotation",
+                        locality.key(),
+                        locality.key(),
+                        locality.min_healthy_percent()
+                    ),
+                );
+            }
             for (i, lane) in routing.lanes.iter().enumerate() {
                 let matches = match (&lane.matches.header, &lane.matches.equals) {
                     (Some(header), Some(value)) => format!("header {header} = {value}"),
