@@ -120,3 +120,75 @@ pub async fn registered_instances(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(file.path(), text).expect("write the document");
+        file
+    }
+
+    #[test]
+    fn check_prints_the_effective_rules_and_fails_on_a_conflict() {
+        let fine = document("{}");
+        let report = check(fine.path(), None).expect("valid");
+        assert!(report.ok, "{}", report.text);
+        assert!(report.text.contains("valid, revision "), "{}", report.text);
+        assert!(
+            report
+                .text
+                .contains("  gateway.route.POST /v1/user/login.deadline = 5000 ms"),
+            "{}",
+            report.text
+        );
+        assert!(report.text.ends_with("No conflicts.\n"), "{}", report.text);
+
+        let tight = document(r#"{"gateway": {"timeouts_ms": {"GET /v1/note/query": 1500}}}"#);
+        let report = check(tight.path(), None).expect("valid");
+        assert!(!report.ok);
+        assert!(report.text.contains("3 conflict(s):"), "{}", report.text);
+
+        let lanes = document(
+            r#"{"routing": {"easy-note-note": {"lanes": [{"name": "c",
+                "match": {"header": "x-l", "equals": "c"}, "instances": {"lane": "c"}}]}}}"#,
+        );
+        let report = check(lanes.path(), None).expect("valid");
+        assert!(report.text.contains("pass --registry"), "{}", report.text);
+        let none = BTreeMap::new();
+        let report = check(lanes.path(), Some(&none)).expect("valid");
+        assert!(!report.ok, "no instance has lane=c: {}", report.text);
+    }
+
+    #[test]
+    fn a_refused_document_names_the_file_and_the_key() {
+        let bad = document(r#"{"gateway": {"max_in_flight": 0}}"#);
+        let err = check(bad.path(), None).expect_err("refused");
+        let said = format!("{err:#}");
+        assert!(said.contains("is refused"), "{said}");
+        assert!(said.contains("gateway.max_in_flight"), "{said}");
+        assert!(check(Path::new("/no/such/rules.json"), None).is_err());
+    }
+
+    #[test]
+    fn diff_lists_the_changes_in_effect_with_both_revisions() {
+        let old = document("{}");
+        let new = document(r#"{"gateway": {"max_in_flight": 10}}"#);
+        let report = diff(old.path(), new.path()).expect("both valid");
+        assert!(
+            report.text.contains("~ gateway.max_in_flight: 1024 -> 10"),
+            "{}",
+            report.text
+        );
+        assert_eq!(
+            report.text.matches("(revision ").count(),
+            2,
+            "{}",
+            report.text
+        );
+        let same = diff(old.path(), old.path()).expect("valid");
+        assert!(same.text.contains("No change in effect."), "{}", same.text);
+    }
+}

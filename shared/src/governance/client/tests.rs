@@ -184,16 +184,22 @@ async fn idempotent_calls_move_to_another_instance_when_one_is_down() {
     );
 }
 
-/// A create whose connection broke mid-call on the first instance: the
-/// attempts `call` or `call_as(.., Repeat::Safe)` make.
-async fn creates_tried(repeat: Repeat) -> (Result<(), Status>, usize) {
+/// `svc` at two addresses nothing listens on, under the default rules: for
+/// calls whose answers the test makes up.
+async fn two_unreached_instances() -> Upstream {
     let discovery = Discovery::new(StaticDiscovery::new([(
         "svc",
         vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()],
     )]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+    Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
         .await
-        .expect("subscribe");
+        .expect("subscribe")
+}
+
+/// A create whose connection broke mid-call on the first instance: the
+/// attempts `call` or `call_as(.., Repeat::Safe)` make.
+async fn creates_tried(repeat: Repeat) -> (Result<(), Status>, usize) {
+    let upstream = two_unreached_instances().await;
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let result = upstream
         .call_as(
@@ -415,13 +421,7 @@ fn answers_of_a_live_server_are_not_retried() {
 /// Attempts a call makes whose first attempt breaks at once, under a
 /// deadline `left` from now, after `warm` answers that took 100 ms each.
 async fn attempts_with_time_left(warm: usize, left: Duration) -> usize {
-    let discovery = Discovery::new(StaticDiscovery::new([(
-        "svc",
-        vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()],
-    )]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
-        .await
-        .expect("subscribe");
+    let upstream = two_unreached_instances().await;
     for _ in 0..warm {
         upstream
             .call("MGetUser", (), |_, _| async {
