@@ -204,18 +204,23 @@ fn main() -> ExitCode {
 fn rules(command: RulesCommand) -> ExitCode {
     let report = match command {
         RulesCommand::Check { file, registry } => {
+            let loaded = match easy_note::rules::load(&file) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("easy-note rules: {err:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let instances = if registry {
-                let runtime = match tokio::runtime::Runtime::new() {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        eprintln!("easy-note rules: {err}");
-                        return ExitCode::from(2);
-                    }
-                };
-                match runtime.block_on(easy_note::rules::registered_instances(
-                    &file,
-                    std::time::Duration::from_secs(3),
-                )) {
+                let found = tokio::runtime::Runtime::new()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|runtime| {
+                        runtime.block_on(easy_note::rules::registered_instances(
+                            &loaded.0,
+                            std::time::Duration::from_secs(3),
+                        ))
+                    });
+                match found {
                     Ok(instances) => Some(instances),
                     Err(err) => {
                         eprintln!("easy-note rules check: {err:#}");
@@ -225,7 +230,7 @@ fn rules(command: RulesCommand) -> ExitCode {
             } else {
                 None
             };
-            easy_note::rules::check(&file, instances.as_ref())
+            Ok(easy_note::rules::check(&file, &loaded, instances.as_ref()))
         }
         RulesCommand::Diff { old, new } => easy_note::rules::diff(&old, &new),
     };

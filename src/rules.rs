@@ -22,8 +22,8 @@ pub struct Report {
 }
 
 /// Reads and parses a document as a process would; the error names the
-/// file and the path of the bad key.
-fn load(path: &Path) -> anyhow::Result<(Rules, String)> {
+/// file and the path of the bad key. Answers the rules and their revision.
+pub fn load(path: &Path) -> anyhow::Result<(Rules, String)> {
     let document =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let rules = Rules::parse(&document).with_context(|| {
@@ -35,14 +35,15 @@ fn load(path: &Path) -> anyhow::Result<(Rules, String)> {
     Ok((rules, rules::version_of(&document)))
 }
 
-/// `rules check`: the effective rules per route, service and method, then
-/// every conflict. With `instances` (what the registry holds), lanes are
-/// checked against the instances that would serve them.
+/// `rules check` of the document at `path`, loaded (`rules`, `revision`):
+/// the effective rules per route, service and method, then every conflict.
+/// With `instances` (what the registry holds), lanes are checked against
+/// the instances that would serve them.
 pub fn check(
     path: &Path,
+    (rules, revision): &(Rules, String),
     instances: Option<&BTreeMap<String, Vec<Instance>>>,
-) -> anyhow::Result<Report> {
-    let (rules, revision) = load(path)?;
+) -> Report {
     let mut text = String::new();
     let _ = writeln!(text, "{}: valid, revision {revision}\n", path.display());
     let _ = writeln!(text, "Effective rules:");
@@ -74,10 +75,10 @@ pub fn check(
             let _ = writeln!(text, "  {conflict}");
         }
     }
-    Ok(Report {
+    Report {
         text,
         ok: conflicts.is_empty(),
-    })
+    }
 }
 
 /// `rules diff`: what would change in effect, setting by setting.
@@ -99,14 +100,13 @@ pub fn diff(old: &Path, new: &Path) -> anyhow::Result<Report> {
     Ok(Report { text, ok: true })
 }
 
-/// The instances of every service the rules route, from the registry this
+/// The instances of every service `rules` route, from the registry this
 /// environment configures (as the services would find it), after giving
 /// it `wait` to answer.
 pub async fn registered_instances(
-    rules_file: &Path,
+    rules: &Rules,
     wait: Duration,
 ) -> anyhow::Result<BTreeMap<String, Vec<Instance>>> {
-    let (rules, _) = load(rules_file)?;
     let config = DiscoveryConfig::from_env(&Env::from_process())?;
     let discovery = Discovery::from_config(&config).await?;
     let mut found = BTreeMap::new();
@@ -125,6 +125,10 @@ pub async fn registered_instances(
 mod tests {
     use super::*;
 
+    fn checked(file: &Path, instances: Option<&BTreeMap<String, Vec<Instance>>>) -> Report {
+        check(file, &load(file).expect("valid"), instances)
+    }
+
     fn document(text: &str) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().expect("a temporary file");
         std::fs::write(file.path(), text).expect("write the document");
@@ -134,7 +138,7 @@ mod tests {
     #[test]
     fn check_prints_the_effective_rules_and_fails_on_a_conflict() {
         let fine = document("{}");
-        let report = check(fine.path(), None).expect("valid");
+        let report = checked(fine.path(), None);
         assert!(report.ok, "{}", report.text);
         assert!(report.text.contains("valid, revision "), "{}", report.text);
         assert!(
@@ -147,7 +151,7 @@ mod tests {
         assert!(report.text.ends_with("No conflicts.\n"), "{}", report.text);
 
         let tight = document(r#"{"gateway": {"timeouts_ms": {"GET /v1/note/query": 1500}}}"#);
-        let report = check(tight.path(), None).expect("valid");
+        let report = checked(tight.path(), None);
         assert!(!report.ok);
         assert!(report.text.contains("3 conflict(s):"), "{}", report.text);
 
@@ -155,21 +159,21 @@ mod tests {
             r#"{"routing": {"easy-note-note": {"lanes": [{"name": "c",
                 "match": {"header": "x-l", "equals": "c"}, "instances": {"lane": "c"}}]}}}"#,
         );
-        let report = check(lanes.path(), None).expect("valid");
+        let report = checked(lanes.path(), None);
         assert!(report.text.contains("pass --registry"), "{}", report.text);
         let none = BTreeMap::new();
-        let report = check(lanes.path(), Some(&none)).expect("valid");
+        let report = checked(lanes.path(), Some(&none));
         assert!(!report.ok, "no instance has lane=c: {}", report.text);
     }
 
     #[test]
     fn a_refused_document_names_the_file_and_the_key() {
         let bad = document(r#"{"gateway": {"max_in_flight": 0}}"#);
-        let err = check(bad.path(), None).expect_err("refused");
+        let err = load(bad.path()).expect_err("refused");
         let said = format!("{err:#}");
         assert!(said.contains("is refused"), "{said}");
         assert!(said.contains("gateway.max_in_flight"), "{said}");
-        assert!(check(Path::new("/no/such/rules.json"), None).is_err());
+        assert!(load(Path::new("/no/such/rules.json")).is_err());
     }
 
     #[test]

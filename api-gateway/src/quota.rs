@@ -21,7 +21,6 @@ use std::{
 };
 
 use easynote_shared::discovery::Instance;
-use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
 
 use crate::login_throttle::SharedStoreConfig;
@@ -88,17 +87,8 @@ impl ClusterQuota {
         shared: &SharedStoreConfig,
         replicas: Option<watch::Receiver<Arc<[Instance]>>>,
     ) -> anyhow::Result<Self> {
-        // The URL may hold a password: the error says what, not where.
-        let client = redis::Client::open(shared.url.expose_secret())
-            .map_err(|_| anyhow::anyhow!("EASYNOTE_REDIS_URL is not a Redis URL"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(QUOTA_TIMEOUT))
-            .set_response_timeout(Some(QUOTA_TIMEOUT))
-            .set_number_of_retries(0);
-        let manager = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|err| anyhow::anyhow!("setting up the Redis connection: {:?}", err.kind()))?;
         Ok(Self {
-            manager,
+            manager: shared.connect(QUOTA_TIMEOUT, 0)?,
             script: redis::Script::new(GCRA_SCRIPT),
             down_since: Mutex::new(None),
             degraded: AtomicBool::new(false),

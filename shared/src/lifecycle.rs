@@ -37,10 +37,7 @@ pub struct LifecycleConfig {
 impl LifecycleConfig {
     /// Reads the lifecycle settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let metadata = crate::discovery::parse_instance_metadata(
-            env.get("EASYNOTE_INSTANCE_METADATA").unwrap_or_default(),
-        )
-        .map_err(|reason| ConfigError::invalid("EASYNOTE_INSTANCE_METADATA", reason))?;
+        let metadata = instance_metadata(env)?;
         Ok(Self {
             shutdown_timeout: env.duration(
                 "EASYNOTE_SHUTDOWN_TIMEOUT",
@@ -49,6 +46,15 @@ impl LifecycleConfig {
             metadata,
         })
     }
+}
+
+/// `EASYNOTE_INSTANCE_METADATA`, checked: what this instance registers
+/// about itself (its lane, its zone).
+pub fn instance_metadata(env: &Env) -> Result<BTreeMap<String, String>, ConfigError> {
+    crate::discovery::parse_instance_metadata(
+        env.get("EASYNOTE_INSTANCE_METADATA").unwrap_or_default(),
+    )
+    .map_err(|reason| ConfigError::invalid("EASYNOTE_INSTANCE_METADATA", reason))
 }
 
 impl Default for LifecycleConfig {

@@ -223,7 +223,7 @@ pub async fn limit(
                 )
             }
         };
-        let checked = edge.check(bucket, &key, &route).await;
+        let checked = edge.check(bucket, key, &route).await;
         if rule.mode.is_shadow() {
             if checked.is_err() {
                 edge.governance
@@ -266,9 +266,9 @@ impl EdgeGovernance {
     /// in Redis for a rule with `scope: cluster` (when Redis is configured;
     /// its share of the budget in this process when Redis does not
     /// answer), else from this process's bucket. `Err` holds the wait.
-    async fn check(&self, bucket: &Bucket, key: &str, route: &str) -> Result<(), Duration> {
+    async fn check(&self, bucket: &Bucket, key: String, route: &str) -> Result<(), Duration> {
         let local = |limiter: &Limiter| {
-            limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            limiter.check_key(&key).map_err(|not_until| {
                 not_until.wait_time_from(governor::clock::DefaultClock::default().now())
             })
         };

@@ -179,6 +179,24 @@ pub struct SharedStoreConfig {
 }
 
 impl SharedStoreConfig {
+    /// A lazily connected, self-reconnecting connection to this Redis, each
+    /// command bounded by `timeout`, retried `retries` times.
+    pub fn connect(
+        &self,
+        timeout: std::time::Duration,
+        retries: usize,
+    ) -> anyhow::Result<redis::aio::ConnectionManager> {
+        // The URL may hold a password: the error says what, not where.
+        let client = redis::Client::open(self.url.expose_secret())
+            .map_err(|_| anyhow::anyhow!("EASYNOTE_REDIS_URL is not a Redis URL"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(retries);
+        redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|err| anyhow::anyhow!("setting up the Redis connection: {:?}", err.kind()))
+    }
+
     /// The Redis settings, `None` when `EASYNOTE_REDIS_URL` is unset.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let Some(url) = env.secret("EASYNOTE_REDIS_URL") else {

@@ -6,8 +6,6 @@ use std::{
     time::Duration,
 };
 
-use secrecy::ExposeSecret as _;
-
 use super::{
     FORGET_AFTER, Held, Key, LOCK_MAX, LoginThrottleConfig, Outcome, SharedStoreConfig,
     USER_WINDOW, warn_user_locked,
@@ -123,17 +121,7 @@ impl RedisStore {
         shared: &SharedStoreConfig,
         request_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        // The URL may hold a password: the error says what, not where.
-        let client = redis::Client::open(shared.url.expose_secret())
-            .map_err(|_| anyhow::anyhow!("EASYNOTE_REDIS_URL is not a Redis URL"))?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let manager = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|err| {
-            anyhow::anyhow!("setting up the Redis connection: {:?}", err.kind())
-        })?;
+        let manager = shared.connect(REDIS_TIMEOUT, 1)?;
         Ok(Self {
             manager,
             prefix: shared.key_prefix.clone(),

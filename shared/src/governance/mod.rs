@@ -95,7 +95,7 @@ impl GovernanceConfig {
             nacos,
             allow_faults: env.parse("EASYNOTE_ALLOW_FAULTS", false)?,
             environment: Environment::from_env(env)?,
-            own_metadata: crate::lifecycle::LifecycleConfig::from_env(env)?.metadata,
+            own_metadata: crate::lifecycle::instance_metadata(env)?,
         })
     }
 

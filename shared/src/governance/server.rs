@@ -135,11 +135,8 @@ impl ServerState {
     fn admit(&self, method: &str) -> Result<Held, Status> {
         let active = self.governance.active();
         let (all, this) = active.rules.server_limits(self.service, method);
-        let shadow = active
-            .rules
-            .servers
-            .get(self.service)
-            .is_some_and(|rule| rule.mode.is_shadow());
+        let rule = active.rules.servers.get(self.service);
+        let shadow = rule.is_some_and(|rule| rule.mode.is_shadow());
         if !take(&self.in_flight, all) {
             let rule = RuleRef::new(format!("servers.{}.max_in_flight", self.service), &active);
             if !shadow {
@@ -164,12 +161,7 @@ impl ServerState {
             take(counter, None);
         }
         let method_slot = Slot(counter.clone());
-        let adaptive = match active
-            .rules
-            .servers
-            .get(self.service)
-            .and_then(|r| r.adaptive.as_ref())
-        {
+        let adaptive = match rule.and_then(|r| r.adaptive.as_ref()) {
             None => None,
             Some(rule) => {
                 let policy = AdaptivePolicy::of(rule);

@@ -186,6 +186,10 @@ pub fn route_matches(rule: &str, route: &str) -> bool {
     if rule == "*" || rule == route {
         return true;
     }
+    // Only a rule with a parameter can match another spelling.
+    if !rule.contains(['{', ':']) {
+        return false;
+    }
     let rule = rule.replace("/:", "/{");
     let wanted: Vec<&str> = rule.split('/').collect();
     let actual: Vec<&str> = route.split('/').collect();
