@@ -31,7 +31,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use easynote_shared::governance::{
-    Governance, RuleRef, adaptive::AdaptiveLimit, rules::AdaptivePolicy,
+    Governance, RuleRef, adaptive::AdaptiveLimit, per_key::PerKey, rules::AdaptivePolicy,
 };
 use opentelemetry::KeyValue;
 
@@ -53,7 +53,7 @@ pub struct EdgeGovernance {
     limiters: ArcSwap<Limiters>,
     cluster: Option<ClusterQuota>,
     /// Adaptive limits per route, once `gateway.adaptive` asks for them.
-    adaptive: std::sync::RwLock<std::collections::HashMap<String, Arc<AdaptiveLimit>>>,
+    adaptive: PerKey<String, AdaptiveLimit>,
 }
 
 impl EdgeGovernance {
@@ -66,7 +66,7 @@ impl EdgeGovernance {
             in_flight: AtomicU32::new(0),
             limiters: ArcSwap::from_pointee(limiters),
             cluster,
-            adaptive: std::sync::RwLock::default(),
+            adaptive: PerKey::default(),
         }
     }
 
@@ -190,19 +190,7 @@ fn refuse_overloaded(edge: &EdgeGovernance, rule: RuleRef, route: &str) -> Respo
 impl EdgeGovernance {
     /// The adaptive limit of `route`, made on first use.
     fn adaptive_limit(&self, route: &str, policy: &AdaptivePolicy) -> Arc<AdaptiveLimit> {
-        if let Some(limit) = self
-            .adaptive
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(route)
-        {
-            return limit.clone();
-        }
         self.adaptive
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(route.to_owned())
-            .or_insert_with(|| Arc::new(AdaptiveLimit::new(policy, Instant::now())))
-            .clone()
+            .get_or_insert_with(route, || AdaptiveLimit::new(policy, Instant::now()))
     }
 }

@@ -6,11 +6,13 @@
 //! Envoy does, by holding the limit at `min_limit` for [`PROBE_CALLS`]
 //! calls, at the start and every [`PROBE_EVERY`]: what calls take then is
 //! what they take unqueued, even when the service starts under overload
-//! (between probes it is the lowest window average seen, drifting up
-//! slowly). Once per window (100 ms, with at least 8 calls) the limiter
-//! compares the window's average time with it: while calls take no more
-//! than `tolerance` times the no-load time the limit grows (by its square
-//! root, the queue it allows); beyond, it shrinks in proportion. The limit
+//! (between probes it stays as measured: letting it drift towards what
+//! loaded windows take let the limit, and with it the queue, climb without
+//! end under sustained overload). Once per window (100 ms, with at least 8
+//! calls) the limiter compares the window's average time with it: while
+//! calls take no more than `tolerance` times the no-load time the limit
+//! grows (by its square root, the queue it allows); beyond, it shrinks in
+//! proportion. The limit
 //! is smoothed and kept within `[min_limit, max_limit]`. Admission is one
 //! atomic compare on the call path; the arithmetic happens once a window.
 
@@ -30,8 +32,6 @@ const WINDOW: Duration = Duration::from_millis(100);
 const MIN_SAMPLES: u32 = 8;
 /// How much of each new limit is taken (the rest is the old one).
 const SMOOTHING: f64 = 0.2;
-/// How fast the no-load time drifts up to the current time, per window.
-const NOLOAD_DRIFT: f64 = 0.01;
 /// Calls measured at `min_limit` to find the no-load time.
 pub const PROBE_CALLS: u32 = 20;
 /// How often the no-load time is measured again.
@@ -203,11 +203,7 @@ impl AdaptiveLimit {
             return;
         }
         let average = window.total / window.calls;
-        let noload = match window.noload {
-            Some(low) if average >= low => low + (average - low).mul_f64(NOLOAD_DRIFT),
-            _ => average,
-        };
-        window.noload = Some(noload);
+        let noload = *window.noload.get_or_insert(average);
         let tolerated = noload.as_secs_f64() * policy.tolerance;
         let gradient = (tolerated / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
         let proposed = window.limit * gradient + window.limit.sqrt();
@@ -278,10 +274,39 @@ mod tests {
         let settled = run(&limiter, &p, &mut t, Duration::from_millis(400), 600);
         assert!(
             settled > 4 * p.min_limit,
-            "a latency that stays becomes the new no-load latency: {settled}"
+            "a latency that stays is the no-load latency after the next probe: {settled}"
         );
         let ceiling = run(&limiter, &p, &mut t, Duration::from_millis(1), 400);
         assert_eq!(ceiling, p.max_limit, "never over the ceiling");
+    }
+
+    #[test]
+    fn under_sustained_overload_the_limit_holds_a_short_queue() {
+        // A server whose calls take 5 ms per call in flight (two cores, a
+        // queue in front of them): the limit must settle where calls take
+        // about `tolerance` times their unqueued time, and stay there
+        // until the next probe, not creep up with the queue it allows.
+        let p = policy();
+        let mut t = Instant::now();
+        let limiter = AdaptiveLimit::new(&p, t);
+        let mut highest_late = 0;
+        for window in 0..290 {
+            t += WINDOW;
+            let took = Duration::from_millis(5) * limiter.limit().max(1);
+            for _ in 0..MIN_SAMPLES {
+                let admitted = Admitted { started: t - took };
+                limiter.in_flight.fetch_add(1, Ordering::AcqRel);
+                limiter.finish(admitted, true, &p, t);
+            }
+            if window >= 50 {
+                highest_late = highest_late.max(limiter.limit());
+            }
+        }
+        // Equilibrium: 5 ms × L = 1.5 × 25 ms / (1 - 1/√L), L ≈ 11.
+        assert!(
+            highest_late <= 16,
+            "the limit crept up to {highest_late} under steady overload"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(crate) mod budget;
 pub(crate) mod client;
 pub mod context;
 pub mod outlier;
+pub mod per_key;
 pub mod rules;
 pub mod server;
 mod source;

@@ -4,11 +4,11 @@
 //! caller's deadline, lane and retry mark) for the handler's own calls.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     convert::Infallible,
     pin::Pin,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     task::{Context, Poll},
@@ -28,6 +28,7 @@ use super::{
     Governance, RuleRef,
     adaptive::{AdaptiveLimit, Place},
     context::CallContext,
+    per_key::PerKey,
     rules::AdaptivePolicy,
 };
 
@@ -45,7 +46,7 @@ struct ServerState {
     metadata: BTreeMap<String, String>,
     governance: Governance,
     in_flight: Arc<AtomicU32>,
-    per_method: RwLock<HashMap<Box<str>, Arc<MethodGate>>>,
+    per_method: PerKey<Box<str>, MethodGate>,
 }
 
 /// What a server keeps per method: its calls in flight, and its adaptive
@@ -81,7 +82,7 @@ impl<S> Governed<S> {
                 metadata,
                 governance,
                 in_flight: Arc::default(),
-                per_method: RwLock::default(),
+                per_method: PerKey::default(),
             }),
         }
     }
@@ -115,20 +116,8 @@ fn take(counter: &AtomicU32, limit: Option<u32>) -> bool {
 
 impl ServerState {
     fn method_gate(&self, method: &str) -> Arc<MethodGate> {
-        if let Some(counter) = self
-            .per_method
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(method)
-        {
-            return counter.clone();
-        }
         self.per_method
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(method.into())
-            .or_default()
-            .clone()
+            .get_or_insert_with(method, MethodGate::default)
     }
 
     /// Takes the places a call needs, or the status that refuses it.

@@ -10,9 +10,8 @@
 //! hedged second attempt is `hedge`'s.
 
 use std::{
-    collections::HashMap,
     fmt,
-    sync::{Arc, RwLock, atomic::AtomicU64},
+    sync::{Arc, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
@@ -32,6 +31,7 @@ use super::{
     budget::RetryBudget,
     context::CallContext,
     outlier::{self, Admission, Outcome},
+    per_key::PerKey,
     rules::{ClientPolicy, OutlierPolicy},
 };
 use crate::{
@@ -60,7 +60,7 @@ struct UpstreamInner {
     cursor: AtomicU64,
     metrics: RpcMetrics,
     governance: Governance,
-    methods: RwLock<HashMap<&'static str, Arc<MethodState>>>,
+    methods: PerKey<&'static str, MethodState>,
 }
 
 /// What governance keeps per called method.
@@ -134,7 +134,7 @@ impl Upstream {
                 cursor: AtomicU64::new(0),
                 metrics: RpcMetrics::new(),
                 governance,
-                methods: RwLock::default(),
+                methods: PerKey::default(),
             }),
         })
     }
@@ -164,22 +164,9 @@ impl Upstream {
     }
 
     fn method_state(&self, method: &'static str) -> Arc<MethodState> {
-        if let Some(state) = self
-            .inner
-            .methods
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(method)
-        {
-            return state.clone();
-        }
         self.inner
             .methods
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(method)
-            .or_default()
-            .clone()
+            .get_or_insert_with(&method, MethodState::default)
     }
 
     /// The state of the breaker of `method` now.
