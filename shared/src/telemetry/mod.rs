@@ -59,9 +59,7 @@ use opentelemetry_sdk::{
     },
 };
 use tracing::{Metadata, subscriber::Interest};
-use tracing_subscriber::{
-    EnvFilter, Layer as _, filter::dynamic_filter_fn, fmt as log_fmt, prelude::*,
-};
+use tracing_subscriber::{EnvFilter, Layer, filter::dynamic_filter_fn, fmt as log_fmt, prelude::*};
 
 use crate::config::ConfigError;
 
@@ -232,20 +230,84 @@ fn new_instance_id() -> String {
     )
 }
 
-/// Installs logging and OpenTelemetry for the process, as `service_name`.
-/// A second call in one process (tests) installs nothing and returns an
-/// empty [`Telemetry`].
+/// Installs logging and OpenTelemetry for the process, as `service_name`:
+/// the log layer, then a meter provider and a tracer provider for the
+/// signals that are exported. A second call in one process (tests)
+/// installs nothing and returns an empty [`Telemetry`].
 pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, TelemetryError> {
-    let log_filter = EnvFilter::try_new(&config.filter)
+    let log_layer = log_layer(config)?;
+    if config.sdk_disabled {
+        propagation::set_carrier(propagation::Carrier::Off);
+        let _ = tracing_subscriber::registry().with(log_layer).try_init();
+        return Ok(Telemetry::default());
+    }
+    let resource = resource(service_name, &config.environment);
+    let meter = match &config.exports.metrics {
+        Some(_) => Some(meter_provider(resource.clone())?),
+        None => None,
+    };
+    let tracer = match &config.exports.traces {
+        Some(_) => Some(tracer_provider(resource)?),
+        None => None,
+    };
+    // Without a tracer no OpenTelemetry layer at all: requests still run
+    // under W3C trace ids (logs, `x-trace-id`, the next hop), carried by
+    // `propagation::continue_trace` at a fraction of a span's cost.
+    let installed = match &tracer {
+        None => tracing_subscriber::registry().with(log_layer).try_init(),
+        Some(tracer) => tracing_subscriber::registry()
+            .with(log_layer)
+            .with(span_layer(tracer))
+            .try_init(),
+    };
+    if installed.is_err() {
+        // Already initialised in this process: keep the first set-up.
+        if let Some(tracer) = tracer {
+            let _ = tracer.shutdown();
+        }
+        if let Some(meter) = meter {
+            let _ = meter.shutdown();
+        }
+        return Ok(Telemetry::default());
+    }
+    propagation::set_carrier(if tracer.is_some() {
+        propagation::Carrier::Spans
+    } else {
+        propagation::Carrier::Ids
+    });
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(tracer) = &tracer {
+        global::set_tracer_provider(tracer.clone());
+    }
+    if let Some(meter) = &meter {
+        global::set_meter_provider(meter.clone());
+    }
+    if tracer.is_some() || meter.is_some() {
+        tracing::info!(exports = ?config.exports, "exporting telemetry over OTLP");
+    }
+    Ok(Telemetry {
+        tracer,
+        meter,
+        flush_timeout: config.flush_timeout,
+    })
+}
+
+/// Log lines: `RUST_LOG`'s filter, text or JSON, each with the trace and
+/// span ids of the request it was logged in.
+fn log_layer<S>(config: &TelemetryConfig) -> Result<Box<dyn Layer<S> + Send + Sync>, TelemetryError>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let filter = EnvFilter::try_new(&config.filter)
         .map_err(|err| ConfigError::invalid("RUST_LOG", err.to_string()))?;
-    let fmt_layer = match config.format {
+    Ok(match config.format {
         LogFormat::Text => log_fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
             .event_format(WithTraceIds {
                 inner: log_fmt::format(),
                 json: false,
             })
-            .with_filter(log_filter)
+            .with_filter(filter)
             .boxed(),
         LogFormat::Json => log_fmt::layer()
             .event_format(WithTraceIds {
@@ -256,79 +318,48 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
                 json: true,
             })
             .fmt_fields(log_fmt::format::JsonFields::new())
-            .with_filter(log_filter)
+            .with_filter(filter)
             .boxed(),
-    };
-    if config.sdk_disabled {
-        propagation::set_carrier(propagation::Carrier::Off);
-        let _ = tracing_subscriber::registry().with(fmt_layer).try_init();
-        return Ok(Telemetry::default());
-    }
+    })
+}
 
-    let resource = resource(service_name, &config.environment);
-    let meter = match &config.exports.metrics {
-        None => None,
-        Some(_) => {
-            // The SDK reads the exporter's endpoint, protocol, headers and
-            // timeout, and the reader's interval, from `OTEL_*` itself.
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .build()
-                .map_err(|err| TelemetryError::exporter("metrics", &err))?;
-            let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
-            Some(
-                SdkMeterProvider::builder()
-                    .with_reader(reader)
-                    .with_resource(resource.clone())
-                    .build(),
-            )
-        }
-    };
-    let flush_timeout = config.flush_timeout;
+/// Metrics: the SDK reads the exporter's endpoint, protocol, headers and
+/// timeout, and the reader's interval, from `OTEL_*` itself.
+fn meter_provider(resource: Resource) -> Result<SdkMeterProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .build()
+        .map_err(|err| TelemetryError::exporter("metrics", &err))?;
+    let reader = PeriodicReader::builder(exporter, runtime::Tokio).build();
+    Ok(SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource)
+        .build())
+}
 
-    if config.exports.traces.is_none() {
-        // Nowhere to send spans: no OpenTelemetry layer at all. Requests
-        // still run under W3C trace ids (logs, `x-trace-id`, the next hop),
-        // carried by `propagation::continue_trace` at a fraction of a
-        // span's cost.
-        if tracing_subscriber::registry()
-            .with(fmt_layer)
-            .try_init()
-            .is_err()
-        {
-            if let Some(meter) = meter {
-                let _ = meter.shutdown();
-            }
-            return Ok(Telemetry::default());
-        }
-        propagation::set_carrier(propagation::Carrier::Ids);
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        if let Some(meter) = &meter {
-            global::set_meter_provider(meter.clone());
-            tracing::info!(exports = ?config.exports, "exporting metrics over OTLP");
-        }
-        return Ok(Telemetry {
-            tracer: None,
-            meter,
-            flush_timeout,
-        });
-    }
-
-    // The exporter's settings, the batch queue (`OTEL_BSP_*`) and the
-    // sampler (`OTEL_TRACES_SAMPLER`) are the SDK's own reading of `OTEL_*`.
+/// Traces: the exporter's settings, the batch queue (`OTEL_BSP_*`) and the
+/// sampler (`OTEL_TRACES_SAMPLER`) are the SDK's own reading of `OTEL_*`.
+/// A collector that is down fills the queue; what does not fit is dropped.
+fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .build()
         .map_err(|err| TelemetryError::exporter("traces", &err))?;
-    // A collector that is down fills the queue; what does not fit is dropped.
     let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
-    let tracer_provider = SdkTracerProvider::builder()
+    Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(processor)
-        .build();
-    // Spans carry what the code names, nothing per span that costs an
-    // allocation or a clock read and that no one asked for: no source
-    // location, target, thread or busy/idle times.
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer_provider.tracer("easy-note"))
+        .build())
+}
+
+/// `tracing` spans as OpenTelemetry spans. They carry what the code names,
+/// nothing per span that costs an allocation or a clock read and that no
+/// one asked for: no source location, target, thread or busy/idle times;
+/// spans beneath an unsampled one are never built.
+fn span_layer<S>(tracer: &SdkTracerProvider) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer.tracer("easy-note"))
         .with_location(false)
         .with_target(false)
         .with_threads(false)
@@ -343,32 +374,7 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
                         Interest::never()
                     }
                 }),
-        );
-    if tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()
-        .is_err()
-    {
-        // Already initialised in this process: keep the first set-up.
-        let _ = tracer_provider.shutdown();
-        if let Some(meter) = meter {
-            let _ = meter.shutdown();
-        }
-        return Ok(Telemetry::default());
-    }
-    propagation::set_carrier(propagation::Carrier::Spans);
-    global::set_text_map_propagator(TraceContextPropagator::new());
-    global::set_tracer_provider(tracer_provider.clone());
-    if let Some(meter) = &meter {
-        global::set_meter_provider(meter.clone());
-    }
-    tracing::info!(exports = ?config.exports, "exporting telemetry over OTLP");
-    Ok(Telemetry {
-        tracer: Some(tracer_provider),
-        meter,
-        flush_timeout,
-    })
+        )
 }
 
 /// The process's resource. The SDK's detectors read `OTEL_SERVICE_NAME`
