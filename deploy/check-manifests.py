@@ -10,16 +10,14 @@ schema cannot express, so that they cannot quietly break again:
   (not with command/args, which `easy-note healthcheck` would not see);
 - start-up: each startupProbe lets the container live at least as long as
   the service's own retries take (EASYNOTE_DB_CONNECT_TIMEOUT for the
-  services with a database, then NACOS_CONNECT_TIMEOUT with Nacos), read
-  from the container's environment, code defaults where unset;
+  services with a database, then NACOS_CONNECT_TIMEOUT with Nacos);
 - shutdown: terminationGracePeriodSeconds covers the preStop wait +
   EASYNOTE_DEREGISTER_GRACE (with Nacos) + EASYNOTE_SHUTDOWN_TIMEOUT + the
-  telemetry flush (traces bounded by min(OTEL_EXPORTER_OTLP_TIMEOUT,
-  OTEL_BSP_EXPORT_TIMEOUT), then metrics by OTEL_EXPORTER_OTLP_TIMEOUT);
-  the gateway waits in preStop for load balancers to let go of it; compose's
-  stop_grace_period and healthcheck obey the same budgets;
+  telemetry flush (bounded by the OTLP export timeout when something is
+  exported); the gateway waits in preStop for load balancers to let go of
+  it; compose's stop_grace_period and healthcheck obey the same budgets;
 - readiness: the gateway's /readyz probe waits longer than /readyz itself
-  may take (CHECK_TIMEOUT in api-gateway/src/routes/health.rs);
+  may take;
 - ingress: Services behind an `alb` Ingress are NodePort or LoadBalancer
   (what ACK's ALB needs with the Flannel network plug-in);
 - secrets: every secretKeyRef and every mounted Secret is listed in the
@@ -34,7 +32,7 @@ schema cannot express, so that they cannot quietly break again:
   to files of a mounted Secret, and the gRPC services are probed with
   `easy-note healthcheck` run in the container (the kubelet's gRPC probe
   cannot present a client certificate), with a timeout longer than the
-  subcommand's own bound (read from shared/src/app.rs);
+  subcommand's own bound;
 - network policy: the NetworkPolicies let exactly these connections reach
   the suite's pods, and nothing else: anyone to the gateway's HTTP port,
   the gateway to user-service and note-service, note-service to
@@ -69,17 +67,24 @@ schema cannot express, so that they cannot quietly break again:
   have none; Jaeger's in-memory store, in compose and in an overlay, is
   bounded by a positive MEMORY_MAX_TRACES.
 
+What the code decides is not copied here: each role's identity, who may
+call it, /readyz's and the health check's bounds and every start-up and
+stop wait (read from the container's own environment, the code's defaults
+where unset) come from `easy-note deploy-facts` (the release build, or
+EASYNOTE_BIN).
+
 Every failure is printed with the object and the numbers involved, and the
 exit status is 1. `--self-test` proves each rule can fail: it breaks the
 real rendered files one way at a time and expects the matching complaint.
 
 usage: deploy/check-manifests.py [--self-test] [OVERLAY_DIR ...]
        (default overlays: deploy/k8s/overlays/local and .../aliyun)
-Needs PyYAML and kubectl (KUBECTL to override).
+Needs PyYAML, kubectl (KUBECTL to override) and the release build.
 """
 
 import argparse
 import copy
+import json
 import os
 import re
 import subprocess
@@ -92,8 +97,8 @@ DEFAULT_OVERLAYS = ["deploy/k8s/overlays/local", "deploy/k8s/overlays/aliyun"]
 COMPOSE_FILE = "docker-compose.yml"
 DOCKERFILE = "deploy/Dockerfile"
 SECRET_DOCS = ["deploy/k8s/overlays/aliyun/README.md"]
-READYZ_SOURCE = "api-gateway/src/readiness.rs"
-HEALTHCHECK_SOURCE = "shared/src/app.rs"
+# The build whose facts the files are checked against.
+EASYNOTE_BIN = os.environ.get("EASYNOTE_BIN") or os.path.join(ROOT, "target", "release", "easy-note")
 HEALTHCHECK_COMMAND = ["easy-note", "healthcheck"]
 # Liveness (and start-up, which gates it) ask only whether the process
 # answers; readiness asks for SERVING, which follows the database. A
@@ -107,13 +112,6 @@ PROBE_PATHS = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenes
 ROLE_SECRETS = {"EASYNOTE_JWT_SECRET": {"api-gateway", "all"},
                 "EASYNOTE_DATABASE_URL": {"user-service", "note-service", "all"}}
 TLS_VARS = ("EASYNOTE_TLS_CERT", "EASYNOTE_TLS_KEY", "EASYNOTE_TLS_CA")
-# The registry name, and so the certificate's DNS name, of each role.
-IDENTITY = {"api-gateway": "easy-note-gateway", "user-service": "easy-note-user",
-            "note-service": "easy-note-note", "all": "easy-note"}
-GRPC_ROLES = {"user-service", "note-service"}
-# Who may connect to whom: (caller, callee, callee's port name). "*" is anyone.
-ALLOWED_EDGES = {("*", "api-gateway", "http"), ("api-gateway", "user-service", "grpc"),
-                 ("api-gateway", "note-service", "grpc"), ("note-service", "user-service", "grpc")}
 SUITE = ("api-gateway", "user-service", "note-service")
 # Compose services whose host ports must stay on this machine.
 COMPOSE_LOOPBACK_ONLY = ("nacos",)
@@ -136,20 +134,6 @@ HPA_MIN_CPU_REQUEST = 100
 # What a long-running compose service does when it exits or the engine restarts.
 COMPOSE_RESTART = {"unless-stopped", "always", "on-failure"}
 
-# The services' own defaults, as docs/configuration.md lists them
-# (durations as the services parse them; OTEL_* timeouts in milliseconds).
-DEFAULTS = {
-    "EASYNOTE_SERVICE": "all",
-    "EASYNOTE_REGISTRY": "static",
-    "EASYNOTE_DB_CONNECT_TIMEOUT": "30s",
-    "NACOS_CONNECT_TIMEOUT": "60s",
-    "EASYNOTE_DEREGISTER_GRACE": "3s",
-    "EASYNOTE_SHUTDOWN_TIMEOUT": "10s",
-    "OTEL_EXPORTER_OTLP_TIMEOUT": "10000",
-    "OTEL_BSP_EXPORT_TIMEOUT": "30000",
-}
-ROLES = {"all", "user-service", "note-service", "api-gateway"}
-ROLES_WITH_DATABASE = {"all", "user-service", "note-service"}
 # Binding, migrations and the first registration after the retries.
 STARTUP_MARGIN = 10
 # Process exit after the last bounded step, before SIGKILL.
@@ -172,7 +156,8 @@ UNITS = {"ms": 0.001, "msec": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min"
 
 
 def seconds(raw, var):
-    """`500ms`, `30s`, `5m`, `1h`, `1m30s` or a bare number of seconds."""
+    """A compose duration: `500ms`, `30s`, `5m`, `1h`, `1m30s` or a bare
+    number of seconds."""
     text = str(raw).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
@@ -185,13 +170,6 @@ def seconds(raw, var):
             raise ValueError(f"{var}={raw!r}: unknown unit {unit!r}")
         total += float(number) * UNITS[unit]
     return total
-
-
-def millis(raw, var):
-    text = str(raw).strip()
-    if not re.fullmatch(r"\d+", text):
-        raise ValueError(f"{var}={raw!r} must be a whole number of milliseconds")
-    return int(text) / 1000
 
 
 def fmt(value):
@@ -237,39 +215,40 @@ def secret_tables(path, text):
     return rows, errors
 
 
-def readyz_worst_case():
-    """/readyz's own bound on each downstream check (they run in parallel)."""
-    path = os.path.join(ROOT, READYZ_SOURCE)
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError:
-        return None, (f"{READYZ_SOURCE} is gone: point READYZ_SOURCE in "
-                      "deploy/check-manifests.py at the file defining /readyz's CHECK_TIMEOUT")
-    match = re.search(r"CHECK_TIMEOUT:\s*Duration\s*=\s*Duration::from_(secs|millis)\((\d+)\)",
-                      text)
-    if not match:
-        return None, (f"{READYZ_SOURCE}: no `CHECK_TIMEOUT: Duration = Duration::from_secs(..)`;"
-                      " update deploy/check-manifests.py to where /readyz's bound lives now")
-    value = int(match.group(2))
-    return (value if match.group(1) == "secs" else value / 1000), None
+_FACTS = {}
 
 
-def healthcheck_bound():
-    """How long `easy-note healthcheck` waits at most before it gives up."""
-    path = os.path.join(ROOT, HEALTHCHECK_SOURCE)
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError:
-        return None, (f"{HEALTHCHECK_SOURCE} is gone: point HEALTHCHECK_SOURCE in "
-                      "deploy/check-manifests.py at the file bounding `healthcheck`")
-    match = re.search(r"tokio::time::timeout\(Duration::from_(secs|millis)\((\d+)\),\s*check\)",
-                      text)
-    if not match:
-        return None, (f"{HEALTHCHECK_SOURCE}: no `tokio::time::timeout(Duration::from_secs(..), "
-                      "check)`; update deploy/check-manifests.py to where the health check's "
-                      "bound lives now")
-    value = int(match.group(2))
-    return (value if match.group(1) == "secs" else value / 1000), None
+def deploy_facts(env, every_role=False):
+    """`easy-note deploy-facts` run with the environment `env`: the facts
+    of the role it sets (every role's, keyed by role, with `every_role`).
+    A setting the service would refuse raises ValueError with its message."""
+    env = {k: str(v) for k, v in env.items() if v is not None}
+    key = (every_role, tuple(sorted(env.items())))
+    if key not in _FACTS:
+        command = [EASYNOTE_BIN, "deploy-facts"] + (["--every-role"] if every_role else [])
+        try:
+            done = subprocess.run(command, env={"PATH": os.environ.get("PATH", ""), **env},
+                                  capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            sys.exit(f"{EASYNOTE_BIN} not found: build it (cargo build --release) or point "
+                     "EASYNOTE_BIN at an easy-note binary")
+        _FACTS[key] = ((json.loads(done.stdout), None) if done.returncode == 0
+                       else (None, done.stderr.strip().removeprefix("easy-note deploy-facts: ")))
+    facts, error = _FACTS[key]
+    if error:
+        raise ValueError(error)
+    return facts
+
+
+def roles():
+    """Every role's facts with the code's defaults, keyed by role."""
+    return deploy_facts({}, every_role=True)
+
+
+def identity(role):
+    """The name a role's certificate is issued for (the all-in-one's for
+    an unknown role)."""
+    return roles().get(role, roles()["all"])["identity"]
 
 
 class Inputs:
@@ -281,62 +260,29 @@ class Inputs:
         self.dockerfile = open(os.path.join(ROOT, DOCKERFILE), encoding="utf-8").read()
         self.secret_docs = {p: open(os.path.join(ROOT, p), encoding="utf-8").read()
                             for p in SECRET_DOCS}
-        self.readyz, self.readyz_error = readyz_worst_case()
-        self.probe_bound, self.probe_bound_error = healthcheck_bound()
+        self.readyz = roles()["api-gateway"]["readyz_timeout"]
+        self.probe_bound = roles()["all"]["healthcheck_timeout"]
 
 
 # ---------------------------------------------------------------- budgets
 
+def waits(env, which, margin, first=()):
+    """The worst case of a start-up or a stop (`which`) with `env`: its
+    bounded waits, as `easy-note deploy-facts` reads them, plus `margin`;
+    the total and how it adds up."""
+    steps = [*first, *((w["what"], w["seconds"]) for w in deploy_facts(env)[which]),
+             ("margin", margin)]
+    return sum(took for _, took in steps), " + ".join(f"{what} {fmt(took)}" for what, took in steps)
+
+
 def startup_required(env):
     """Seconds a service may spend retrying before it first answers a probe."""
-    role = env.get("EASYNOTE_SERVICE", DEFAULTS["EASYNOTE_SERVICE"])
-    need, parts = 0.0, []
-    if role in ROLES_WITH_DATABASE:
-        db = seconds(env.get("EASYNOTE_DB_CONNECT_TIMEOUT",
-                             DEFAULTS["EASYNOTE_DB_CONNECT_TIMEOUT"]),
-                     "EASYNOTE_DB_CONNECT_TIMEOUT")
-        need += db
-        parts.append(f"EASYNOTE_DB_CONNECT_TIMEOUT {fmt(db)}")
-    if env.get("EASYNOTE_REGISTRY", DEFAULTS["EASYNOTE_REGISTRY"]) == "nacos":
-        nacos = seconds(env.get("NACOS_CONNECT_TIMEOUT", DEFAULTS["NACOS_CONNECT_TIMEOUT"]),
-                        "NACOS_CONNECT_TIMEOUT")
-        need += nacos
-        parts.append(f"NACOS_CONNECT_TIMEOUT {fmt(nacos)}")
-    parts.append(f"margin {fmt(STARTUP_MARGIN)}")
-    return need + STARTUP_MARGIN, " + ".join(parts)
+    return waits(env, "startup", STARTUP_MARGIN)
 
 
 def shutdown_required(env, prestop):
     """Seconds from the stop request to the process's exit, at worst."""
-    parts, total = [], 0.0
-    if prestop:
-        total += prestop
-        parts.append(f"preStop {fmt(prestop)}")
-    if env.get("EASYNOTE_REGISTRY", DEFAULTS["EASYNOTE_REGISTRY"]) == "nacos":
-        grace = seconds(env.get("EASYNOTE_DEREGISTER_GRACE",
-                                DEFAULTS["EASYNOTE_DEREGISTER_GRACE"]),
-                        "EASYNOTE_DEREGISTER_GRACE")
-        total += grace
-        parts.append(f"EASYNOTE_DEREGISTER_GRACE {fmt(grace)}")
-    drain = seconds(env.get("EASYNOTE_SHUTDOWN_TIMEOUT", DEFAULTS["EASYNOTE_SHUTDOWN_TIMEOUT"]),
-                    "EASYNOTE_SHUTDOWN_TIMEOUT")
-    total += drain
-    parts.append(f"EASYNOTE_SHUTDOWN_TIMEOUT {fmt(drain)}")
-    if str(env.get("OTEL_SDK_DISABLED", "false")).lower() != "true":
-        export = millis(env.get("OTEL_EXPORTER_OTLP_TIMEOUT",
-                                DEFAULTS["OTEL_EXPORTER_OTLP_TIMEOUT"]),
-                        "OTEL_EXPORTER_OTLP_TIMEOUT")
-        batch = millis(env.get("OTEL_BSP_EXPORT_TIMEOUT", DEFAULTS["OTEL_BSP_EXPORT_TIMEOUT"]),
-                       "OTEL_BSP_EXPORT_TIMEOUT")
-        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if base or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-            total += min(export, batch)
-            parts.append(f"trace flush {fmt(min(export, batch))}")
-        if base or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
-            total += export
-            parts.append(f"metrics flush {fmt(export)}")
-    parts.append(f"margin {fmt(SHUTDOWN_MARGIN)}")
-    return total + SHUTDOWN_MARGIN, " + ".join(parts)
+    return waits(env, "stop", SHUTDOWN_MARGIN, [("preStop", prestop)] if prestop else [])
 
 
 # ---------------------------------------------------------------- Kubernetes
@@ -419,10 +365,10 @@ def check_container(where, container, pod, docs, inputs, errors):
                       f"{container.get('command', [])}{container.get('args', [])}; set "
                       "EASYNOTE_SERVICE instead, which `easy-note healthcheck` reads too")
     role = env.get("EASYNOTE_SERVICE")
-    if role not in ROLES:
+    if role not in roles():
         errors.append(f"{where}: EASYNOTE_SERVICE is {role!r}; set it to one of "
-                      f"{sorted(ROLES)}")
-        role = DEFAULTS["EASYNOTE_SERVICE"]
+                      f"{sorted(roles())}")
+        role = env["EASYNOTE_SERVICE"] = "all"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if probe not in container:
             errors.append(f"{where}: no {probe}")
@@ -455,11 +401,11 @@ def check_container(where, container, pod, docs, inputs, errors):
         if timeout <= inputs.readyz:
             errors.append(
                 f"{where}: readinessProbe times out after {timeout}s, but /readyz may take "
-                f"{fmt(inputs.readyz)} (CHECK_TIMEOUT in {READYZ_SOURCE}); make it longer")
+                f"{fmt(inputs.readyz)} (its readyz_timeout); make it longer")
     check_secret_refs(where, container, inputs, errors)
     check_role_secrets(where, role, container, errors)
     check_tls(where, role, env, container, pod, errors)
-    if role in GRPC_ROLES:
+    if roles()[role]["serves"] == "grpc":
         check_exec_probes(where, container, inputs, errors)
     else:
         check_http_probes(where, container, errors)
@@ -553,8 +499,8 @@ def check_exec_probes(where, container, inputs, errors):
         timeout = probe.get("timeoutSeconds", PROBE_DEFAULTS["timeoutSeconds"])
         if inputs.probe_bound is not None and timeout <= inputs.probe_bound:
             errors.append(f"{where}: {name} timeoutSeconds is {timeout}s, but `easy-note "
-                          f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
-                          f"{HEALTHCHECK_SOURCE}) plus its own start; make it longer")
+                          f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound) plus "
+                          "its own start; make it longer")
 
 
 def check_http_probes(where, container, errors):
@@ -758,15 +704,15 @@ def dev_certs_outputs(compose):
             if source:
                 found.setdefault(source, {})[os.path.basename(path)] = writer
 
-        stems = [IDENTITY[role] for role in SUITE]
+        stems = [identity(role) for role in SUITE]
         if "--all-in-one" in command:
-            stems.append(IDENTITY["all"])
+            stems.append(identity("all"))
         for stem in stems:
             directory = f"{out}/{stem}" if split else out
             for file in ("ca.pem", f"{stem}.pem", f"{stem}.key"):
                 put(f"{directory}/{file}")
         if "--jwt-secret" in command:
-            put(f"{out}/{IDENTITY['api-gateway']}/jwt-secret" if split else f"{out}/jwt-secret")
+            put(f"{out}/{identity('api-gateway')}/jwt-secret" if split else f"{out}/jwt-secret")
         for i, part in enumerate(command[:-1]):
             if part == "--secret":
                 put(f"{secrets_out}/{command[i + 1]}")
@@ -845,14 +791,16 @@ def edge_text(edge):
 
 def check_network_policies(overlay, docs, errors):
     """The connections the NetworkPolicies let reach the suite's pods are
-    exactly ALLOWED_EDGES, ports read from the Deployments."""
+    exactly the edges `easy-note deploy-facts` gives (each role's callers,
+    on the port it serves), ports read from the Deployments."""
     workloads = {d["metadata"]["name"]: d["spec"]["template"] for d in docs
                  if d.get("kind") in WORKLOADS}
     suite = {name: workloads[name] for name in SUITE if name in workloads}
     ports = {name: {p.get("name"): p["containerPort"] for c in tmpl["spec"]["containers"]
                     for p in c.get("ports", [])} for name, tmpl in suite.items()}
-    expected = {(source, target, ports[target].get(port, port))
-                for source, target, port in ALLOWED_EDGES if target in suite}
+    expected = {(source, target, ports[target].get(roles()[target]["serves"],
+                                                   roles()[target]["serves"]))
+                for target in suite for source in roles()[target]["callers"]}
     policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
     actual = set()
     for target, tmpl in suite.items():
@@ -950,8 +898,8 @@ def check_compose_keys(where, role, raw_env, env, service, inits, errors):
     cert_dir = os.path.dirname(env.get("EASYNOTE_TLS_CERT", ""))
     source, target = next(((s, t) for s, t, _ in mounts if t == cert_dir),
                           (mounts[0][0], mounts[0][1]))
-    identity = IDENTITY.get(role, "easy-note")
-    wanted = {"EASYNOTE_TLS_CERT": f"{identity}.pem", "EASYNOTE_TLS_KEY": f"{identity}.key",
+    name = identity(role)
+    wanted = {"EASYNOTE_TLS_CERT": f"{name}.pem", "EASYNOTE_TLS_KEY": f"{name}.key",
               "EASYNOTE_TLS_CA": "ca.pem"}
     for var in TLS_VARS:
         path = env.get(var, "")
@@ -962,7 +910,7 @@ def check_compose_keys(where, role, raw_env, env, service, inits, errors):
             errors.append(f"{where}: {var}={path} is not in the mounted {source} ({target})")
         elif os.path.basename(path) != wanted[var]:
             errors.append(f"{where}: {var}={path}: not its own certificate ({wanted[var]}, "
-                          f"the name {identity} its callers check)")
+                          f"the name {name} its callers check)")
     for var, holders in ROLE_SECRETS.items():
         if env.get(var) and role not in holders:
             errors.append(f"{where}: has {var}, which only "
@@ -1019,7 +967,7 @@ def check_compose(compose, inputs, errors):
         if service.get("command") or service.get("entrypoint"):
             errors.append(f"{where}: picks its role with command/entrypoint; set "
                           "EASYNOTE_SERVICE instead, which `easy-note healthcheck` reads too")
-        if env.get("EASYNOTE_SERVICE") not in ROLES:
+        if env.get("EASYNOTE_SERVICE") not in roles():
             errors.append(f"{where}: EASYNOTE_SERVICE is {env.get('EASYNOTE_SERVICE')!r}")
         health = service.get("healthcheck") or {}
         if health.get("test") != ["CMD", *HEALTHCHECK_COMMAND]:
@@ -1039,8 +987,8 @@ def check_compose(compose, inputs, errors):
             timeout = seconds(health.get("timeout", "30s"), "timeout")
             if inputs.probe_bound is not None and timeout <= inputs.probe_bound:
                 errors.append(f"{where}: healthcheck timeout is {fmt(timeout)}, but `easy-note "
-                              f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound in "
-                              f"{HEALTHCHECK_SOURCE}) plus its own start")
+                              f"healthcheck` may take {fmt(inputs.probe_bound)} (its bound) plus "
+                              "its own start")
             grace = seconds(service.get("stop_grace_period", "10s"), "stop_grace_period")
             need, why = shutdown_required(env, 0)
             if grace < need:
@@ -1070,9 +1018,6 @@ def check(inputs):
         for var, secret in sorted(set(inputs.secrets) - set(rows), key=str):
             errors.append(f"{path}: its Secret table lacks {var or 'the files'} in {secret}, "
                           "which another document lists")
-    for error in (inputs.readyz_error, inputs.probe_bound_error):
-        if error:
-            errors.append(error)
     for name, docs in inputs.overlays.items():
         check_overlay(name, docs, inputs, errors)
     check_compose(inputs.compose, inputs, errors)
@@ -1176,7 +1121,11 @@ def mutations():
          lambda d: set_config(d, "EASYNOTE_SHUTDOWN_TIMEOUT", "60s"),
          "EASYNOTE_SHUTDOWN_TIMEOUT 60s"),
         ("the OTLP export timeout grows to 30s", "aliyun",
-         lambda d: set_config(d, "OTEL_EXPORTER_OTLP_TIMEOUT", "30000"), "metrics flush 30s"),
+         lambda d: set_config(d, "OTEL_EXPORTER_OTLP_TIMEOUT", "30000"),
+         "telemetry flush (OTEL_EXPORTER_OTLP_TIMEOUT) 30s"),
+        ("a drain bound the service would refuse", "local",
+         lambda d: set_config(d, "EASYNOTE_SHUTDOWN_TIMEOUT", "soon"),
+         'EASYNOTE_SHUTDOWN_TIMEOUT: "soon" is not a duration'),
         ("the gateway loses its preStop wait", "aliyun",
          lambda d: container(d, "api-gateway").pop("lifecycle"), "preStop waits 0s"),
         ("the gateway's readiness timeout drops to 1s", "local",

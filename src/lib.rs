@@ -24,7 +24,21 @@ use tonic_health::pb::{
 };
 use user_service::UserServer;
 
+pub mod deploy_facts;
 pub mod rules;
+
+/// The roles one `easy-note` process can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The three services in one process.
+    All,
+    /// user-service.
+    UserService,
+    /// note-service.
+    NoteService,
+    /// api-gateway.
+    ApiGateway,
+}
 
 /// How `easy-note healthcheck` probes the all-in-one suite: its gateway.
 pub const PROBE: easynote_shared::app::Probe = api_gateway::PROBE;

@@ -4,8 +4,12 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
-use easynote_shared::app::{self, ServiceCommand};
+use clap::{Parser, Subcommand};
+use easy_note::Role;
+use easynote_shared::{
+    app::{self, ServiceCommand},
+    config::{ConfigError, Env},
+};
 
 /// Easy-Note: a note-taking backend of three services, in one process or one at a time.
 #[derive(Debug, Parser)]
@@ -52,6 +56,14 @@ enum Command {
         /// or downstream services do.
         #[arg(long)]
         live: bool,
+    },
+    /// Print, as JSON, what a deployment of this role must agree with:
+    /// its identity, who may call it, and the bounded waits of its start
+    /// and stop as this environment sets them (deploy/check-manifests.py).
+    DeployFacts {
+        /// Every role's, with this environment, keyed by role.
+        #[arg(long)]
+        every_role: bool,
     },
     /// Check a governance rules document before publishing it, or say what
     /// publishing it would change.
@@ -123,19 +135,6 @@ enum RulesCommand {
     },
 }
 
-/// The roles one `easy-note` process can play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Role {
-    /// The three services in one process.
-    All,
-    /// user-service.
-    UserService,
-    /// note-service.
-    NoteService,
-    /// api-gateway.
-    ApiGateway,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (role, check) = match cli.command {
@@ -166,6 +165,11 @@ fn main() -> ExitCode {
             return dev_certs(&out, set, force, if_missing, &files);
         }
         Some(Command::Rules { command }) => return rules(command),
+        Some(Command::DeployFacts { every_role }) => {
+            let one = [cli.service];
+            let roles: &[Role] = if every_role { &Role::EVERY } else { &one };
+            return deploy_facts(roles, every_role);
+        }
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
         Some(Command::UserService { check }) => (Role::UserService, check),
@@ -196,6 +200,37 @@ fn main() -> ExitCode {
             check,
             api_gateway::serve,
         ),
+    }
+}
+
+/// `easy-note deploy-facts`: the facts of `roles` (keyed by role when
+/// `keyed`) with the process environment; exit 2 for a setting the
+/// service would refuse.
+fn deploy_facts(roles: &[Role], keyed: bool) -> ExitCode {
+    let env = Env::from_process();
+    let facts: Result<serde_json::Map<String, serde_json::Value>, ConfigError> = roles
+        .iter()
+        .map(|role| {
+            Ok((
+                role.name().to_owned(),
+                easy_note::deploy_facts::deploy_facts(*role, &env)?,
+            ))
+        })
+        .collect();
+    match facts {
+        Ok(mut facts) if !keyed => {
+            let one = roles.first().and_then(|role| facts.remove(role.name()));
+            println!("{:#}", one.unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(facts) => {
+            println!("{:#}", serde_json::Value::Object(facts));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("easy-note deploy-facts: {err}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -4,10 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use easynote_shared::{
     config::{ConfigError, Env, Environment},
-    discovery::{ChannelSettings, DiscoveryConfig},
-    governance::GovernanceConfig,
-    lifecycle::LifecycleConfig,
-    tls::TlsSettings,
+    discovery::ChannelSettings,
+    process::ProcessConfig,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -33,8 +31,9 @@ pub const MIN_JWT_SECRET_BITS: f64 = 128.0;
 /// Everything the gateway reads from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `EASYNOTE_ENV`.
-    pub environment: Environment,
+    /// What every server process reads: the environment, the registry,
+    /// the governance rules' source, shutdown bounds, mutual TLS.
+    pub process: ProcessConfig,
     /// `EASYNOTE_HTTP_ADDR` (default `127.0.0.1:8080`).
     pub http_addr: SocketAddr,
     /// Timeouts and the connection bound of the HTTP server.
@@ -54,18 +53,10 @@ pub struct Config {
     pub claims: ClaimsConfig,
     /// How long an answer about a token's revocation is trusted.
     pub revocation: RevocationConfig,
-    /// Where user-service and note-service are.
-    pub discovery: DiscoveryConfig,
     /// How calls to the services connect (their deadlines are governance rules).
     pub channels: ChannelSettings,
-    /// Where the governance rules come from.
-    pub governance: GovernanceConfig,
     /// `EASYNOTE_BODY_LIMIT` (default 256 KiB): largest request body accepted.
     pub body_limit: usize,
-    /// Shutdown bounds and instance metadata.
-    pub lifecycle: LifecycleConfig,
-    /// Mutual TLS to the services (`EASYNOTE_TLS_*`).
-    pub tls: TlsSettings,
     /// The web app (`EASYNOTE_TRACE_UI_URL`).
     pub web: WebConfig,
 }
@@ -279,7 +270,7 @@ pub fn estimated_entropy_bits(key: &[u8]) -> f64 {
 impl Config {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let environment = Environment::from_env(env)?;
+        let process = ProcessConfig::from_env(env)?;
         let body_limit = env.parse("EASYNOTE_BODY_LIMIT", 256 * 1024usize)?;
         if body_limit < 1024 {
             return Err(ConfigError::invalid(
@@ -289,22 +280,19 @@ impl Config {
         }
         let http_addr = env.socket_addr("EASYNOTE_HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
         Ok(Self {
-            environment,
             http_addr,
             http: HttpConfig::from_env(env)?,
             trusted_proxies: TrustedProxies::from_env(env)?,
             login_throttle: LoginThrottleConfig::from_env(env)?,
             login_store: SharedStoreConfig::from_env(env)?,
-            jwt: JwtConfig::from_env(env, environment, http_addr)?,
+            jwt: JwtConfig::from_env(env, process.environment, http_addr)?,
             claims: ClaimsConfig::from_env(env)?,
             revocation: RevocationConfig::from_env(env)?,
-            discovery: DiscoveryConfig::from_env(env)?,
             channels: ChannelSettings::from_env(env)?,
-            governance: GovernanceConfig::from_env(env)?,
             body_limit,
-            lifecycle: LifecycleConfig::from_env(env)?,
-            tls: TlsSettings::from_env(env, environment)?,
             web: WebConfig::from_env(env)?,
+            // Last: the JWT settings above read its environment.
+            process,
         })
     }
 }

@@ -31,12 +31,7 @@ use authenticate::Authenticator;
 use axum::{Router, extract::DefaultBodyLimit, middleware};
 use easynote_shared::telemetry::metrics::HttpServerMetrics;
 use easynote_shared::{
-    discovery::{Discovery, Registration},
-    governance::{Governance, Upstream},
-    lifecycle::{self, Lifecycle},
-    service_name,
-    shutdown::Shutdown,
-    tls::Tls,
+    governance::Upstream, lifecycle, process::Process, service_name, shutdown::Shutdown,
 };
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -46,6 +41,7 @@ pub use config::{ClaimsConfig, Config, DEV_JWT_SECRET, JwtConfig};
 pub use error::ApiError;
 pub use http::HttpConfig;
 pub use login_throttle::LoginThrottleConfig;
+pub use readiness::CHECK_TIMEOUT as READYZ_CHECK_TIMEOUT;
 pub use state::AppState;
 pub use web::WebConfig;
 
@@ -74,8 +70,7 @@ pub async fn serve(env: easynote_shared::config::Env, shutdown: Shutdown) -> any
 pub struct Gateway {
     config: Config,
     listener: TcpListener,
-    discovery: Discovery,
-    governance: Governance,
+    process: Process,
     users: Upstream,
     notes: Upstream,
     logins: Arc<login_throttle::LoginThrottle>,
@@ -83,25 +78,22 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Loads the TLS files, binds `config.http_addr`, subscribes to
-    /// user-service and note-service, and starts following the governance
-    /// rules.
+    /// Starts the [`Process`] (TLS, registry, governance rules) as
+    /// `easy-note-gateway`, subscribes to user-service and note-service,
+    /// and binds `config.http_addr`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let discovery = Discovery::from_config(&config.discovery)
-            .await
-            .context("connecting to the service registry")?;
-        let governance = Governance::start(&config.governance);
-        let tls = Tls::start(&config.tls, SERVICE).context("loading the TLS files")?;
-        let channels = config.channels.clone().with_tls(tls);
+        let process = Process::start(SERVICE, &config.process).await?;
+        let (discovery, governance) = (&process.discovery, &process.governance);
+        let channels = config.channels.clone().with_tls(process.tls.clone());
         let users = Upstream::connect(
-            &discovery,
+            discovery,
             service_name::USER,
             channels.clone(),
             governance.clone(),
         )
         .await
         .context("subscribing to user-service")?;
-        let notes = Upstream::connect(&discovery, service_name::NOTE, channels, governance.clone())
+        let notes = Upstream::connect(discovery, service_name::NOTE, channels, governance.clone())
             .await
             .context("subscribing to note-service")?;
         let logins = login_throttle::LoginThrottle::build(
@@ -130,8 +122,7 @@ impl Gateway {
         Ok(Self {
             config,
             listener,
-            discovery,
-            governance,
+            process,
             users,
             notes,
             logins: Arc::new(logins),
@@ -159,12 +150,7 @@ impl Gateway {
         let (listener, http) = (self.listener, self.config.http);
         lifecycle::serve(
             |stop| http::serve(listener, app, http, clients, stop),
-            Lifecycle {
-                discovery: self.discovery,
-                registration: Registration::new(SERVICE, addr, "http")
-                    .with_metadata(&self.config.lifecycle.metadata),
-                drain_timeout: self.config.lifecycle.shutdown_timeout,
-            },
+            self.process.into_lifecycle(addr, "http"),
             shutdown,
             // `/readyz` already answers 503: it watches the same shutdown.
             std::future::ready(()),
@@ -193,7 +179,10 @@ impl Gateway {
     /// Who the gateway's clients are: the peer, or behind a trusted proxy
     /// the address it forwards.
     fn clients(&self) -> client_addr::ClientAddrs {
-        client_addr::ClientAddrs::new(self.config.trusted_proxies.clone(), self.governance.clone())
+        client_addr::ClientAddrs::new(
+            self.config.trusted_proxies.clone(),
+            self.process.governance.clone(),
+        )
     }
 }
 

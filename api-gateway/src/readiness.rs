@@ -10,8 +10,9 @@ use std::{
 use easynote_shared::{governance::Upstream, rpc, service_name};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-/// How long readiness waits for each downstream.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long readiness waits for each downstream (they are asked in
+/// parallel, so this is also `/readyz`'s own worst case).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a readiness result is answered before the downstreams are
 /// asked again: however often `/readyz` is called, each service gets at

@@ -10,6 +10,7 @@ use easynote_shared::{
     discovery::{ChannelSettings, DiscoveryConfig},
     governance::GovernanceConfig,
     grpc::ServiceConfig,
+    process::ProcessConfig,
     proto::{
         note::v1::{
             CreateNoteRequest, DeleteNoteRequest, MGetNoteRequest, Note, QueryNoteRequest,
@@ -45,13 +46,15 @@ struct Users {
 async fn start_users(db: TestDatabase, addr: SocketAddr) -> Users {
     let config = user_service::Config {
         service: ServiceConfig {
-            environment: Environment::Development,
+            process: ProcessConfig {
+                environment: Environment::Development,
+                discovery: discovery("127.0.0.1:1".parse().expect("an address")),
+                lifecycle: Default::default(),
+                governance: GovernanceConfig::defaults(),
+                tls: TlsSettings::plaintext(),
+            },
             grpc_addr: addr,
             database: db.config(),
-            discovery: discovery("127.0.0.1:1".parse().expect("an address")),
-            lifecycle: Default::default(),
-            governance: GovernanceConfig::defaults(),
-            tls: TlsSettings::plaintext(),
         },
     };
     let server = UserServer::build(config)
@@ -100,13 +103,15 @@ async fn spawn_app_on(note_db: TestDatabase) -> TestApp {
     .await;
     let config = note_service::Config {
         service: ServiceConfig {
-            environment: Environment::Development,
+            process: ProcessConfig {
+                environment: Environment::Development,
+                discovery: discovery(users.server.addr),
+                lifecycle: Default::default(),
+                governance: GovernanceConfig::defaults(),
+                tls: TlsSettings::plaintext(),
+            },
             grpc_addr: "127.0.0.1:0".parse().expect("an address"),
             database: note_db.config(),
-            discovery: discovery(users.server.addr),
-            lifecycle: Default::default(),
-            governance: GovernanceConfig::defaults(),
-            tls: TlsSettings::plaintext(),
         },
         channels: ChannelSettings::default(),
     };

@@ -86,6 +86,11 @@ where
     run(service, probe, cli.command, serve)
 }
 
+/// How long `healthcheck` waits for the server before it fails: a probe's
+/// timeout must be longer (checked by deploy/check-manifests.py through
+/// `easy-note deploy-facts`).
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Shown under every binary's `--help`.
 pub const SETTINGS_HELP: &str = "Settings are read from the environment (EASYNOTE_*, NACOS_*, OTEL_*): see docs/configuration.md.";
 
@@ -210,9 +215,9 @@ pub(crate) async fn run_probe(
             probe_http(addr, if live { "/healthz" } else { "/readyz" }).await
         }
     };
-    tokio::time::timeout(Duration::from_secs(3), check)
+    tokio::time::timeout(HEALTHCHECK_TIMEOUT, check)
         .await
-        .map_err(|_| anyhow::anyhow!("{addr} did not answer within 3s"))?
+        .map_err(|_| anyhow::anyhow!("{addr} did not answer within {HEALTHCHECK_TIMEOUT:?}"))?
 }
 
 /// A listen address as a local client reaches it (`0.0.0.0` → loopback).

@@ -61,9 +61,18 @@ impl DatabaseConfig {
             url,
             password,
             max_connections,
-            connect_timeout: env
-                .duration("EASYNOTE_DB_CONNECT_TIMEOUT", defaults.connect_timeout)?,
+            connect_timeout: Self::connect_timeout(env)?,
         })
+    }
+
+    /// `EASYNOTE_DB_CONNECT_TIMEOUT` alone: what the database adds to a
+    /// start-up's worst case, read without the URL or its password (for
+    /// `easy-note deploy-facts`).
+    pub fn connect_timeout(env: &Env) -> Result<Duration, ConfigError> {
+        env.duration(
+            "EASYNOTE_DB_CONNECT_TIMEOUT",
+            Self::new(String::new()).connect_timeout,
+        )
     }
 
     /// A config for `url` with the default pool settings.

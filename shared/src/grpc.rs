@@ -1,5 +1,6 @@
 //! What both gRPC services share: their common settings and start-up
-//! ([`GrpcService`]: storage, listener, registry), serving a router through
+//! ([`GrpcService`]: the [`Process`] every server starts with, then
+//! storage and the listener), serving a router through
 //! the one [`lifecycle`](crate::lifecycle) with health reporting, and the
 //! one place where unexpected errors become `Status::internal`.
 
@@ -16,18 +17,19 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{ConfigError, Env, Environment},
+    config::{ConfigError, Env},
     db::{Database, DatabaseConfig, Migrations},
-    discovery::{Discovery, DiscoveryConfig, Registration},
+    discovery::Discovery,
     error::ErrorChain,
     governance::{
-        Governance, GovernanceConfig,
+        Governance,
         server::{Governed, Revisioned},
     },
-    lifecycle::{self, Lifecycle, LifecycleConfig},
+    lifecycle,
+    process::{Process, ProcessConfig},
     shutdown::Shutdown,
     telemetry,
-    tls::{Tls, TlsSettings, authz::Authorized, server::incoming},
+    tls::{Tls, authz::Authorized, server::incoming},
 };
 
 /// The largest gRPC message any hop sends or accepts, both ways, set on
@@ -69,20 +71,12 @@ pub fn note_client(
 /// The settings every gRPC service of the suite reads.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// `EASYNOTE_ENV`.
-    pub environment: Environment,
+    /// What every server process reads.
+    pub process: ProcessConfig,
     /// `EASYNOTE_GRPC_ADDR` (the service's default port on loopback).
     pub grpc_addr: SocketAddr,
     /// `EASYNOTE_DATABASE_URL` and pool settings (an embedded SQLite file by default).
     pub database: DatabaseConfig,
-    /// Where to register, and how to find other services.
-    pub discovery: DiscoveryConfig,
-    /// Shutdown bounds and instance metadata.
-    pub lifecycle: LifecycleConfig,
-    /// Where the governance rules come from.
-    pub governance: GovernanceConfig,
-    /// Mutual TLS on the gRPC hops (`EASYNOTE_TLS_*`).
-    pub tls: TlsSettings,
 }
 
 impl ServiceConfig {
@@ -92,65 +86,49 @@ impl ServiceConfig {
         default_grpc_addr: &str,
         default_database_url: &str,
     ) -> Result<Self, ConfigError> {
-        let environment = Environment::from_env(env)?;
         Ok(Self {
-            environment,
-            tls: TlsSettings::from_env(env, environment)?,
+            process: ProcessConfig::from_env(env)?,
             grpc_addr: env.socket_addr("EASYNOTE_GRPC_ADDR", default_grpc_addr)?,
             database: DatabaseConfig::from_env(env, default_database_url)?,
-            discovery: DiscoveryConfig::from_env(env)?,
-            lifecycle: LifecycleConfig::from_env(env)?,
-            governance: GovernanceConfig::from_env(env)?,
         })
     }
 }
 
-/// A gRPC service ready to serve: its database connected and migrated, its
-/// listener bound (port 0 works), its registry connected.
+/// A gRPC service ready to serve: started as a [`Process`], its database
+/// connected and migrated, its listener bound (port 0 works).
 #[derive(Debug)]
 pub struct GrpcService {
-    name: &'static str,
+    process: Process,
     db: Database,
     listener: TcpListener,
-    discovery: Discovery,
-    governance: Governance,
-    lifecycle: LifecycleConfig,
-    tls: Option<Tls>,
 }
 
 impl GrpcService {
-    /// Loads the TLS files, connects storage (applying `migrations`),
-    /// binds `config.grpc_addr`, connects to the registry and starts
-    /// following the governance rules; `name` is the registry name.
+    /// Starts the [`Process`] (TLS, registry, governance rules) as `name`,
+    /// the registry name, then connects storage (applying `migrations`)
+    /// and binds `config.grpc_addr`.
     pub async fn build(
         name: &'static str,
         config: &ServiceConfig,
         migrations: &Migrations,
     ) -> anyhow::Result<Self> {
-        let tls = Tls::start(&config.tls, name).context("loading the TLS files")?;
+        let process = Process::start(name, &config.process).await?;
         let db = Database::connect(&config.database, migrations)
             .await
             .with_context(|| format!("connecting the database of {name}"))?;
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("binding EASYNOTE_GRPC_ADDR {}", config.grpc_addr))?;
-        let discovery = Discovery::from_config(&config.discovery)
-            .await
-            .context("connecting to the service registry")?;
         Ok(Self {
-            name,
+            process,
             db,
             listener,
-            discovery,
-            governance: Governance::start(&config.governance),
-            lifecycle: config.lifecycle.clone(),
-            tls,
         })
     }
 
     /// Mutual TLS, when on: the identity to call other services with.
     pub fn tls(&self) -> Option<&Tls> {
-        self.tls.as_ref()
+        self.process.tls.as_ref()
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -167,12 +145,12 @@ impl GrpcService {
 
     /// The registry, to subscribe to other services.
     pub fn discovery(&self) -> &Discovery {
-        &self.discovery
+        &self.process.discovery
     }
 
     /// The governance rules this process follows.
     pub fn governance(&self) -> &Governance {
-        &self.governance
+        &self.process.governance
     }
 
     /// Serves `api` under the governance rules, to the callers the
@@ -184,7 +162,7 @@ impl GrpcService {
     /// and NOT_SERVING for good once shutdown begins (readiness). The
     /// health service [`LIVENESS`] answers SERVING for as long as the
     /// process serves at all, whatever its database does.
-    pub async fn serve<S>(self, api: S, shutdown: Shutdown) -> anyhow::Result<()>
+    pub async fn serve<S>(mut self, api: S, shutdown: Shutdown) -> anyhow::Result<()>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
             + NamedService
@@ -202,19 +180,20 @@ impl GrpcService {
                 .set_service_status(service, ServingStatus::Serving)
                 .await;
         }
+        let process = &mut self.process;
         let router = telemetry::grpc::server()
-            .add_service(Revisioned::new(health_service, self.governance.clone()))
+            .add_service(Revisioned::new(health_service, process.governance.clone()))
             .add_service(Authorized::new(
                 Governed::new(
                     api,
-                    self.name,
-                    self.lifecycle.metadata.clone(),
-                    self.governance.clone(),
+                    process.name,
+                    process.lifecycle.metadata.clone(),
+                    process.governance.clone(),
                 ),
-                self.name,
-                self.tls.is_some(),
+                process.name,
+                process.tls.is_some(),
             ));
-        let incoming = incoming(self.listener, self.tls);
+        let incoming = incoming(self.listener, process.tls.take());
         let stopped = Arc::new(tokio::sync::Mutex::new(false));
         let watcher = tokio::spawn(watch_database(
             self.db.clone(),
@@ -232,12 +211,7 @@ impl GrpcService {
         };
         let served = lifecycle::serve(
             |stop| router.serve_with_incoming_shutdown(incoming, stop),
-            Lifecycle {
-                discovery: self.discovery,
-                registration: Registration::new(self.name, addr, "grpc")
-                    .with_metadata(&self.lifecycle.metadata),
-                drain_timeout: self.lifecycle.shutdown_timeout,
-            },
+            self.process.into_lifecycle(addr, "grpc"),
             shutdown,
             stopping,
         )

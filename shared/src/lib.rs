@@ -16,6 +16,7 @@ pub(crate) mod error;
 pub mod governance;
 pub mod grpc;
 pub mod lifecycle;
+pub mod process;
 pub mod proto;
 pub mod rpc;
 pub mod shutdown;

@@ -39,12 +39,17 @@ impl LifecycleConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let metadata = instance_metadata(env)?;
         Ok(Self {
-            shutdown_timeout: env.duration(
-                "EASYNOTE_SHUTDOWN_TIMEOUT",
-                Self::default().shutdown_timeout,
-            )?,
+            shutdown_timeout: Self::shutdown_timeout(env)?,
             metadata,
         })
+    }
+
+    /// `EASYNOTE_SHUTDOWN_TIMEOUT` alone (for `easy-note deploy-facts`).
+    pub fn shutdown_timeout(env: &Env) -> Result<Duration, ConfigError> {
+        env.duration(
+            "EASYNOTE_SHUTDOWN_TIMEOUT",
+            Self::default().shutdown_timeout,
+        )
     }
 }
 

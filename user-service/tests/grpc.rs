@@ -11,6 +11,7 @@ use easynote_shared::{
     governance::GovernanceConfig,
     grpc::ServiceConfig,
     on_pool,
+    process::ProcessConfig,
     proto::user::v1::{
         CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CreateUserRequest,
         MGetUserRequest, RevokeTokensRequest, User, user_service_client::UserServiceClient,
@@ -35,17 +36,19 @@ struct TestApp {
 async fn spawn_app(db: TestDatabase) -> TestApp {
     let config = Config {
         service: ServiceConfig {
-            environment: Environment::Development,
+            process: ProcessConfig {
+                environment: Environment::Development,
+                // Static discovery registers nothing; the addresses are never dialled.
+                discovery: DiscoveryConfig::Static {
+                    user_addrs: vec!["127.0.0.1:1".into()],
+                    note_addrs: vec!["127.0.0.1:1".into()],
+                },
+                lifecycle: Default::default(),
+                governance: GovernanceConfig::defaults(),
+                tls: TlsSettings::plaintext(),
+            },
             grpc_addr: "127.0.0.1:0".parse().expect("an address"),
             database: db.config(),
-            // Static discovery registers nothing; the addresses are never dialled.
-            discovery: DiscoveryConfig::Static {
-                user_addrs: vec!["127.0.0.1:1".into()],
-                note_addrs: vec!["127.0.0.1:1".into()],
-            },
-            lifecycle: Default::default(),
-            governance: GovernanceConfig::defaults(),
-            tls: TlsSettings::plaintext(),
         },
     };
     let server = UserServer::build(config)

@@ -271,16 +271,24 @@ pub enum DiscoveryConfig {
 impl DiscoveryConfig {
     /// Reads the registry choice and its settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if Self::is_nacos(env)? {
+            return Ok(Self::Nacos(NacosConfig::from_env(env)?));
+        }
+        Ok(Self::Static {
+            user_addrs: env.addr_list("EASYNOTE_USER_ADDRS", crate::default_addr::USER_GRPC)?,
+            note_addrs: env.addr_list("EASYNOTE_NOTE_ADDRS", crate::default_addr::NOTE_GRPC)?,
+        })
+    }
+
+    /// Whether `EASYNOTE_REGISTRY` chooses Nacos (`static` by default).
+    pub fn is_nacos(env: &Env) -> Result<bool, ConfigError> {
         match env
             .string("EASYNOTE_REGISTRY", "static")
             .to_ascii_lowercase()
             .as_str()
         {
-            "static" => Ok(Self::Static {
-                user_addrs: env.addr_list("EASYNOTE_USER_ADDRS", crate::default_addr::USER_GRPC)?,
-                note_addrs: env.addr_list("EASYNOTE_NOTE_ADDRS", crate::default_addr::NOTE_GRPC)?,
-            }),
-            "nacos" => Ok(Self::Nacos(NacosConfig::from_env(env)?)),
+            "static" => Ok(false),
+            "nacos" => Ok(true),
             other => Err(ConfigError::invalid(
                 "EASYNOTE_REGISTRY",
                 format!("{other:?} is not a known registry (static or nacos)"),

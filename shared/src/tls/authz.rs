@@ -70,6 +70,21 @@ impl Callers {
         )
     }
 
+    /// Their registry names.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        KNOWN
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, name)| *name)
+    }
+
+    /// Everyone in either set.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// Whether `name` is one of them.
     pub fn contains_name(self, name: &str) -> bool {
         self.intersects(Self::of(&[name]))
@@ -83,12 +98,7 @@ impl Callers {
 
 impl fmt::Debug for Callers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = KNOWN
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.0 & (1 << i) != 0)
-            .map(|(_, name)| *name)
-            .collect();
+        let names: Vec<&str> = self.names().collect();
         if names.is_empty() {
             f.write_str("nobody")
         } else {

@@ -38,7 +38,7 @@ use rustls::{
     server::WebPkiClientVerifier,
 };
 
-pub use authz::Callers;
+pub use authz::{Callers, allowed};
 pub use client::{connector, health_channel};
 
 use crate::config::{ConfigError, Env, Environment};

@@ -128,11 +128,23 @@ impl NacosConfig {
                 }
             },
             weight,
-            deregister_grace: env.duration("EASYNOTE_DEREGISTER_GRACE", Duration::from_secs(3))?,
-            connect_timeout: env.duration("NACOS_CONNECT_TIMEOUT", Duration::from_secs(60))?,
+            deregister_grace: Self::deregister_grace(env)?,
+            connect_timeout: Self::connect_timeout(env)?,
             retry_backoff,
             cache_dir: env.get("NACOS_CACHE_DIR").map(std::path::PathBuf::from),
         })
+    }
+
+    /// `NACOS_CONNECT_TIMEOUT` alone: what Nacos adds to a start-up's worst
+    /// case, read without the credentials (for `easy-note deploy-facts`).
+    pub fn connect_timeout(env: &Env) -> Result<Duration, ConfigError> {
+        env.duration("NACOS_CONNECT_TIMEOUT", Duration::from_secs(60))
+    }
+
+    /// `EASYNOTE_DEREGISTER_GRACE` alone: what Nacos adds to a stop's
+    /// worst case.
+    pub fn deregister_grace(env: &Env) -> Result<Duration, ConfigError> {
+        env.duration("EASYNOTE_DEREGISTER_GRACE", Duration::from_secs(3))
     }
 
     /// Settings for a Nacos at `server_addr` with every other value defaulted.
