@@ -19,7 +19,10 @@ HTTP call, so a wrong password or no login is refused as Nacos would.
 Permissions are recorded, never enforced: least privilege is not proven
 here. rnacos 0.8 sometimes panics in its raft apply on a first start (every
 request then answers "Mailbox has closed"); that is noticed and rnacos is
-started again.
+started again, from an empty data directory again when this was its first
+start and it has not answered a readiness check yet (the half-applied start
+can leave it without its admin, refusing every login for good; nothing
+else is stored yet).
 
 Reads NACOS_AUTH_ENABLE, as the image does; the Java options are ignored.
 """
@@ -29,6 +32,7 @@ import http.server
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +86,11 @@ class Rnacos:
         self.admin = admin
         self.child = None
         self.broken = threading.Event()
+        # A first start (no data yet) that has not answered a readiness
+        # check: a panic then leaves nothing worth keeping.
+        self.fresh = not os.listdir(os.path.join(DATA, "rnacos")) if os.path.isdir(
+            os.path.join(DATA, "rnacos")) else True
+        self.answered = False
 
     def start(self):
         env = dict(os.environ, RNACOS_HTTP_PORT="18848", RNACOS_GRPC_PORT="9848",
@@ -112,6 +121,9 @@ class Rnacos:
             log("rnacos panicked or exited; starting it again")
             self.child.kill()
             self.child.wait()
+            if self.fresh and not self.answered:
+                log("its first start never answered: starting it from an empty data directory")
+                shutil.rmtree(os.path.join(DATA, "rnacos"), ignore_errors=True)
             time.sleep(1)
 
     def mailbox_closed(self):
@@ -178,6 +190,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             if path == "/nacos/v1/console/health/readiness":
                 RN.request("GET", "/nacos/v1/ns/instance/list?serviceName=standin-probe", token=True).read()
+                RN.answered = True
                 return self.reply(200, "OK", "text/plain")
             if path.startswith("/nacos/v1/auth/"):
                 return self.auth(method, path[len("/nacos/v1/auth/"):], fields)
