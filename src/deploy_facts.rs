@@ -81,13 +81,22 @@ pub fn deploy_facts(role: Role, env: &Env) -> Result<Value, ConfigError> {
     }))
 }
 
+/// Every role's facts with `env`, keyed by role.
+pub fn every_role(env: &Env) -> Result<Value, ConfigError> {
+    Role::EVERY
+        .into_iter()
+        .map(|role| Ok((role.name(), deploy_facts(role, env)?)))
+        .collect::<Result<serde_json::Map<_, _>, _>>()
+        .map(Value::Object)
+}
+
 /// The roles allowed to connect to `role`: anyone for the HTTP edge, the
 /// callers of any of its methods for a gRPC service.
-fn callers(role: Role) -> Vec<&'static str> {
+fn callers(role: Role) -> Vec<String> {
     let service = match role {
         Role::UserService => service_name::USER,
         Role::NoteService => service_name::NOTE,
-        Role::All | Role::ApiGateway => return vec!["*"],
+        Role::All | Role::ApiGateway => return vec!["*".to_owned()],
     };
     let allowed = SERVICE_METHODS
         .iter()
@@ -112,14 +121,13 @@ impl Role {
         Self::ApiGateway,
     ];
 
-    /// As written on the command line and in `EASYNOTE_SERVICE`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::UserService => "user-service",
-            Self::NoteService => "note-service",
-            Self::ApiGateway => "api-gateway",
-        }
+    /// As written on the command line and in `EASYNOTE_SERVICE` (clap's
+    /// name for it).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("no role is hidden")
+            .get_name()
+            .to_owned()
     }
 
     /// The name its certificate is issued for (the registry name; the

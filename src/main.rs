@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use easy_note::Role;
 use easynote_shared::{
     app::{self, ServiceCommand},
-    config::{ConfigError, Env},
+    config::Env,
 };
 
 /// Easy-Note: a note-taking backend of three services, in one process or one at a time.
@@ -165,11 +165,7 @@ fn main() -> ExitCode {
             return dev_certs(&out, set, force, if_missing, &files);
         }
         Some(Command::Rules { command }) => return rules(command),
-        Some(Command::DeployFacts { every_role }) => {
-            let one = [cli.service];
-            let roles: &[Role] = if every_role { &Role::EVERY } else { &one };
-            return deploy_facts(roles, every_role);
-        }
+        Some(Command::DeployFacts { every_role }) => return deploy_facts(cli.service, every_role),
         None => (cli.service, None),
         Some(Command::All { check }) => (Role::All, check),
         Some(Command::UserService { check }) => (Role::UserService, check),
@@ -180,51 +176,27 @@ fn main() -> ExitCode {
             Some(ServiceCommand::Healthcheck { live }),
         ),
     };
+    let (name, probe) = (role.identity(), role.probe());
     match role {
-        Role::All => app::run("easy-note", easy_note::PROBE, check, easy_note::run_all),
-        Role::UserService => app::run(
-            user_service::SERVICE,
-            user_service::PROBE,
-            check,
-            user_service::serve,
-        ),
-        Role::NoteService => app::run(
-            note_service::SERVICE,
-            note_service::PROBE,
-            check,
-            note_service::serve,
-        ),
-        Role::ApiGateway => app::run(
-            api_gateway::SERVICE,
-            api_gateway::PROBE,
-            check,
-            api_gateway::serve,
-        ),
+        Role::All => app::run(name, probe, check, easy_note::run_all),
+        Role::UserService => app::run(name, probe, check, user_service::serve),
+        Role::NoteService => app::run(name, probe, check, note_service::serve),
+        Role::ApiGateway => app::run(name, probe, check, api_gateway::serve),
     }
 }
 
-/// `easy-note deploy-facts`: the facts of `roles` (keyed by role when
-/// `keyed`) with the process environment; exit 2 for a setting the
-/// service would refuse.
-fn deploy_facts(roles: &[Role], keyed: bool) -> ExitCode {
+/// `easy-note deploy-facts`: the facts of `role`, or of every role, with
+/// the process environment; exit 2 for a setting the service would refuse.
+fn deploy_facts(role: Role, every_role: bool) -> ExitCode {
     let env = Env::from_process();
-    let facts: Result<serde_json::Map<String, serde_json::Value>, ConfigError> = roles
-        .iter()
-        .map(|role| {
-            Ok((
-                role.name().to_owned(),
-                easy_note::deploy_facts::deploy_facts(*role, &env)?,
-            ))
-        })
-        .collect();
+    let facts = if every_role {
+        easy_note::deploy_facts::every_role(&env)
+    } else {
+        easy_note::deploy_facts::deploy_facts(role, &env)
+    };
     match facts {
-        Ok(mut facts) if !keyed => {
-            let one = roles.first().and_then(|role| facts.remove(role.name()));
-            println!("{:#}", one.unwrap_or_default());
-            ExitCode::SUCCESS
-        }
         Ok(facts) => {
-            println!("{:#}", serde_json::Value::Object(facts));
+            println!("{facts:#}");
             ExitCode::SUCCESS
         }
         Err(err) => {

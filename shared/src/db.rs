@@ -36,6 +36,9 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
 }
 
+/// `EASYNOTE_DB_CONNECT_TIMEOUT`'s default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl DatabaseConfig {
     /// Reads the database settings; `default_url` is the service's embedded SQLite file.
     pub fn from_env(env: &Env, default_url: &str) -> Result<Self, ConfigError> {
@@ -69,10 +72,7 @@ impl DatabaseConfig {
     /// start-up's worst case, read without the URL or its password (for
     /// `easy-note deploy-facts`).
     pub fn connect_timeout(env: &Env) -> Result<Duration, ConfigError> {
-        env.duration(
-            "EASYNOTE_DB_CONNECT_TIMEOUT",
-            Self::new(String::new()).connect_timeout,
-        )
+        env.duration("EASYNOTE_DB_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
     }
 
     /// A config for `url` with the default pool settings.
@@ -81,7 +81,7 @@ impl DatabaseConfig {
             url: SecretString::from(url.into()),
             password: None,
             max_connections: 10,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }

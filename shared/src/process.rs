@@ -36,12 +36,16 @@ impl ProcessConfig {
     /// Reads the settings, failing on the first unusable one.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let environment = Environment::from_env(env)?;
+        let tls = TlsSettings::from_env(env, environment)?;
+        let discovery = DiscoveryConfig::from_env(env)?;
+        let lifecycle = LifecycleConfig::from_env(env)?;
+        let governance = GovernanceConfig::from_env(env, environment, &discovery, &lifecycle)?;
         Ok(Self {
             environment,
-            tls: TlsSettings::from_env(env, environment)?,
-            discovery: DiscoveryConfig::from_env(env)?,
-            lifecycle: LifecycleConfig::from_env(env)?,
-            governance: GovernanceConfig::from_env(env)?,
+            tls,
+            discovery,
+            lifecycle,
+            governance,
         })
     }
 }

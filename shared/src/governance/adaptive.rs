@@ -12,9 +12,9 @@
 //! calls) the limiter compares the window's average time with it: while
 //! calls take no more than `tolerance` times the no-load time the limit
 //! grows (by its square root, the queue it allows); beyond, it shrinks in
-//! proportion. The limit
-//! is smoothed and kept within `[min_limit, max_limit]`. Admission is one
-//! atomic compare on the call path; the arithmetic happens once a window.
+//! proportion. The limit is smoothed and kept within `[min_limit,
+//! max_limit]`. Admission is one atomic compare on the call path; the
+//! arithmetic happens once a window.
 
 use std::{
     sync::{

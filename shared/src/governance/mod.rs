@@ -42,6 +42,7 @@ use opentelemetry::{
 use crate::{
     config::{ConfigError, Env, Environment},
     discovery::{DiscoveryConfig, NacosConfig},
+    lifecycle::LifecycleConfig,
 };
 
 pub use client::Upstream;
@@ -71,8 +72,15 @@ pub struct GovernanceConfig {
 }
 
 impl GovernanceConfig {
-    /// Reads the governance settings.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// Reads the governance settings; the environment, the registry (whose
+    /// config center holds the rules) and this instance's metadata are the
+    /// process's own, read once by [`ProcessConfig`](crate::process::ProcessConfig).
+    pub fn from_env(
+        env: &Env,
+        environment: Environment,
+        discovery: &DiscoveryConfig,
+        lifecycle: &LifecycleConfig,
+    ) -> Result<Self, ConfigError> {
         let enabled = match env.string("EASYNOTE_GOVERNANCE", "on").as_str() {
             "on" => true,
             "off" => false,
@@ -83,9 +91,9 @@ impl GovernanceConfig {
                 ));
             }
         };
-        let nacos = match DiscoveryConfig::from_env(env)? {
+        let nacos = match discovery {
             DiscoveryConfig::Nacos(nacos) => Some((
-                nacos,
+                nacos.clone(),
                 env.string("EASYNOTE_GOVERNANCE_DATA_ID", DEFAULT_DATA_ID),
             )),
             DiscoveryConfig::Static { .. } => None,
@@ -95,8 +103,8 @@ impl GovernanceConfig {
             file: env.get("EASYNOTE_GOVERNANCE_FILE").map(PathBuf::from),
             nacos,
             allow_faults: env.parse("EASYNOTE_ALLOW_FAULTS", false)?,
-            environment: Environment::from_env(env)?,
-            own_metadata: crate::lifecycle::instance_metadata(env)?,
+            environment,
+            own_metadata: lifecycle.metadata.clone(),
         })
     }
 
@@ -513,6 +521,7 @@ pub fn is_shed(status: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::ProcessConfig;
 
     #[test]
     fn a_bad_document_changes_nothing_and_a_good_one_swaps_in() {
@@ -550,12 +559,12 @@ mod tests {
             ("EASYNOTE_REGISTRY", "nacos"),
             ("EASYNOTE_GOVERNANCE_FILE", "/etc/rules.json"),
         ]);
-        let config = GovernanceConfig::from_env(&env).expect("valid");
+        let config = ProcessConfig::from_env(&env).expect("valid").governance;
         assert!(config.enabled);
         assert_eq!(config.nacos.expect("nacos").1, DEFAULT_DATA_ID);
         assert_eq!(config.file, Some(PathBuf::from("/etc/rules.json")));
         let env = Env::from_pairs([("EASYNOTE_GOVERNANCE", "maybe")]);
-        let err = GovernanceConfig::from_env(&env).expect_err("invalid");
+        let err = ProcessConfig::from_env(&env).expect_err("invalid");
         assert!(err.to_string().contains("EASYNOTE_GOVERNANCE"), "{err}");
     }
 }
