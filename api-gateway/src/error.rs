@@ -127,6 +127,18 @@ impl ApiError {
     }
 }
 
+/// What a refusal was for, left in its response's extensions: the edge's
+/// adaptive limit (governance/) shrinks on an overload met further in and
+/// leaves a rate limit's refusal out of its latency samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 503 for overload: an in-flight or adaptive limit, a full queue,
+    /// here or in a service.
+    Overloaded,
+    /// 429: a rate limit.
+    RateLimited,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::ByRule { error, rule } = self {
@@ -148,6 +160,14 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = (self.status(), Json(body)).into_response();
+        let refusal = match self {
+            Self::Overloaded => Some(Refusal::Overloaded),
+            Self::RateLimited { .. } => Some(Refusal::RateLimited),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            response.extensions_mut().insert(refusal);
+        }
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

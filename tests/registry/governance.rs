@@ -1339,6 +1339,57 @@ async fn an_adaptive_limit_falls_when_latency_steps_up_and_rises_when_it_steps_d
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_edge_learns_to_refuse_what_a_service_behind_it_would_shed() {
+    let _serial = crate::one_at_a_time().await;
+    let (cluster, _services, gateway) = governed(&[&[]]).await;
+    let token = sign_up(&cluster, &gateway, "edge-learns").await;
+    // note-service takes two queries at once, 20 ms each; the gateway's
+    // adaptive limit starts at its default, ten times that.
+    let shed_behind = "servers.easy-note-note.methods.QueryNote.max_in_flight";
+    let rules = json!({
+        "gateway": {"rate_limits": [], "adaptive": {}},
+        "clients": {"easy-note-note": {"*": {"retry": {"max_attempts": 1}}}},
+        "servers": {"easy-note-note": {"methods": {"QueryNote": {"max_in_flight": 2}}}},
+        "faults": [{"service": "easy-note-note", "method": "QueryNote", "delay_ms": 20}]
+    })
+    .to_string();
+    cluster.nacos().publish_config(DATA_ID, &rules).await;
+    cluster
+        .eventually(RULES_WITHIN, "queries are refused", || async {
+            let answers = load(&cluster, &gateway, &token, 8, Duration::from_millis(300)).await;
+            match answers.iter().any(|(_, rule)| rule.is_some()) {
+                true => Ok(()),
+                false => Err("no refusal yet"),
+            }
+        })
+        .await;
+    // A few seconds to learn (each 100 ms window in which note-service
+    // shed a call takes a tenth off the edge's limit), then measured.
+    let _ = load(&cluster, &gateway, &token, 16, Duration::from_secs(4)).await;
+    let answers = load(&cluster, &gateway, &token, 16, Duration::from_secs(2)).await;
+    let refused_by = |id: &str| {
+        answers
+            .iter()
+            .filter(|(status, rule)| {
+                *status == StatusCode::SERVICE_UNAVAILABLE && rule.as_deref() == Some(id)
+            })
+            .count()
+    };
+    let (at_edge, behind) = (refused_by("gateway.adaptive"), refused_by(shed_behind));
+    let served = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    // Counting a service's fast refusals as fast answers would carry the
+    // edge's limit up instead, and every refusal would come from behind.
+    assert!(
+        served > 0 && at_edge >= 4 * behind.max(1),
+        "{served} served, {at_edge} refused at the edge, {behind} by note-service \
+         (each of those an internal call)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn calls_stay_in_the_callers_zone_and_spill_over_when_too_few_of_its_instances_are_in_rotation()
  {
     let _serial = crate::one_at_a_time().await;

@@ -31,12 +31,18 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use easynote_shared::governance::{
-    Governance, RuleRef, adaptive::AdaptiveLimit, per_key::PerKey, rules::AdaptivePolicy,
+    Governance, RuleRef,
+    adaptive::{AdaptiveLimit, Outcome},
+    per_key::PerKey,
+    rules::AdaptivePolicy,
 };
 use opentelemetry::KeyValue;
 
 use self::rate_limit::Limiters;
-use crate::{error::ApiError, quota::ClusterQuota};
+use crate::{
+    error::{ApiError, Refusal},
+    quota::ClusterQuota,
+};
 
 pub use self::rate_limit::limit;
 
@@ -156,7 +162,7 @@ pub async fn shed(
     let policy = AdaptivePolicy::of(rule);
     let route = route_of(&request);
     let limiter = edge.adaptive_limit(&route, &policy);
-    let _place = match limiter.enter(&policy, policy.shadow) {
+    let mut place = match limiter.enter(&policy, policy.shadow) {
         Ok(place) => place,
         Err(Some(place)) => {
             edge.governance.shadowed("gateway.adaptive", &route);
@@ -168,23 +174,28 @@ pub async fn shed(
         }
     };
     drop(active);
-    next.run(request).await
+    let response = next.run(request).await;
+    // A refusal tells the limit something only when it was for overload.
+    place.set_outcome(match response.extensions().get::<Refusal>() {
+        Some(Refusal::Overloaded) => Outcome::Dropped,
+        Some(Refusal::RateLimited) => Outcome::Ignored,
+        None => Outcome::Answered,
+    });
+    response
 }
 
 /// The 503 of a request over an in-flight limit of the gateway's, counted
 /// and naming `rule`.
 fn refuse_overloaded(edge: &EdgeGovernance, rule: RuleRef, route: &str) -> Response {
-    {
-        edge.governance.metrics().shed.add(
-            1,
-            &[
-                KeyValue::new("service", crate::SERVICE),
-                KeyValue::new("method", route.to_owned()),
-            ],
-        );
-        rule.record(route);
-        ApiError::Overloaded.by_rule(rule).into_response()
-    }
+    edge.governance.metrics().shed.add(
+        1,
+        &[
+            KeyValue::new("service", crate::SERVICE),
+            KeyValue::new("method", route.to_owned()),
+        ],
+    );
+    rule.record(route);
+    ApiError::Overloaded.by_rule(rule).into_response()
 }
 
 impl EdgeGovernance {

@@ -15,6 +15,19 @@
 //! proportion. The limit is smoothed and kept within `[min_limit,
 //! max_limit]`. Admission is one atomic compare on the call path; the
 //! arithmetic happens once a window.
+//!
+//! Two refinements from Netflix's limiters. A window in which a call was
+//! refused further in for overload ([`Outcome::Dropped`]: at the gateway,
+//! a service's own limit shed it) shrinks the limit by [`BACKOFF`]: the
+//! edge then refuses what the service would have refused, before the
+//! internal call is paid for (at three times capacity, four refusals in
+//! five came back from user-service, each a mutual-TLS call, until it
+//! did). A call refused for another reason (a rate limit) is
+//! [`Outcome::Ignored`]: its time says nothing about load. And the limit
+//! grows only while it is used: a window whose calls in flight never
+//! reached half of it leaves it where it is, so hours of light traffic do
+//! not carry it to `max_limit`, from where the first burst would queue
+//! for seconds before it came down.
 
 use std::{
     sync::{
@@ -36,6 +49,23 @@ const SMOOTHING: f64 = 0.2;
 pub const PROBE_CALLS: u32 = 20;
 /// How often the no-load time is measured again.
 pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// What a window with a call refused further in for overload leaves of the
+/// limit.
+pub const BACKOFF: f64 = 0.9;
+
+/// How a call under the limit ended, for the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered (a success or a failure that did the work): its time is a
+    /// sample of the latency.
+    Answered,
+    /// Refused further in for overload: the limit is above what the
+    /// service takes.
+    Dropped,
+    /// Cut short or refused for a reason unrelated to load (cancelled, a
+    /// rate limit): left out.
+    Ignored,
+}
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -50,12 +80,27 @@ struct Window {
     started: Instant,
     calls: u32,
     total: Duration,
+    /// Calls refused further in for overload.
+    drops: u32,
+    /// The most calls in flight seen when one of the window's finished.
+    peak: u32,
     noload: Option<Duration>,
     limit: f64,
     /// Measuring the no-load time: calls still to come, and the limit to
     /// go back to.
     probing: Option<u32>,
     next_probe: Instant,
+}
+
+impl Window {
+    /// Starts the next window at `now`.
+    fn restart(&mut self, now: Instant) {
+        self.started = now;
+        self.calls = 0;
+        self.total = Duration::ZERO;
+        self.drops = 0;
+        self.peak = 0;
+    }
 }
 
 /// A call admitted under the limit: report how it ended to
@@ -67,19 +112,28 @@ pub struct Admitted {
 }
 
 /// A place taken under an [`AdaptiveLimit`]: given back when dropped, with
-/// the time since it was taken (a call cut short counts as it ran).
+/// the time since it was taken and its [`Outcome`] (by default answered: a
+/// call cut short counts as it ran).
 #[derive(Debug)]
 pub struct Place {
     limiter: Arc<AdaptiveLimit>,
     admitted: Option<Admitted>,
     policy: AdaptivePolicy,
+    outcome: Outcome,
+}
+
+impl Place {
+    /// How the call ended, when not simply answered.
+    pub fn set_outcome(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         if let Some(admitted) = self.admitted.take() {
             self.limiter
-                .finish(admitted, true, &self.policy, Instant::now());
+                .finish(admitted, self.outcome, &self.policy, Instant::now());
         }
     }
 }
@@ -98,6 +152,7 @@ impl AdaptiveLimit {
             limiter: self.clone(),
             admitted: Some(admitted),
             policy: *policy,
+            outcome: Outcome::Answered,
         };
         match self.admit(now) {
             Some(admitted) => Ok(place(admitted)),
@@ -118,6 +173,8 @@ impl AdaptiveLimit {
                 started: now,
                 calls: 0,
                 total: Duration::ZERO,
+                drops: 0,
+                peak: 0,
                 noload: None,
                 limit: f64::from(initial),
                 probing: Some(PROBE_CALLS),
@@ -149,29 +206,43 @@ impl AdaptiveLimit {
         Admitted { started: now }
     }
 
-    /// Gives the place back and records the call's time (`measured`: it
-    /// ended in an answer whose time says something about load; a call
-    /// refused elsewhere or cancelled is left out).
+    /// Gives the place back and records how the call ended.
     pub fn finish(
         &self,
         admitted: Admitted,
-        measured: bool,
+        outcome: Outcome,
         policy: &AdaptivePolicy,
         now: Instant,
     ) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if measured {
-            self.record(now.saturating_duration_since(admitted.started), policy, now);
+        let in_flight = self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if outcome != Outcome::Ignored {
+            let took = now.saturating_duration_since(admitted.started);
+            self.record(took, outcome, in_flight, policy, now);
         }
     }
 
-    fn record(&self, took: Duration, policy: &AdaptivePolicy, now: Instant) {
+    fn record(
+        &self,
+        took: Duration,
+        outcome: Outcome,
+        in_flight: u32,
+        policy: &AdaptivePolicy,
+        now: Instant,
+    ) {
         let mut window = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        window.calls += 1;
-        window.total += took;
+        window.peak = window.peak.max(in_flight);
+        match outcome {
+            // During a probe the limit is at its floor already.
+            Outcome::Dropped if window.probing.is_some() => return,
+            Outcome::Dropped => window.drops += 1,
+            Outcome::Answered | Outcome::Ignored => {
+                window.calls += 1;
+                window.total += took;
+            }
+        }
         if let Some(left) = window.probing {
             // Calls admitted before the probe began may still be finishing:
             // the probe's first `min_limit` calls are not counted.
@@ -186,32 +257,37 @@ impl AdaptiveLimit {
             window.noload = Some(window.total / window.calls.max(1));
             window.probing = None;
             window.next_probe = now + PROBE_EVERY;
-            window.started = now;
-            window.calls = 0;
-            window.total = Duration::ZERO;
+            window.restart(now);
             self.store(window.limit, policy);
             return;
         }
-        if now.saturating_duration_since(window.started) < WINDOW || window.calls < MIN_SAMPLES {
+        if now.saturating_duration_since(window.started) < WINDOW
+            || (window.calls < MIN_SAMPLES && window.drops == 0)
+        {
             return;
         }
         if now >= window.next_probe {
             window.probing = Some(PROBE_CALLS);
-            window.calls = 0;
-            window.total = Duration::ZERO;
+            window.restart(now);
             self.limit.store(policy.min_limit, Ordering::Relaxed);
             return;
         }
-        let average = window.total / window.calls;
-        let noload = *window.noload.get_or_insert(average);
-        let tolerated = noload.as_secs_f64() * policy.tolerance;
-        let gradient = (tolerated / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
-        let proposed = window.limit * gradient + window.limit.sqrt();
-        let smoothed = window.limit * (1.0 - SMOOTHING) + proposed * SMOOTHING;
-        window.limit = smoothed.clamp(f64::from(policy.min_limit), f64::from(policy.max_limit));
-        window.started = now;
-        window.calls = 0;
-        window.total = Duration::ZERO;
+        let next = if window.drops > 0 {
+            window.limit * BACKOFF
+        } else {
+            let average = window.total / window.calls;
+            let noload = *window.noload.get_or_insert(average);
+            let tolerated = noload.as_secs_f64() * policy.tolerance;
+            let gradient = (tolerated / average.as_secs_f64().max(1e-9)).clamp(0.5, 1.0);
+            let mut proposed = window.limit * gradient + window.limit.sqrt();
+            if f64::from(window.peak) * 2.0 < window.limit {
+                // Less than half of it used: no reason to grow it.
+                proposed = proposed.min(window.limit);
+            }
+            window.limit * (1.0 - SMOOTHING) + proposed * SMOOTHING
+        };
+        window.limit = next.clamp(f64::from(policy.min_limit), f64::from(policy.max_limit));
+        window.restart(now);
         self.store(window.limit, policy);
     }
 
@@ -236,8 +312,24 @@ mod tests {
         }
     }
 
-    /// Runs windows of calls taking `took` each, `windows` times; the
-    /// limit after them.
+    /// One call that took `took`, ending at `t` as `outcome` while `busy`
+    /// calls (itself included) were in flight.
+    fn call(
+        limiter: &AdaptiveLimit,
+        p: &AdaptivePolicy,
+        t: Instant,
+        took: Duration,
+        outcome: Outcome,
+        busy: u32,
+    ) {
+        limiter.in_flight.store(busy.max(1), Ordering::Release);
+        limiter.finish(Admitted { started: t - took }, outcome, p, t);
+        limiter.in_flight.store(0, Ordering::Release);
+    }
+
+    /// Runs windows of answered calls taking `took` each, with the limit in
+    /// use (as many in flight as it allows), `windows` times; the limit
+    /// after them.
     fn run(
         limiter: &AdaptiveLimit,
         p: &AdaptivePolicy,
@@ -248,9 +340,7 @@ mod tests {
         for _ in 0..windows {
             *t += WINDOW;
             for _ in 0..MIN_SAMPLES {
-                let admitted = Admitted { started: *t - took };
-                limiter.in_flight.fetch_add(1, Ordering::AcqRel);
-                limiter.finish(admitted, true, p, *t);
+                call(limiter, p, *t, took, Outcome::Answered, limiter.limit());
             }
         }
         limiter.limit()
@@ -294,9 +384,7 @@ mod tests {
             t += WINDOW;
             let took = Duration::from_millis(5) * limiter.limit().max(1);
             for _ in 0..MIN_SAMPLES {
-                let admitted = Admitted { started: t - took };
-                limiter.in_flight.fetch_add(1, Ordering::AcqRel);
-                limiter.finish(admitted, true, &p, t);
+                call(&limiter, &p, t, took, Outcome::Answered, limiter.limit());
             }
             if window >= 50 {
                 highest_late = highest_late.max(limiter.limit());
@@ -320,10 +408,93 @@ mod tests {
         assert!(limiter.admit(t).is_none(), "full");
         let forced = limiter.force(t);
         assert!(limiter.admit(t).is_none(), "still full");
-        limiter.finish(forced, false, &p, t);
-        limiter.finish(a, false, &p, t);
+        limiter.finish(forced, Outcome::Ignored, &p, t);
+        limiter.finish(a, Outcome::Ignored, &p, t);
         let c = limiter.admit(t).expect("a place is free again");
-        limiter.finish(b, false, &p, t);
-        limiter.finish(c, false, &p, t);
+        limiter.finish(b, Outcome::Ignored, &p, t);
+        limiter.finish(c, Outcome::Ignored, &p, t);
+    }
+
+    #[test]
+    fn a_limit_left_half_unused_does_not_grow() {
+        // Light traffic: one call in flight at a time, at the no-load
+        // latency. The gradient alone would carry the limit to the ceiling.
+        let p = policy();
+        let mut t = Instant::now();
+        let limiter = AdaptiveLimit::new(&p, t);
+        run(&limiter, &p, &mut t, Duration::from_millis(10), 3); // the probe
+        for _ in 0..400 {
+            t += WINDOW;
+            for _ in 0..MIN_SAMPLES {
+                call(
+                    &limiter,
+                    &p,
+                    t,
+                    Duration::from_millis(10),
+                    Outcome::Answered,
+                    1,
+                );
+            }
+        }
+        assert!(
+            limiter.limit() <= p.initial_limit,
+            "unused, the limit climbed to {}",
+            limiter.limit()
+        );
+        let used = run(&limiter, &p, &mut t, Duration::from_millis(10), 20);
+        assert!(used > p.initial_limit, "in use, it grows: {used}");
+    }
+
+    #[test]
+    fn refusals_further_in_shrink_the_limit_and_other_refusals_are_left_out() {
+        let p = policy();
+        let mut t = Instant::now();
+        let limiter = AdaptiveLimit::new(&p, t);
+        let grown = run(&limiter, &p, &mut t, Duration::from_millis(10), 40);
+        // Fast refusals for another reason (a rate limit): no sample, so
+        // they neither grow the limit nor close a window.
+        for _ in 0..50 {
+            t += WINDOW;
+            for _ in 0..MIN_SAMPLES {
+                call(
+                    &limiter,
+                    &p,
+                    t,
+                    Duration::from_micros(50),
+                    Outcome::Ignored,
+                    grown,
+                );
+            }
+        }
+        assert_eq!(limiter.limit(), grown, "ignored calls left the limit alone");
+        // One refusal for overload further in per window, among calls at
+        // the no-load latency (which alone would grow the limit).
+        for window in 1..=10 {
+            t += WINDOW;
+            call(
+                &limiter,
+                &p,
+                t,
+                Duration::from_millis(2),
+                Outcome::Dropped,
+                grown,
+            );
+            for _ in 0..MIN_SAMPLES {
+                call(
+                    &limiter,
+                    &p,
+                    t,
+                    Duration::from_millis(10),
+                    Outcome::Answered,
+                    grown,
+                );
+            }
+            let expected = (f64::from(grown) * BACKOFF.powi(window)) as u32;
+            assert!(
+                limiter.limit() <= expected.max(p.min_limit) + 1,
+                "after {window} windows with drops: {} (from {grown})",
+                limiter.limit()
+            );
+        }
     }
 }

@@ -251,7 +251,6 @@ impl Upstream {
             Repeat::Safe => active.rules.repeatable_policy(&self.inner.service, method),
         };
         let selector = self.selector(&active.rules, &context);
-        drop(active);
         let state = self.method_state(method);
         state.budget.deposit(Instant::now());
         let (permit, change) = state.breaker.acquire(&policy.breaker, Instant::now());
@@ -266,7 +265,8 @@ impl Upstream {
                 None
             }
             None => {
-                let rule = RuleRef::new(rule_id(), &governance.active());
+                // The revision whose policy refused, not one published since.
+                let rule = RuleRef::new(rule_id(), &active);
                 rule.record(method);
                 return Err(rule.on(Status::unavailable(format!(
                     "circuit breaker open for {}/{method}",
@@ -274,6 +274,7 @@ impl Upstream {
                 ))));
             }
         };
+        drop(active);
         let mut verdict = BreakerVerdict {
             upstream: self,
             method,
