@@ -396,7 +396,8 @@ impl LoginThrottle {
     /// store cannot be reached.
     pub async fn reserve(self: &Arc<Self>, attempt: &Attempt) -> Result<Reservation, ApiError> {
         if let Err(not_until) = self.floor.check_key(&attempt.ip) {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            // The limiter's own clock (see governance::rate_limit).
+            let wait = not_until.wait_time_from(self.floor.clock().now());
             tracing::info!("login refused: over EASYNOTE_LOGIN_RATE_PER_SECOND for this address");
             return Err(ApiError::RateLimited {
                 retry_after: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
