@@ -8,7 +8,7 @@ containers are replaced by real local stand-ins:
 
     mysql           -> the local MariaDB (database and user created as the compose file says,
                        with the password `certs` generated)
-    nacos           -> rnacos on a free pair of ports p, p + 1000 (scripts/tools.sh finds it),
+    nacos           -> rnacos as the tests start it (testkit's rnacos-fixture: ports p, p + 1000),
                        with auth on as in compose, its admin the services' login
     nacos-init      -> its script, run here with sh and curl against rnacos, which has no
                        admin-creation API and no users, roles or permissions (no RBAC):

@@ -13,22 +13,19 @@ after putting this directory on sys.path. Python 3 standard library only.
 - `start_service`: an Easy-Note process on port 0. It reads the addresses
   the process bound from `EASYNOTE_ADDR_FILE` and waits until the process
   is ready, so no port is chosen here and bound later by someone else.
-- `start_rnacos`: rnacos cannot bind port 0 (Nacos clients look for gRPC at
-  HTTP port + 1000), so it gets a random free pair below the ephemeral
-  range and is restarted on another pair when it does not come up.
+- `start_rnacos`: rnacos as the tests start it, through the test kit's
+  `rnacos-fixture` (rnacos cannot bind port 0: Nacos clients look for gRPC
+  at HTTP port + 1000; the fixture picks the pair and retries).
 - `printed_addr`, `http_ok`, `recreate_database` / `drop_database`.
 """
 
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -37,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 EASY_NOTE = os.path.join(RELEASE, "easy-note")
 OTLP_RECEIVER = os.path.join(RELEASE, "otlp-receiver")
+RNACOS_FIXTURE = os.path.join(RELEASE, "rnacos-fixture")
 
 # What each `easy-note` role writes to EASYNOTE_ADDR_FILE, and the variable
 # that sets each of those listen addresses.
@@ -267,66 +265,20 @@ def rnacos_bin():
     return path
 
 
-def free_port_pair():
-    """A port p in 20000-29999 with p and p + 1000 free on 127.0.0.1 right
-    now. Both lie below Linux's ephemeral range (32768 and up), so port-0
-    binds elsewhere cannot take them; start_rnacos retries if someone
-    else does all the same."""
-    for _ in range(500):
-        port = random.randrange(20000, 30000)
-        try:
-            with socket.socket() as http_sock, socket.socket() as grpc_sock:
-                http_sock.bind(("127.0.0.1", port))
-                grpc_sock.bind(("127.0.0.1", port + 1000))
-            return port
-        except OSError:
-            continue
-    raise Failure("no free pair of ports p, p + 1000 in 20000-30999 on 127.0.0.1")
-
-
-def start_rnacos(group, name="rnacos", extra_env=None, attempts=5, timeout=15, auth=None):
-    """rnacos on 127.0.0.1 with its own data directory: (child, HTTP port);
-    gRPC is on HTTP port + 1000. With `auth` (username, password), its open
-    API and gRPC want a login, and that user is its admin. A start that
-    fails (rnacos exits, panics while starting, or does not answer as
-    rnacos) is retried on another pair of ports, `attempts` times in all."""
-    binary = rnacos_bin()
-    failures = []
-    auth_env = {}
+def start_rnacos(group, name="rnacos", auth=None, timeout=150):
+    """rnacos as the tests start it (testkit/src/bin/rnacos-fixture.rs, on
+    testkit's fixture: a free pair of loopback ports, HTTP p and gRPC
+    p + 1000, its own data directory, a failed start retried): (child, HTTP
+    port). With `auth` (username, password), its open API and gRPC want a
+    login and that user is its admin."""
+    env = {"PATH": os.environ.get("PATH", ""), "RNACOS_BIN": rnacos_bin()}
+    args = []
     if auth:
-        auth_env = {"RNACOS_ENABLE_OPEN_API_AUTH": "true", "RNACOS_INIT_ADMIN_USERNAME": auth[0],
-                    "RNACOS_INIT_ADMIN_PASSWORD": auth[1]}
-    for attempt in range(1, attempts + 1):
-        port = free_port_pair()
-        label = name if attempt == 1 else f"{name}-{attempt}"
-        env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn",
-               "RNACOS_HTTP_PORT": str(port), "RNACOS_GRPC_PORT": str(port + 1000),
-               "RNACOS_HTTP_CONSOLE_PORT": "0",  # 0 turns the separate console server off
-               "RNACOS_SDK_HOST": "127.0.0.1", "RNACOS_CONSOLE_HOST": "127.0.0.1",
-               "RNACOS_DATA_DIR": os.path.join(group.workdir, f"{label}-data"), **auth_env,
-               **(extra_env or {})}
-        child = group.spawn(label, [binary], env)
-
-        def up():
-            if "panicked" in child.output():
-                raise Failure("rnacos panicked while starting")
-            # With auth on, the admin exists shortly after the start.
-            token = nacos_login(port, *auth) if auth else None
-            url = f"http://127.0.0.1:{port}/nacos/v1/ns/instance/list?serviceName=probe" + \
-                (f"&accessToken={urllib.parse.quote(token)}" if token else "")
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if "hosts" not in json.load(response):
-                    return False  # someone else answers on this port
-            with socket.create_connection(("127.0.0.1", port + 1000), timeout=1):
-                return True
-        try:
-            wait_for(f"rnacos on 127.0.0.1:{port} (gRPC {port + 1000})", up, timeout, [child])
-            return child, port
-        except Failure as failure:
-            child.stop(timeout=5)
-            failures.append(failure.summary)
-            print(f"{failure.summary}; retrying on other ports:\n{child.tail(1000)}", file=sys.stderr)
-    raise Failure(f"rnacos did not come up in {attempts} attempts: " + "; ".join(failures), group.logs())
+        env.update(NACOS_USERNAME=auth[0], NACOS_PASSWORD=auth[1])
+        args.append("--auth")
+    child = group.spawn(name, [RNACOS_FIXTURE, *args], env)
+    addr = printed_addr(group, child, r"listening on (\S+)", timeout)
+    return child, int(addr.rsplit(":", 1)[1])
 
 
 def nacos_login(port, username, password):

@@ -332,24 +332,11 @@ impl Rnacos {
 
     /// The instances of `service` in the default namespace and group.
     pub async fn instances(&self, service: &str) -> Vec<Listed> {
-        let mut url = format!(
-            "http://{}/nacos/v1/ns/instance/list?serviceName={service}&groupName=DEFAULT_GROUP",
-            self.addr()
+        let url = format!(
+            "http://{}/nacos/v1/ns/instance/list?serviceName={service}&groupName=DEFAULT_GROUP{}",
+            self.addr(),
+            self.token_param().await
         );
-        if let Some((username, password)) = &self.auth {
-            let reply: Value = self
-                .http
-                .post(format!("http://{}/nacos/v1/auth/login", self.addr()))
-                .form(&[("username", username), ("password", password)])
-                .send()
-                .await
-                .expect("log in to rnacos")
-                .json()
-                .await
-                .expect("a login reply");
-            let token = reply["accessToken"].as_str().expect("an access token");
-            url.push_str(&format!("&accessToken={token}"));
-        }
         let reply: Value = self
             .http
             .get(url)
