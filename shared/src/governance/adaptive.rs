@@ -327,23 +327,35 @@ mod tests {
         limiter.in_flight.store(0, Ordering::Release);
     }
 
-    /// Runs windows of answered calls taking `took` each, with the limit in
-    /// use (as many in flight as it allows), `windows` times; the limit
-    /// after them.
+    /// `n` windows of calls taking `took` each and ending as `outcome`,
+    /// with `busy` calls in flight (`None`: as many as the limit allows);
+    /// the limit after them.
+    fn windows(
+        limiter: &AdaptiveLimit,
+        p: &AdaptivePolicy,
+        t: &mut Instant,
+        (took, outcome, busy): (Duration, Outcome, Option<u32>),
+        n: u32,
+    ) -> u32 {
+        for _ in 0..n {
+            *t += WINDOW;
+            for _ in 0..MIN_SAMPLES {
+                let busy = busy.unwrap_or_else(|| limiter.limit());
+                call(limiter, p, *t, took, outcome, busy);
+            }
+        }
+        limiter.limit()
+    }
+
+    /// `n` windows of answered calls taking `took`, the limit in use.
     fn run(
         limiter: &AdaptiveLimit,
         p: &AdaptivePolicy,
         t: &mut Instant,
         took: Duration,
-        windows: u32,
+        n: u32,
     ) -> u32 {
-        for _ in 0..windows {
-            *t += WINDOW;
-            for _ in 0..MIN_SAMPLES {
-                call(limiter, p, *t, took, Outcome::Answered, limiter.limit());
-            }
-        }
-        limiter.limit()
+        windows(limiter, p, t, (took, Outcome::Answered, None), n)
     }
 
     #[test]
@@ -423,19 +435,8 @@ mod tests {
         let mut t = Instant::now();
         let limiter = AdaptiveLimit::new(&p, t);
         run(&limiter, &p, &mut t, Duration::from_millis(10), 3); // the probe
-        for _ in 0..400 {
-            t += WINDOW;
-            for _ in 0..MIN_SAMPLES {
-                call(
-                    &limiter,
-                    &p,
-                    t,
-                    Duration::from_millis(10),
-                    Outcome::Answered,
-                    1,
-                );
-            }
-        }
+        let light = (Duration::from_millis(10), Outcome::Answered, Some(1));
+        windows(&limiter, &p, &mut t, light, 400);
         assert!(
             limiter.limit() <= p.initial_limit,
             "unused, the limit climbed to {}",
@@ -453,19 +454,8 @@ mod tests {
         let grown = run(&limiter, &p, &mut t, Duration::from_millis(10), 40);
         // Fast refusals for another reason (a rate limit): no sample, so
         // they neither grow the limit nor close a window.
-        for _ in 0..50 {
-            t += WINDOW;
-            for _ in 0..MIN_SAMPLES {
-                call(
-                    &limiter,
-                    &p,
-                    t,
-                    Duration::from_micros(50),
-                    Outcome::Ignored,
-                    grown,
-                );
-            }
-        }
+        let ignored = (Duration::from_micros(50), Outcome::Ignored, Some(grown));
+        windows(&limiter, &p, &mut t, ignored, 50);
         assert_eq!(limiter.limit(), grown, "ignored calls left the limit alone");
         // One refusal for overload further in per window, among calls at
         // the no-load latency (which alone would grow the limit).
