@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Half-sent requests against api-gateway builds, side by side.
 
 For each gateway binary given: start it alone on port 0 (its services need
@@ -8,7 +7,7 @@ its RSS a second later, wait until WAIT seconds after the last connection
 opened, and count the connections the gateway still holds open; then its
 RSS again, and whether /ping still answers on a new connection.
 
-  bench/half_open.py BEFORE_BINARY AFTER_BINARY [--connections 3000] [--wait 35]
+  scripts/py bench/half_open.py BEFORE_BINARY AFTER_BINARY [--connections 3000] [--wait 35]
 
 Prints one Markdown table row per binary (docs/benchmarks.md).
 """

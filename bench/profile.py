@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Where the query path's CPU goes: CPU time per request at a fixed load,
 and a `perf` profile of it by component.
 
@@ -13,9 +12,9 @@ protobuf, tracing and OpenTelemetry, SQLite, allocation and copying, the
 async runtime, the kernel, the rest) and shown as shares and as CPU ms per
 request.
 
-  bench/profile.py                          baseline, all-in-one, all-in-one-otel-off, three-processes
-  bench/profile.py --only all-in-one,otlp-export --rate 1000 --seconds 10
-  bench/profile.py --smoke                  one scenario at 100 req/s for a second (CI)
+  scripts/py bench/profile.py                          baseline, all-in-one, all-in-one-otel-off, three-processes
+  scripts/py bench/profile.py --only all-in-one,otlp-export --rate 1000 --seconds 10
+  scripts/py bench/profile.py --smoke                  one scenario at 100 req/s for a second (CI)
 
 Needs the release build (bench/run.sh builds it) and `perf` (Debian's
 linux-perf) with perf_event_paranoid <= 2. Results go to
@@ -34,8 +33,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run  # noqa: E402  bench/run.py
+import run  # bench/run.py (on PYTHONPATH through scripts/py)
 
 # Components, first match wins, on "dso symbol" of each perf line.
 COMPONENTS = [

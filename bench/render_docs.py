@@ -2,7 +2,7 @@
 the chart docs/benchmarks.svg. Also usable alone, to regenerate the docs
 from a saved run:
 
-  python3 bench/render_docs.py bench/results/<time>/summary.json
+  scripts/py bench/render_docs.py bench/results/<time>/summary.json
 """
 
 import html

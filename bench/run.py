@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Every benchmark scenario side by side, in one go, on the release build.
 
 Each scenario starts its processes fresh (on a fresh database), records how
@@ -50,8 +49,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import suite  # noqa: E402  scripts/suite.py
+import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
 
 ROOT = suite.ROOT
 SUITE = suite.EASY_NOTE

@@ -17,4 +17,4 @@ cargo build --release --locked --workspace
 source scripts/tools.sh
 ensure_rnacos
 
-exec python3 bench/run.py "$@"
+exec scripts/py bench/run.py "$@"

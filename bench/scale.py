@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Notes at scale (issue 24): `easy-note-bench scale` against the
 all-in-one on SQLite and on MySQL/MariaDB.
 
@@ -10,9 +9,9 @@ A second run loads 9,999 other owners with 100 notes each and times an
 owner of 100 notes among them. Deadlines are lifted (RULES below) so that
 the slow paths are timed, not cut off.
 
-  bench/scale.py                                  sqlite and mysql, 10k/100k/1M
-  bench/scale.py --backends sqlite --sizes 10000,100000
-  bench/scale.py --binary path/to/earlier/easy-note --label before
+  scripts/py bench/scale.py                                  sqlite and mysql, 10k/100k/1M
+  scripts/py bench/scale.py --backends sqlite --sizes 10000,100000
+  scripts/py bench/scale.py --binary path/to/earlier/easy-note --label before
 
 Results: bench/results/<UTC time>-scale/<backend>[.users].json and a table
 on stdout. MySQL: EASYNOTE_BENCH_MYSQL_URL (default
@@ -23,11 +22,9 @@ import argparse
 import datetime
 import os
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-import suite  # noqa: E402  scripts/suite.py
+import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
 
 JWT_SECRET = "scale-bench-secret-0123456789abcdef0123456789"
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Structural checks of the deployment files, on what actually gets applied.
 
 Renders each kustomize overlay with `kubectl kustomize`, reads
@@ -77,7 +76,7 @@ Every failure is printed with the object and the numbers involved, and the
 exit status is 1. `--self-test` proves each rule can fail: it breaks the
 real rendered files one way at a time and expects the matching complaint.
 
-usage: deploy/check-manifests.py [--self-test] [OVERLAY_DIR ...]
+usage: scripts/py deploy/check-manifests.py [--self-test] [OVERLAY_DIR ...]
        (default overlays: deploy/k8s/overlays/local and .../aliyun)
 Needs PyYAML, kubectl (KUBECTL to override) and the release build.
 """

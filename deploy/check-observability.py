@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Checks of the telemetry pipeline's files (deploy/observability/), without
 a container engine:
 
@@ -28,7 +27,7 @@ a container engine:
 `--self-test` breaks the files one way at a time and expects each break to
 be caught. Exit status 1 on any failure, every problem printed.
 
-usage: deploy/check-observability.py [--self-test] [--emitted FILE]
+usage: scripts/py deploy/check-observability.py [--self-test] [--emitted FILE]
 Needs PyYAML, jsonschema, promtool (Debian's prometheus package) and kubectl.
 """
 

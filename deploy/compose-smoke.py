@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Compose smoke test, without a Docker engine.
 
 Reads docker-compose.yml and starts the same services natively, each with
@@ -53,7 +52,7 @@ Prometheus names them.
 Settings the compose file gives the services but the README does not
 document fail the test, as do services that do not come up with them.
 
-usage: deploy/compose-smoke.py   (from anywhere; needs the release build)
+usage: scripts/py deploy/compose-smoke.py   (from anywhere; needs the release build)
 """
 
 import json
@@ -67,8 +66,7 @@ import tempfile
 
 import yaml
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import suite  # noqa: E402  scripts/suite.py
+import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
 
 ROOT = suite.ROOT
 OURS = ("user-service", "note-service", "api-gateway")  # depends_on order

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Engine smoke test: the committed docker-compose.yml on a real Docker engine.
 
 The file runs unmodified, with the images deploy/engine/images.sh builds
@@ -27,7 +26,7 @@ long recovery took:
   down-up    `down` then `up`: data, passwords, keys and old tokens kept
   fresh      `down -v` then `up`: a fresh install, both replicas migrating at once
 
-usage: deploy/engine-smoke.py [--compose v2|v1|both] [--drills] [--keep]
+usage: scripts/py deploy/engine-smoke.py [--compose v2|v1|both] [--drills] [--keep]
 Needs a running engine and the images (deploy/engine/run.sh does it all).
 """
 

@@ -20,13 +20,12 @@
 #   local overlay and those files (deploy/check-observability.py), after
 #   its self-test proves that each rule can fail;
 # - deploy/local-image.sh and deploy/local-secrets.sh parse.
-# Installs what it needs from Debian and PyPI when missing.
+# Installs what it needs from Debian when missing; the Python packages come
+# from scripts/requirements.txt through scripts/py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 K8S_VERSION=1.33.0               # the schemas to validate against (ACK's current line)
-VALIDATE_VERSION=1.37.0          # kubernetes-validate, pinned
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/easy-note/validate-venv"
 
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "installing docker-compose (Debian) to validate docker-compose.yml" >&2
@@ -44,10 +43,6 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "kubectl is needed to render the kustomize overlays and was not found" >&2
   exit 1
 fi
-if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "kubernetes-validate==$VALIDATE_VERSION"
-fi
 
 echo "docker-compose.yml: docker-compose config"
 docker-compose -f docker-compose.yml config -q
@@ -58,23 +53,21 @@ for overlay in local aliyun aliyun/alb; do
   count="$(grep -c '^kind:' "$rendered")"
   echo "overlay $overlay: $count objects, validating against Kubernetes $K8S_VERSION"
   # (alb/'s AlbConfig is a custom resource: no schema, only a warning.)
-  "$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$rendered" | grep -v '^INFO' || true
+  scripts/py -m kubernetes_validate --strict -k "$K8S_VERSION" "$rendered" | grep -v '^INFO' || true
   # --strict fails on unknown fields; grep above only quiets the per-object OK lines.
-  "$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" --quiet --no-warn "$rendered"
+  scripts/py -m kubernetes_validate --strict -k "$K8S_VERSION" --quiet --no-warn "$rendered"
   rm -f "$rendered"
 done
 
-# The checker reads YAML with PyYAML, which kubernetes-validate brings.
 echo "deploy/check-manifests.py --self-test"
-"$venv/bin/python" deploy/check-manifests.py --self-test
+scripts/py deploy/check-manifests.py --self-test
 echo "deploy/check-manifests.py"
-"$venv/bin/python" deploy/check-manifests.py deploy/k8s/overlays/local deploy/k8s/overlays/aliyun
+scripts/py deploy/check-manifests.py deploy/k8s/overlays/local deploy/k8s/overlays/aliyun
 
-# The venv has jsonschema too (kubernetes-validate needs it).
 echo "deploy/check-observability.py --self-test"
-"$venv/bin/python" deploy/check-observability.py --self-test
+scripts/py deploy/check-observability.py --self-test
 echo "deploy/check-observability.py"
-"$venv/bin/python" deploy/check-observability.py
+scripts/py deploy/check-observability.py
 
 bash -n deploy/local-image.sh
 bash -n deploy/local-secrets.sh

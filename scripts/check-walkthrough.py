@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Checks that every file and symbol docs/walkthrough.md links to still exists.
 
 Every relative Markdown link must point at an existing file or directory.
@@ -24,7 +23,7 @@ its first code span is defined, so that a reader lands on it. Anchors are
 generated, not written: `--fix` rewrites them after the code moved, and
 a check reports every anchor that no longer points at its code.
 
-usage: scripts/check-walkthrough.py [DOC ...]     (default: docs/walkthrough.md)
+usage: scripts/py scripts/check-walkthrough.py [DOC ...]     (default: docs/walkthrough.md)
        scripts/check-walkthrough.py --fix [DOC ...]
        scripts/check-walkthrough.py --self-test
 Standard library only.

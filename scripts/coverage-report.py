@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Per-crate line coverage from tarpaulin's JSON report, and the gate.
 
     coverage-report.py target/coverage/tarpaulin-report.json --floor 70

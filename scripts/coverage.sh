@@ -52,4 +52,4 @@ RUSTFLAGS="$rustflags" cargo tarpaulin --engine ptrace --avoid-cfg-tarpaulin --w
   --target-dir "$target" --skip-clean \
   --out Json --output-dir "$target/coverage" \
   -- --skip web_app::
-python3 scripts/coverage-report.py "$target/coverage/tarpaulin-report.json" --floor "$floor"
+scripts/py scripts/coverage-report.py "$target/coverage/tarpaulin-report.json" --floor "$floor"

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs the shell code blocks of a Markdown document, as written, in order.
 
 Only blocks preceded by an annotation comment run; the others are prose.
@@ -17,7 +16,7 @@ a process group of their own, stopped at the end. The environment may be
 adjusted by the caller (e.g. EASYNOTE_DATABASE_URL to keep data out of the
 checkout); the commands are never rewritten.
 
-usage: scripts/run-doc.py FILE [--timeout SECONDS] [--dry-run] [--skip-background]
+usage: scripts/py scripts/run-doc.py FILE [--timeout SECONDS] [--dry-run] [--skip-background]
 """
 
 import argparse
@@ -30,8 +29,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import suite  # noqa: E402  scripts/suite.py
+import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
 
 ANNOTATION = re.compile(r"<!--\s*run(?::\s*(?P<args>.*?))?\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """The gateway's OpenAPI document (/openapi.json) against a live suite, with
 schemathesis: generated requests on every route, within a time budget.
 
-  python3 scripts/schemathesis.py [--max-time SECONDS]   (default 120)
+  scripts/py scripts/schemathesis.py [--max-time SECONDS]   (default 120)
 
 The release `easy-note` runs as deployed: production mode, mutual TLS
 between its services (certificates and a JWT key from `easy-note
@@ -19,9 +18,8 @@ in; schemathesis gets the token and checks that
 in a short run of its own with a second token, after the other routes.
 Then the suite must stop cleanly on SIGTERM.
 
-schemathesis (pinned below) is installed into a virtualenv under
-~/.cache/easy-note on first use, from PyPI. Exit code 0 only when every
-check passed.
+schemathesis is pinned in scripts/requirements.txt, which scripts/py
+installs on first use. Exit code 0 only when every check passed.
 """
 
 import argparse
@@ -32,12 +30,8 @@ import sys
 import tempfile
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import suite  # noqa: E402  scripts/suite.py
+import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
 
-VERSION = "4.32.5"
-VENV = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                    "easy-note", f"schemathesis-{VERSION}")
 # Driven in a run of its own (it revokes the run's token), for this long.
 LOGOUT = "/v1/user/logout"
 LOGOUT_TIME = 15
@@ -46,13 +40,11 @@ CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conform
 
 
 def schemathesis():
-    """The schemathesis executable, installed on first use."""
-    exe = os.path.join(VENV, "bin", "schemathesis")
+    """The schemathesis executable: scripts/requirements.txt pins it, and
+    scripts/py runs this script in the virtualenv that has it."""
+    exe = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     if not os.path.exists(exe):
-        print(f"installing schemathesis {VERSION} into {VENV}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", f"schemathesis=={VERSION}"],
-                       check=True)
+        sys.exit(f"{exe} is missing: run this script as `scripts/py scripts/schemathesis.py`")
     return exe
 
 

@@ -45,16 +45,15 @@ await() {
 
 registry() {
   ensure_rnacos
-  local release=target/release work pids=() http=18848
+  local release=target/release work pids=() http
   [[ -x "$release/note-service" ]] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
   work="$(mktemp -d)"
   trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' RETURN
-  # rnacos's console without a login (the open API's own console, on its HTTP port).
-  RNACOS_HTTP_PORT=$http RNACOS_GRPC_PORT=$((http + 1000)) RNACOS_HTTP_CONSOLE_PORT=0 \
-    RNACOS_ENABLE_NO_AUTH_CONSOLE=true RNACOS_DATA_DIR="$work/rnacos" RUST_LOG=warn \
-    "$RNACOS_BIN" >"$work/rnacos.log" 2>&1 &
+  # rnacos as the tests start it, its console open without a login.
+  RNACOS_BIN="$RNACOS_BIN" "$release/rnacos-fixture" --open-console >"$work/rnacos.log" 2>&1 &
   pids+=($!)
-  await rnacos curl -sf -o /dev/null "http://127.0.0.1:$http/nacos/v1/ns/instance/list?serviceName=x"
+  await rnacos grep -q "^listening on" "$work/rnacos.log"
+  http="$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$work/rnacos.log")"
   export EASYNOTE_REGISTRY=nacos NACOS_SERVER_ADDR="127.0.0.1:$http"
   EASYNOTE_DATABASE_URL="sqlite://$work/user.db" EASYNOTE_GRPC_ADDR=127.0.0.1:18889 \
     "$release/user-service" >"$work/user.log" 2>&1 &

@@ -1,8 +1,9 @@
 """What the scripts share: child processes, waiting for them, and the
 things they start (the services on port 0, rnacos, MySQL databases).
 
-bench/run.py, deploy/compose-smoke.py and scripts/run-doc.py import it
-after putting this directory on sys.path. Python 3 standard library only.
+bench/run.py, bench/scale.py, deploy/compose-smoke.py, scripts/run-doc.py
+and scripts/schemathesis.py import it by name (scripts/py puts this
+directory on PYTHONPATH). Python 3 standard library only.
 
 - `Group`: the children of one run, each in a process group of its own with
   its output in a log file; stopped with SIGTERM, a bounded wait, then

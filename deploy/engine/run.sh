@@ -73,5 +73,5 @@ fi
 step "images (deploy/engine/images.sh)"
 bash deploy/engine/images.sh
 step "deploy/engine-smoke.py $*"
-python3 deploy/engine-smoke.py "$@"
+scripts/py deploy/engine-smoke.py "$@"
 step "done"

@@ -94,6 +94,8 @@ pub struct Rnacos {
     dir: TempDir,
     /// `(username, password)` when open-API auth is on.
     auth: Option<(String, String)>,
+    /// The console served without a login (for screenshots).
+    open_console: bool,
     proc: Option<Proc>,
     http: reqwest::Client,
     runs: u32,
@@ -102,19 +104,26 @@ pub struct Rnacos {
 impl Rnacos {
     /// rnacos without auth, as a developer runs it.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, false).await
     }
 
     /// rnacos with open-API auth on and one admin user.
     pub async fn start_with_auth(username: &str, password: &str) -> Self {
-        Self::start_with(Some((username.to_owned(), password.to_owned()))).await
+        Self::start_with(Some((username.to_owned(), password.to_owned())), false).await
     }
 
-    async fn start_with(auth: Option<(String, String)>) -> Self {
+    /// rnacos without auth whose console (`/rnacos/`, on the HTTP port)
+    /// needs no login either: what `scripts/screenshots.sh` shows.
+    pub async fn start_with_open_console() -> Self {
+        Self::start_with(None, true).await
+    }
+
+    async fn start_with(auth: Option<(String, String)>, open_console: bool) -> Self {
         let mut nacos = Self {
             http_port: free_port_pair(),
             dir: tempfile::tempdir().expect("a directory for rnacos"),
             auth,
+            open_console,
             proc: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -192,6 +201,9 @@ impl Rnacos {
             env.push(("RNACOS_ENABLE_OPEN_API_AUTH", "true".to_owned()));
             env.push(("RNACOS_INIT_ADMIN_USERNAME", username.clone()));
             env.push(("RNACOS_INIT_ADMIN_PASSWORD", password.clone()));
+        }
+        if self.open_console {
+            env.push(("RNACOS_ENABLE_NO_AUTH_CONSOLE", "true".to_owned()));
         }
         let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         self.proc = Some(Proc::spawn(
