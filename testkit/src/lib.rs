@@ -4,7 +4,9 @@
 //! - [`TestDatabase`]: a fresh database per test, on every backend available;
 //! - [`server`]: a server of this workspace in-process on port 0;
 //! - [`process`]: service binaries as child processes that bind port 0 and
-//!   report the address they bound ([`process::Suite`] starts all three);
+//!   report the address they bound ([`process::ProcessSuite`]);
+//! - [`client`]: the suite as a client sees it, the register / log in /
+//!   create steps written once ([`client::GatewayClient`]);
 //! - [`rnacos`]: a real Nacos-compatible registry;
 //! - [`otlp`]: a real OTLP receiver;
 //! - [`browser`]: headless Chromium over WebDriver, for the web app;
@@ -21,6 +23,7 @@
 
 pub mod browser;
 mod child;
+pub mod client;
 mod eventually;
 pub mod otlp;
 pub mod process;

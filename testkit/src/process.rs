@@ -17,6 +17,7 @@ use tempfile::TempDir;
 
 pub use crate::child::{Proc, refusing_addr, tail};
 use crate::{
+    client::GatewayClient,
     eventually::try_eventually,
     rnacos::{REGISTRY_WITHIN, Rnacos},
 };
@@ -365,6 +366,11 @@ impl ProcessSuite {
             addr,
             bound,
         }
+    }
+
+    /// A client of `gateway`, through this suite's HTTP client.
+    pub fn client(&self, gateway: &Service) -> GatewayClient {
+        GatewayClient::new(&gateway.addr, self.http.clone())
     }
 
     /// Waits until the gateway says both services are ready.

@@ -9,8 +9,11 @@ use easynote_shared::{
     shutdown::{self, ShutdownTrigger},
     telemetry::{self, TelemetryConfig},
 };
-use easynote_testkit::TestDatabase;
-use reqwest::{Method, StatusCode};
+use easynote_testkit::{
+    TestDatabase,
+    client::{GatewayClient, Reply},
+};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -82,17 +85,26 @@ impl Service {
     }
 }
 
-/// The suite as a client sees it, plus direct access to its database.
+/// The suite as a client sees it (through `Deref`, the test kit's
+/// [`GatewayClient`]: `app.get(..)`, `app.signed_up(..)`), plus its
+/// servers and direct access to its database.
 #[derive(Debug)]
 pub struct TestApp {
-    pub base: String,
-    pub http: reqwest::Client,
+    client: GatewayClient,
     pub db: TestDatabase,
     pub user: Service,
     pub note: Service,
     pub gateway: Service,
     env: Env,
     gateway_env: Env,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = GatewayClient;
+
+    fn deref(&self) -> &GatewayClient {
+        &self.client
+    }
 }
 
 impl TestApp {
@@ -157,8 +169,7 @@ impl TestApp {
         );
         let gateway = start_gateway(&gateway_env).await;
         let app = Self {
-            base: format!("http://{}", gateway.addr),
-            http: reqwest::Client::new(),
+            client: GatewayClient::new(gateway.addr, reqwest::Client::new()),
             db,
             user,
             note,
@@ -224,81 +235,6 @@ impl TestApp {
         self.user = start_user_service(&env).await;
     }
 
-    /// Sends a request; answers the status and the JSON body (`Null` if none).
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.expect("request reaches the gateway");
-        read(response).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(Method::GET, path, token, None).await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, token, Some(body)).await
-    }
-
-    pub async fn put(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(Method::PUT, path, Some(token), Some(body)).await
-    }
-
-    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        self.send(Method::DELETE, path, Some(token), None).await
-    }
-
-    pub async fn register(&self, username: &str, password: &str) -> (StatusCode, Value) {
-        self.post(
-            "/v1/user/register",
-            None,
-            &json!({"username": username, "password": password}),
-        )
-        .await
-    }
-
-    pub async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
-        self.post(
-            "/v1/user/login",
-            None,
-            &json!({"username": username, "password": password}),
-        )
-        .await
-    }
-
-    /// Registers `username` (password `password123`) and returns a token.
-    pub async fn signed_up(&self, username: &str) -> String {
-        let (status, body) = self.register(username, "password123").await;
-        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
-        let (status, body) = self.login(username, "password123").await;
-        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
-        body["token"].as_str().expect("token").to_owned()
-    }
-
-    /// Creates a note and returns its id.
-    pub async fn create_note(&self, token: &str, title: &str, content: &str) -> i64 {
-        let (status, body) = self
-            .post(
-                "/v1/note",
-                Some(token),
-                &json!({"title": title, "content": content}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "create {title:?}: {body}");
-        body["data"]["note_id"].as_i64().expect("note_id")
-    }
-
     /// A direct connection to the suite's database.
     pub async fn database(&self) -> Database {
         Database::connect(&self.db.config(), &note_service::migrations())
@@ -346,9 +282,8 @@ async fn start_user_service(env: &Env) -> Service {
 
 /// Status and JSON body of a response (`Null` when the body is not JSON).
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.expect("response body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let reply = Reply::read(response).await;
+    (reply.status, reply.body)
 }
 
 /// A token signed with the test key, with any claims.

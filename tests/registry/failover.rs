@@ -17,8 +17,10 @@ async fn a_killed_note_service_instance_costs_few_requests_and_none_once_the_reg
     let _serial = crate::one_at_a_time().await;
     let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("crash-test").await;
-    let id = suite.create_note(&token, "survives a crash").await;
-    let load = Load::start(&suite.base(), &token, id, WORKERS);
+    let id = suite
+        .create_note(&token, "survives a crash", "through the registry")
+        .await;
+    let load = Load::start(&suite.base, &token, id, WORKERS);
     under_load_for(Duration::from_secs(2)).await;
 
     let victim = suite.notes.remove(0);
@@ -67,8 +69,10 @@ async fn a_rolling_restart_of_note_service_under_load_loses_no_request() {
     let _serial = crate::one_at_a_time().await;
     let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("rolling").await;
-    let id = suite.create_note(&token, "rolled over").await;
-    let load = Load::start(&suite.base(), &token, id, WORKERS);
+    let id = suite
+        .create_note(&token, "rolled over", "through the registry")
+        .await;
+    let load = Load::start(&suite.base, &token, id, WORKERS);
     under_load_for(Duration::from_secs(2)).await;
 
     // Replace each instance in turn: stop it gracefully (deregister, grace,
@@ -102,8 +106,10 @@ async fn a_registry_outage_under_load_loses_no_request_and_registrations_come_ba
     let _serial = crate::one_at_a_time().await;
     let mut suite = RegisteredSuite::start(2).await;
     let token = suite.signed_up("outage").await;
-    let id = suite.create_note(&token, "outlives the registry").await;
-    let load = Load::start(&suite.base(), &token, id, WORKERS);
+    let id = suite
+        .create_note(&token, "outlives the registry", "through the registry")
+        .await;
+    let load = Load::start(&suite.base, &token, id, WORKERS);
     under_load_for(Duration::from_secs(1)).await;
 
     suite.cluster.nacos_mut().stop();

@@ -6,13 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use easynote_testkit::client::PASSWORD;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{
-    harness::{self, ProcessSuite, Service, suite_bin},
-    read,
-};
+use crate::harness::{self, ProcessSuite, Reply, Service, suite_bin};
 
 /// The data id the services follow by default.
 const DATA_ID: &str = "easy-note-governance.json";
@@ -58,25 +56,8 @@ async fn governed(notes: &[&[(&str, String)]]) -> (ProcessSuite, Vec<Service>, S
     (cluster, services, gateway)
 }
 
-/// Registers `username` and logs in; returns the token.
-async fn sign_up(cluster: &ProcessSuite, gateway: &Service, username: &str) -> String {
-    let credentials = json!({"username": username, "password": "password123"});
-    let base = format!("http://{}", gateway.addr);
-    let reply = cluster
-        .http
-        .post(format!("{base}/v1/user/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(reply.status(), StatusCode::OK);
-    let (status, body) = login(cluster, gateway, username, None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["token"].as_str().expect("a token").to_owned()
-}
-
-/// Logs in as `username` (password `password123`), optionally as if
-/// forwarded for `ip`; returns the status, `Retry-After` and body.
+/// Logs in as `username` (password [`PASSWORD`]), optionally as if
+/// forwarded for `ip`; returns the status and body.
 async fn login(
     cluster: &ProcessSuite,
     gateway: &Service,
@@ -87,27 +68,21 @@ async fn login(
     (status, body)
 }
 
+/// [`login`], with the `Retry-After` header.
 async fn login_full(
     cluster: &ProcessSuite,
     gateway: &Service,
     username: &str,
     ip: Option<&str>,
 ) -> (StatusCode, Option<String>, Value) {
-    let mut request = cluster
-        .http
-        .post(format!("http://{}/v1/user/login", gateway.addr))
-        .json(&json!({"username": username, "password": "password123"}));
+    let client = cluster.client(gateway);
+    let mut request = client
+        .request(Method::POST, "/v1/user/login")
+        .json(&json!({"username": username, "password": PASSWORD}));
     if let Some(ip) = ip {
         request = request.header("x-forwarded-for", ip);
     }
-    let reply = request.send().await.expect("the gateway answers");
-    let retry_after = reply
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (status, body) = read(reply).await;
-    (status, retry_after, body)
+    with_retry_after(client.reply(request).await)
 }
 
 /// `GET /v1/note/query` with `token`, plus optional headers.
@@ -117,21 +92,20 @@ async fn query(
     token: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, Option<String>, Value) {
-    let mut request = cluster
-        .http
-        .get(format!("http://{}/v1/note/query", gateway.addr))
+    let client = cluster.client(gateway);
+    let mut request = client
+        .request(Method::GET, "/v1/note/query")
         .bearer_auth(token);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let reply = request.send().await.expect("the gateway answers");
-    let retry_after = reply
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (status, body) = read(reply).await;
-    (status, retry_after, body)
+    with_retry_after(client.reply(request).await)
+}
+
+/// Status, `Retry-After` and body.
+fn with_retry_after(reply: Reply) -> (StatusCode, Option<String>, Value) {
+    let retry_after = reply.header("retry-after").map(str::to_owned);
+    (reply.status, retry_after, reply.body)
 }
 
 /// How many `call received` lines for `method` a server has logged.
@@ -169,7 +143,7 @@ fn deadlines_seen(service: &Service, method: &str) -> Vec<u64> {
 async fn a_login_limit_published_at_run_time_goes_live_and_can_be_lifted() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, _services, gateway) = governed(&[&[]]).await;
-    sign_up(&cluster, &gateway, "limited").await;
+    cluster.client(&gateway).signed_up("limited").await;
 
     let limit = |burst: u32| {
         json!({"gateway": {"trusted_proxy_hops": 1, "rate_limits": [
@@ -263,7 +237,7 @@ async fn an_aborting_fault_opens_the_breaker_which_closes_once_the_fault_is_gone
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let note = &services[1];
-    let token = sign_up(&cluster, &gateway, "breaker").await;
+    let token = cluster.client(&gateway).signed_up("breaker").await;
     let breaker = json!({"min_requests": 5, "error_rate": 0.5, "window_ms": 10000,
                          "open_ms": 1500, "half_open_requests": 1});
     let rules = |fault: bool| {
@@ -358,7 +332,7 @@ async fn the_route_deadline_bounds_the_request_and_its_remainder_travels_downstr
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let (user, note) = (&services[0], &services[1]);
-    let token = sign_up(&cluster, &gateway, "deadline").await;
+    let token = cluster.client(&gateway).signed_up("deadline").await;
     let create = cluster
         .http
         .post(format!("http://{}/v1/note", gateway.addr))
@@ -441,7 +415,7 @@ async fn the_route_deadline_bounds_the_request_and_its_remainder_travels_downstr
 async fn a_login_storm_past_the_check_user_limit_is_shed_with_503s_while_queries_go_on() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, _services, gateway) = governed(&[&[]]).await;
-    let token = sign_up(&cluster, &gateway, "storm").await;
+    let token = cluster.client(&gateway).signed_up("storm").await;
     let rules = json!({"gateway": {"rate_limits": []},
         "servers": {"easy-note-user": {"methods": {"CheckUser": {"max_in_flight": 4}}}}});
     cluster
@@ -465,15 +439,16 @@ async fn a_login_storm_past_the_check_user_limit_is_shed_with_503s_while_queries
     for _ in 0..64 {
         let (http, addr) = (cluster.http.clone(), gateway.addr.clone());
         logins.spawn(async move {
-            let reply = http
-                .post(format!("http://{addr}/v1/user/login"))
-                .json(&json!({"username": "storm", "password": "password123"}))
-                .send()
-                .await
-                .expect("the gateway answers");
-            let retry_after = reply.headers().get("retry-after").is_some();
-            let (status, body) = read(reply).await;
-            (status, retry_after, body)
+            let reply = Reply::read(
+                http.post(format!("http://{addr}/v1/user/login"))
+                    .json(&json!({"username": "storm", "password": PASSWORD}))
+                    .send()
+                    .await
+                    .expect("the gateway answers"),
+            )
+            .await;
+            let retry_after = reply.header("retry-after").is_some();
+            (reply.status, retry_after, reply.body)
         });
     }
     let mut queries = tokio::task::JoinSet::new();
@@ -486,7 +461,8 @@ async fn a_login_storm_past_the_check_user_limit_is_shed_with_503s_while_queries
                 .send()
                 .await
                 .expect("the gateway answers");
-            read(reply).await
+            let reply = Reply::read(reply).await;
+            (reply.status, reply.body)
         });
     }
     let logins = logins.join_all().await;
@@ -517,7 +493,7 @@ async fn retries_of_a_failing_instance_stay_within_the_budget() {
     let zone_b = [("EASYNOTE_INSTANCE_METADATA", "zone=b".to_owned())];
     let (cluster, services, gateway) = governed(&[&[], &zone_b]).await;
     let (healthy, failing) = (&services[1], &services[2]);
-    let token = sign_up(&cluster, &gateway, "budget").await;
+    let token = cluster.client(&gateway).signed_up("budget").await;
     let rules = json!({
         "clients": {"easy-note-note": {"QueryNote": {
             "retry": {"max_attempts": 2, "budget_percent": 10, "min_per_second": 0},
@@ -598,7 +574,7 @@ async fn lanes_send_matching_requests_only_to_their_instances_and_fall_back() {
     let _serial = crate::one_at_a_time().await;
     let canary_meta = [("EASYNOTE_INSTANCE_METADATA", "lane=canary".to_owned())];
     let (mut cluster, mut services, gateway) = governed(&[&[], &canary_meta]).await;
-    let token = sign_up(&cluster, &gateway, "lanes").await;
+    let token = cluster.client(&gateway).signed_up("lanes").await;
     let header_lane = json!({"name": "canary", "match": {"header": "x-easynote-lane", "equals": "canary"},
                              "instances": {"lane": "canary"}});
     let rules = json!({"routing": {"easy-note-note": {"lanes": [header_lane]}}});
@@ -716,7 +692,7 @@ async fn the_file_source_works_without_nacos_and_is_read_again_when_it_changes()
     let _note = cluster.start_note().await;
     let gateway = cluster.start_gateway().await;
     cluster.wait_ready(&gateway).await;
-    sign_up(&cluster, &gateway, "filed").await;
+    cluster.client(&gateway).signed_up("filed").await;
 
     let limit = |burst: u32| {
         json!({"gateway": {"trusted_proxy_hops": 1, "rate_limits": [
@@ -797,7 +773,7 @@ fn edge_document(register_per_second: f64) -> String {
 async fn rules_at_every_edge_apply_and_one_past_an_edge_is_refused_while_queries_go_on() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
-    let token = sign_up(&cluster, &gateway, "edges").await;
+    let token = cluster.client(&gateway).signed_up("edges").await;
     let load = crate::load::Load::queries(&format!("http://{}", gateway.addr), &token, 2);
 
     let edges = edge_document(easynote_shared::governance::rules::MIN_PER_SECOND);
@@ -915,7 +891,7 @@ async fn every_process_reports_the_revision_it_applies_and_refusals_name_their_r
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let (user, note) = (&services[0], &services[1]);
-    let token = sign_up(&cluster, &gateway, "attributed").await;
+    let token = cluster.client(&gateway).signed_up("attributed").await;
     let readyz = || async {
         let reply = cluster
             .http
@@ -923,15 +899,12 @@ async fn every_process_reports_the_revision_it_applies_and_refusals_name_their_r
             .send()
             .await
             .expect("the gateway answers");
-        let header = reply
-            .headers()
-            .get("x-easynote-rules-revision")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (_, body) = read(reply).await;
+        let reply = Reply::read(reply).await;
         (
-            header,
-            body["data"]["rules_revision"].as_str().map(str::to_owned),
+            reply.header("x-easynote-rules-revision").map(str::to_owned),
+            reply.body["data"]["rules_revision"]
+                .as_str()
+                .map(str::to_owned),
         )
     };
     let default = Some("default".to_owned());
@@ -1049,8 +1022,8 @@ async fn a_cluster_quota_is_shared_by_two_gateways_and_split_between_them_while_
             }
         })
         .await;
-    let token = sign_up(&cluster, &a, "quota").await;
-    let other = sign_up(&cluster, &a, "quota-warm-up").await;
+    let token = cluster.client(&a).signed_up("quota").await;
+    let other = cluster.client(&a).signed_up("quota-warm-up").await;
 
     // Six queries per user for the whole cluster, and no refill to speak of.
     let document = json!({"gateway": {"rate_limits": [
@@ -1122,7 +1095,7 @@ async fn a_cluster_quota_is_shared_by_two_gateways_and_split_between_them_while_
 async fn with_a_fallback_rule_notes_are_served_without_author_names_while_user_service_fails() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, _services, gateway) = governed(&[&[]]).await;
-    let token = sign_up(&cluster, &gateway, "fallback").await;
+    let token = cluster.client(&gateway).signed_up("fallback").await;
     let created = cluster
         .http
         .post(format!("http://{}/v1/note", gateway.addr))
@@ -1147,13 +1120,9 @@ async fn with_a_fallback_rule_notes_are_served_without_author_names_while_user_s
             .send()
             .await
             .expect("the gateway answers");
-        let fallback = reply
-            .headers()
-            .get("x-easynote-fallback")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (status, body) = read(reply).await;
-        (status, fallback, body)
+        let reply = Reply::read(reply).await;
+        let fallback = reply.header("x-easynote-fallback").map(str::to_owned);
+        (reply.status, fallback, reply.body)
     };
     cluster
         .nacos()
@@ -1278,7 +1247,7 @@ async fn an_adaptive_limit_falls_when_latency_steps_up_and_rises_when_it_steps_d
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let note = &services[1];
-    let token = sign_up(&cluster, &gateway, "adaptive").await;
+    let token = cluster.client(&gateway).signed_up("adaptive").await;
     let rules = |delay_ms: u64| {
         json!({
             "gateway": {"rate_limits": []},
@@ -1346,7 +1315,7 @@ async fn an_adaptive_limit_falls_when_latency_steps_up_and_rises_when_it_steps_d
 async fn the_edge_learns_to_refuse_what_a_service_behind_it_would_shed() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, _services, gateway) = governed(&[&[]]).await;
-    let token = sign_up(&cluster, &gateway, "edge-learns").await;
+    let token = cluster.client(&gateway).signed_up("edge-learns").await;
     // note-service takes two queries at once, 20 ms each; the gateway's
     // adaptive limit starts at its default, ten times that.
     let shed_behind = "servers.easy-note-note.methods.QueryNote.max_in_flight";
@@ -1427,7 +1396,7 @@ async fn calls_stay_in_the_callers_zone_and_spill_over_when_too_few_of_its_insta
             },
         )
         .await;
-    let token = sign_up(&cluster, &gateway, "zoned").await;
+    let token = cluster.client(&gateway).signed_up("zoned").await;
     let queried = |zone: &[&Service]| {
         zone.iter()
             .map(|note| calls(note, "QueryNote"))

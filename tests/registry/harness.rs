@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 pub use easynote_testkit::{
+    client::{GatewayClient, Reply},
     process::{GATEWAY, NOTE, ProcessSuite, Service, USER},
     rnacos::{REGISTRY_WITHIN, Rnacos, unreachable_nacos},
 };

@@ -36,8 +36,10 @@ async fn a_frozen_replica_found_through_nacos_is_isolated_and_comes_back() {
 async fn frozen_replica_drill(found: FoundThrough) {
     let suite = RegisteredSuite::start_with(found, 2, DRILL_RULES).await;
     let token = suite.signed_up("frozen-drill").await;
-    suite.create_note(&token, "served by either replica").await;
-    let load = Load::queries(&suite.base(), &token, WORKERS);
+    suite
+        .create_note(&token, "served by either replica", "through the registry")
+        .await;
+    let load = Load::queries(&suite.base, &token, WORKERS);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let victim = &suite.notes[0];

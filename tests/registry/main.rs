@@ -15,10 +15,7 @@ mod registration;
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-use crate::harness::{ProcessSuite, Service};
+use crate::harness::{GatewayClient, ProcessSuite, Service};
 
 /// Holds the registry tests to one at a time under `cargo test` (nextest
 /// runs them one at a time by its `registry` test group): each runs an
@@ -28,8 +25,10 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// The suite started by the registry tests: user, note(s), gateway.
+/// The suite started by the registry tests: user, note(s), gateway, and
+/// (through `Deref`) a client of the gateway.
 struct RegisteredSuite {
+    client: GatewayClient,
     user: Service,
     notes: Vec<Service>,
     gateway: Service,
@@ -99,61 +98,21 @@ impl RegisteredSuite {
             cluster.wait_ready(&gateway).await;
         }
         Self {
+            client: cluster.client(&gateway),
             cluster,
             user,
             notes: started,
             gateway,
         }
     }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.gateway.addr)
-    }
-
-    /// Registers and logs in `username`; returns the token.
-    async fn signed_up(&self, username: &str) -> String {
-        let credentials = json!({"username": username, "password": "password123"});
-        let (status, body) = self.post("/v1/user/register", None, &credentials).await;
-        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
-        let (status, body) = self.post("/v1/user/login", None, &credentials).await;
-        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
-        body["token"].as_str().expect("a token").to_owned()
-    }
-
-    /// Creates a note; returns its id.
-    async fn create_note(&self, token: &str, title: &str) -> i64 {
-        let note = json!({"title": title, "content": "through the registry"});
-        let (status, body) = self.post("/v1/note", Some(token), &note).await;
-        assert_eq!(status, StatusCode::OK, "create {title}: {body}");
-        body["data"]["note_id"].as_i64().expect("a note id")
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut request = self
-            .cluster
-            .http
-            .post(format!("{}{path}", self.base()))
-            .json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        read(request.send().await.expect("the gateway answers")).await
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let request = self
-            .cluster
-            .http
-            .get(format!("{}{path}", self.base()))
-            .bearer_auth(token);
-        read(request.send().await.expect("the gateway answers")).await
-    }
 }
 
-async fn read(response: reqwest::Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+impl std::ops::Deref for RegisteredSuite {
+    type Target = GatewayClient;
+
+    fn deref(&self) -> &GatewayClient {
+        &self.client
+    }
 }
 
 /// Lets the load run for `duration`.

@@ -62,8 +62,10 @@ async fn every_service_registers_its_address_and_metadata_and_leaves_on_graceful
     // The services found each other through the registry: a note carries
     // its author's name, which note-service asked user-service for.
     let token = suite.signed_up("nacos-alice").await;
-    let id = suite.create_note(&token, "found through Nacos").await;
-    let (status, body) = suite.get(&format!("/v1/note/{id}"), &token).await;
+    let id = suite
+        .create_note(&token, "found through Nacos", "through the registry")
+        .await;
+    let (status, body) = suite.get(&format!("/v1/note/{id}"), Some(&token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["user_name"], "nacos-alice", "{body}");
 
@@ -162,7 +164,9 @@ async fn both_note_service_instances_get_traffic_through_the_gateway() {
     suite.cluster.wait_ready(&suite.gateway).await;
 
     let token = suite.signed_up("balanced").await;
-    let id = suite.create_note(&token, "spread me").await;
+    let id = suite
+        .create_note(&token, "spread me", "through the registry")
+        .await;
     // The gateway learns about the second instance by a push: wait until
     // both have seen a request, then measure the share.
     let warm = std::time::Instant::now();
@@ -176,14 +180,14 @@ async fn both_note_service_instances_get_traffic_through_the_gateway() {
             warm.elapsed() < easynote_testkit::rnacos::REGISTRY_WITHIN,
             "one note-service instance never gets traffic"
         );
-        let (status, body) = suite.get("/v1/note/query", &token).await;
+        let (status, body) = suite.get("/v1/note/query", Some(&token)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let before: Vec<u64> = relays.iter().map(|r| r.load(Ordering::Relaxed)).collect();
     for _ in 0..40 {
-        let (status, body) = suite.get(&format!("/v1/note/{id}"), &token).await;
+        let (status, body) = suite.get(&format!("/v1/note/{id}"), Some(&token)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let (status, body) = suite.get("/v1/note/query", &token).await;
+        let (status, body) = suite.get("/v1/note/query", Some(&token)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let sent: Vec<u64> = relays

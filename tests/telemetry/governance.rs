@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use easynote_testkit::otlp::{OtlpReceiver, Transport};
+use easynote_testkit::{
+    client::PASSWORD,
+    otlp::{OtlpReceiver, Transport},
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -59,14 +62,14 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
 
     // limited: a second registration within the global bucket.
     suite.register("metered").await;
-    let body = json!({"username": "metered2", "password": "password123"});
+    let body = json!({"username": "metered2", "password": PASSWORD});
     let (status, _, _) = suite
         .call(Method::POST, "/v1/user/register", None, Some(body), None)
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     // shed: concurrent logins past CheckUser's limit of one.
     let logins = (0..8).map(|_| {
-        let creds = json!({"username": "metered", "password": "password123"});
+        let creds = json!({"username": "metered", "password": PASSWORD});
         suite.call(Method::POST, "/v1/user/login", None, Some(creds), None)
     });
     let statuses: Vec<StatusCode> = futures_util_join(logins.collect()).await;
@@ -75,7 +78,7 @@ async fn governance_metrics_arrive_under_the_names_the_dashboard_reads() {
         "{statuses:?}"
     );
     let token = loop {
-        let creds = json!({"username": "metered", "password": "password123"});
+        let creds = json!({"username": "metered", "password": PASSWORD});
         let (status, body, _) = suite
             .call(Method::POST, "/v1/user/login", None, Some(creds), None)
             .await;

@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use easynote_testkit::{
+    client::{GatewayClient, PASSWORD},
     otlp::ReceivedSpan,
     process::{ProcessSuite, Service},
 };
@@ -22,8 +23,8 @@ pub(crate) struct TracedSuite {
     pub(crate) user: Service,
     pub(crate) note: Service,
     pub(crate) gateway: Service,
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
+    /// The gateway's client (its requests carry [`USER_AGENT`]).
+    pub(crate) client: GatewayClient,
     /// Holds the children's directory (databases, logs) while they run.
     /// Declared last, so dropped last: a failing test prints the children's
     /// logs as they are dropped.
@@ -56,16 +57,16 @@ impl TracedSuite {
         let note = processes.start_note_with(&same_db).await;
         let gateway = processes.start_gateway().await;
         processes.wait_ready(&gateway).await;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .build()
+            .expect("HTTP client");
         Self {
-            base: format!("http://{}", gateway.addr),
+            client: GatewayClient::new(&gateway.addr, http),
             _processes: processes,
             user,
             note,
             gateway,
-            http: reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                .build()
-                .expect("HTTP client"),
         }
     }
 
@@ -83,7 +84,7 @@ impl TracedSuite {
         body: Option<Value>,
         traceparent: Option<&str>,
     ) -> (StatusCode, Value, Option<String>) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self.client.request(method, path);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -93,20 +94,14 @@ impl TracedSuite {
         if let Some(traceparent) = traceparent {
             request = request.header("traceparent", traceparent);
         }
-        let response = request.send().await.expect("the gateway answers");
-        let status = response.status();
-        let trace_id = response
-            .headers()
-            .get("x-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body, trace_id)
+        let reply = self.client.reply(request).await;
+        let trace_id = reply.header("x-trace-id").map(str::to_owned);
+        (reply.status, reply.body, trace_id)
     }
 
     /// Registers `username`; answers the request's trace id, if any.
     pub(crate) async fn register(&self, username: &str) -> Option<String> {
-        let body = json!({"username": username, "password": "password123"});
+        let body = json!({"username": username, "password": PASSWORD});
         let (status, body, trace) = self
             .call(
                 reqwest::Method::POST,
@@ -123,7 +118,7 @@ impl TracedSuite {
     /// Register, log in, create a note and query: the trace id of each.
     pub(crate) async fn story(&self) -> BTreeMap<&'static str, String> {
         use reqwest::Method;
-        let creds = json!({"username": "tracy", "password": "password123"});
+        let creds = json!({"username": "tracy", "password": PASSWORD});
         let mut traces = BTreeMap::new();
         let (status, body, trace) = self
             .call(
@@ -165,7 +160,7 @@ impl TracedSuite {
         ]
     }
 
-    /// Logs in as `username` (password `password123`) from a caller whose
+    /// Logs in as `username` (password [`PASSWORD`]) from a caller whose
     /// trace is `traceparent`; answers status, body and `x-trace-id`.
     pub(crate) async fn login_in_trace(
         &self,
@@ -176,7 +171,7 @@ impl TracedSuite {
             reqwest::Method::POST,
             "/v1/user/login",
             None,
-            Some(json!({"username": username, "password": "password123"})),
+            Some(json!({"username": username, "password": PASSWORD})),
             Some(traceparent),
         )
         .await
@@ -184,16 +179,7 @@ impl TracedSuite {
 
     /// Logs in again as the user `story` registered; answers the token.
     pub(crate) async fn login_token(&self) -> String {
-        let creds = json!({"username": "tracy", "password": "password123"});
-        let (status, body, _) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/user/login",
-                None,
-                Some(creds),
-                None,
-            )
-            .await;
+        let (status, body) = self.client.login("tracy", PASSWORD).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["token"].as_str().expect("token").to_owned()
     }

@@ -16,6 +16,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use easynote_testkit::{
     TestDatabase,
+    client::PASSWORD,
     otlp::{OtlpReceiver, Transport},
     process::Proc,
 };
@@ -430,7 +431,7 @@ async fn a_collector_that_is_down_fails_no_request_and_spans_flow_again_when_it_
             reqwest::Method::POST,
             "/v1/user/login",
             None,
-            Some(json!({"username": "tracy", "password": "password123"})),
+            Some(json!({"username": "tracy", "password": PASSWORD})),
             None,
         )
         .await;

@@ -13,8 +13,9 @@ use easynote_shared::{
     on_pool,
     process::ProcessConfig,
     proto::user::v1::{
-        CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CreateUserRequest,
-        MGetUserRequest, RevokeTokensRequest, User, user_service_client::UserServiceClient,
+        CheckTokenRequest, CheckTokenResponse, CheckUserRequest, CheckUserResponse,
+        CreateUserRequest, MGetUserRequest, RevokeTokensRequest, User,
+        user_service_client::UserServiceClient,
     },
     tls::TlsSettings,
 };
@@ -89,33 +90,22 @@ impl TestApp {
             .user_id)
     }
 
-    async fn check_user(&self, username: &str, password: &str) -> Result<i64, Status> {
+    /// `CheckUser`'s whole answer.
+    async fn check(&self, username: &str, password: &str) -> Result<CheckUserResponse, Status> {
         let request = CheckUserRequest {
             username: username.into(),
             password: password.into(),
         };
-        Ok(self
-            .client
-            .clone()
-            .check_user(request)
-            .await?
-            .into_inner()
-            .user_id)
+        Ok(self.client.clone().check_user(request).await?.into_inner())
+    }
+
+    async fn check_user(&self, username: &str, password: &str) -> Result<i64, Status> {
+        Ok(self.check(username, password).await?.user_id)
     }
 
     /// The token epoch a login of `username` gets.
     async fn login_epoch(&self, username: &str, password: &str) -> Result<i64, Status> {
-        let request = CheckUserRequest {
-            username: username.into(),
-            password: password.into(),
-        };
-        Ok(self
-            .client
-            .clone()
-            .check_user(request)
-            .await?
-            .into_inner()
-            .token_epoch)
+        Ok(self.check(username, password).await?.token_epoch)
     }
 
     async fn revoke(&self, user_id: i64, jti: &str, everywhere: bool) -> Result<i64, Status> {
