@@ -76,27 +76,41 @@ impl Suite {
     /// Builds the three servers from `env`: user-service first, then
     /// note-service pointed at it, then the gateway pointed at both.
     pub async fn build(env: &Env) -> anyhow::Result<Self> {
+        Self::build_each(env, |_, env| env).await
+    }
+
+    /// [`Suite::build`], with each service's settings passed through
+    /// `each(role, settings)` first: the end-to-end tests give each
+    /// service a certificate of its own, or the gateway settings of its own.
+    pub async fn build_each(env: &Env, each: impl Fn(Role, Env) -> Env) -> anyhow::Result<Self> {
         let user_grpc = env.string("EASYNOTE_USER_GRPC_ADDR", default_addr::USER_GRPC);
         let note_grpc = env.string("EASYNOTE_NOTE_GRPC_ADDR", default_addr::NOTE_GRPC);
 
-        let user_env = env.clone().with("EASYNOTE_GRPC_ADDR", user_grpc);
+        let user_env = each(
+            Role::UserService,
+            env.clone().with("EASYNOTE_GRPC_ADDR", user_grpc),
+        );
         let user = UserServer::build(user_service::Config::from_env(&user_env)?)
             .await
             .context("starting user-service")?;
         let user_addr = user.local_addr().to_string();
 
-        let note_env = env
-            .clone()
-            .with("EASYNOTE_GRPC_ADDR", note_grpc)
-            .with("EASYNOTE_USER_ADDRS", user_addr.clone());
+        let note_env = each(
+            Role::NoteService,
+            env.clone()
+                .with("EASYNOTE_GRPC_ADDR", note_grpc)
+                .with("EASYNOTE_USER_ADDRS", user_addr.clone()),
+        );
         let note = NoteServer::build(note_service::Config::from_env(&note_env)?)
             .await
             .context("starting note-service")?;
 
-        let gateway_env = env
-            .clone()
-            .with("EASYNOTE_USER_ADDRS", user_addr)
-            .with("EASYNOTE_NOTE_ADDRS", note.local_addr().to_string());
+        let gateway_env = each(
+            Role::ApiGateway,
+            env.clone()
+                .with("EASYNOTE_USER_ADDRS", user_addr)
+                .with("EASYNOTE_NOTE_ADDRS", note.local_addr().to_string()),
+        );
         let gateway = Gateway::build(api_gateway::Config::from_env(&gateway_env)?)
             .await
             .context("starting api-gateway")?;
@@ -126,6 +140,11 @@ impl Suite {
     /// its three roles).
     pub fn tls(&self) -> Option<Tls> {
         self.user.tls()
+    }
+
+    /// The three servers, to be run (and stopped) one by one.
+    pub fn into_parts(self) -> (UserServer, NoteServer, Gateway) {
+        (self.user, self.note, self.gateway)
     }
 
     /// Runs the three until `shutdown`, then stops them front to back: the

@@ -1,5 +1,6 @@
 //! A server of this workspace running in-process on its own port (bind
-//! `127.0.0.1:0` in its config), stopped cleanly on [`RunningServer::stop`].
+//! `127.0.0.1:0` in its config), stopped cleanly on [`RunningServer::stop`]
+//! (or [`RunningServer::shut_down`], for a test that looks at how it stopped).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -17,8 +18,8 @@ pub struct RunningServer {
     pub name: &'static str,
     /// The address it is bound to.
     pub addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    task: JoinHandle<anyhow::Result<()>>,
+    trigger: Option<ShutdownTrigger>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RunningServer {
@@ -33,8 +34,8 @@ impl RunningServer {
         Self {
             name,
             addr,
-            trigger,
-            task,
+            trigger: Some(trigger),
+            task: Some(task),
         }
     }
 
@@ -47,20 +48,31 @@ impl RunningServer {
             .unwrap_or_else(|err| panic!("connect to {} at {}: {err}", self.name, self.addr))
     }
 
-    /// Whether the server task has ended (by itself: a failure).
+    /// Whether the server task has ended (by itself, unless it was shut
+    /// down: a failure).
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Triggers shutdown and waits, unbounded, for `run` to return; its
+    /// result (`Ok` when it was already shut down).
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.trigger.take() {
+            trigger.trigger();
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
     }
 
     /// Triggers shutdown and asserts the server stops within
     /// [`STOP_WITHIN`] and its `run` returns `Ok`.
-    pub async fn stop(self) {
-        self.trigger.trigger();
+    pub async fn stop(mut self) {
         let name = self.name;
-        let stopped = tokio::time::timeout(STOP_WITHIN, self.task)
+        let stopped = tokio::time::timeout(STOP_WITHIN, self.shut_down())
             .await
-            .unwrap_or_else(|_| panic!("{name} must stop within {STOP_WITHIN:?} of shutdown"))
-            .unwrap_or_else(|err| panic!("{name}'s task failed: {err}"));
+            .unwrap_or_else(|_| panic!("{name} must stop within {STOP_WITHIN:?} of shutdown"));
         if let Err(err) = stopped {
             panic!("{name}: run() must return Ok after shutdown: {err:?}");
         }

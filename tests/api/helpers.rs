@@ -1,21 +1,26 @@
-//! `TestApp`: a fresh database and the three services started for one test.
+//! `TestApp`: a fresh database and the three services started for one
+//! test, wired by `easy_note::Suite` as the all-in-one binary wires them.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use easy_note::Role;
 use easynote_shared::{
     config::Env,
     db::Database,
     on_pool,
-    shutdown::{self, ShutdownTrigger},
+    service_name::{GATEWAY, NOTE, USER},
     telemetry::{self, TelemetryConfig},
 };
 use easynote_testkit::{
     TestDatabase,
     client::{GatewayClient, Reply},
+    server::RunningServer,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// The JWT key the test servers use, so tests can mint their own tokens.
 pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789abcdef";
@@ -52,39 +57,6 @@ impl RulesFile {
     }
 }
 
-/// One running server and the means to stop it.
-#[derive(Debug)]
-pub struct Service {
-    pub addr: SocketAddr,
-    trigger: Option<ShutdownTrigger>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Service {
-    fn spawn<F>(addr: SocketAddr, run: impl FnOnce(shutdown::Shutdown) -> F) -> Self
-    where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (trigger, shutdown) = shutdown::channel();
-        Self {
-            addr,
-            trigger: Some(trigger),
-            task: Some(tokio::spawn(run(shutdown))),
-        }
-    }
-
-    /// Requests a graceful stop and waits for it; the server's own result.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
-        }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
-    }
-}
-
 /// The suite as a client sees it (through `Deref`, the test kit's
 /// [`GatewayClient`]: `app.get(..)`, `app.signed_up(..)`), plus its
 /// servers and direct access to its database.
@@ -92,11 +64,36 @@ impl Service {
 pub struct TestApp {
     client: GatewayClient,
     pub db: TestDatabase,
-    pub user: Service,
-    pub note: Service,
-    pub gateway: Service,
-    env: Env,
-    gateway_env: Env,
+    pub user: RunningServer,
+    pub note: RunningServer,
+    pub gateway: RunningServer,
+    settings: Settings,
+}
+
+/// What each service of a [`TestApp`] is given: the suite's settings, its
+/// own certificate (with mutual TLS), and for the gateway, the test's own.
+#[derive(Debug)]
+struct Settings {
+    suite: Env,
+    certs: Option<PathBuf>,
+    gateway: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// `env`, as `role` gets it.
+    fn of(&self, role: Role, env: Env) -> Env {
+        let env = match &self.certs {
+            Some(dir) => with_certs(env, dir, role.identity()),
+            None => env,
+        };
+        match role {
+            Role::ApiGateway => self
+                .gateway
+                .iter()
+                .fold(env, |env, (var, value)| env.with(var, value.clone())),
+            _ => env,
+        }
+    }
 }
 
 impl std::ops::Deref for TestApp {
@@ -140,42 +137,39 @@ impl TestApp {
         // Logs are captured per test and shown when one fails.
         let telemetry = TelemetryConfig::from_env(&Env::from_process()).expect("RUST_LOG");
         telemetry::init(&telemetry, "easy-note").expect("logging");
-        let env = Env::from_pairs([
-            ("EASYNOTE_DATABASE_URL", db.url.as_str()),
-            ("EASYNOTE_GRPC_ADDR", "127.0.0.1:0"),
-            ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
-            ("EASYNOTE_JWT_SECRET", JWT_SECRET),
-            ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s"),
-            ("EASYNOTE_DB_MAX_CONNECTIONS", "5"),
-        ]);
-        let as_service = |env: &Env, service: &str| match certs {
-            None => env.clone(),
-            Some(dir) => with_certs(env.clone(), dir, service),
+        let settings = Settings {
+            suite: Env::from_pairs([
+                ("EASYNOTE_DATABASE_URL", db.url.as_str()),
+                ("EASYNOTE_USER_GRPC_ADDR", "127.0.0.1:0"),
+                ("EASYNOTE_NOTE_GRPC_ADDR", "127.0.0.1:0"),
+                ("EASYNOTE_HTTP_ADDR", "127.0.0.1:0"),
+                ("EASYNOTE_JWT_SECRET", JWT_SECRET),
+                ("EASYNOTE_SHUTDOWN_TIMEOUT", "5s"),
+                ("EASYNOTE_DB_MAX_CONNECTIONS", "5"),
+            ]),
+            certs: certs.map(Path::to_path_buf),
+            gateway: gateway_env
+                .iter()
+                .map(|(var, value)| ((*var).to_owned(), (*value).to_owned()))
+                .collect(),
         };
-        let env = as_service(&env, easynote_shared::service_name::USER);
-        let user = start_user_service(&env).await;
-        let note_env = as_service(&env, easynote_shared::service_name::NOTE)
-            .with("EASYNOTE_USER_ADDRS", user.addr.to_string());
-        let config = note_service::Config::from_env(&note_env).expect("note config");
-        let server = note_service::NoteServer::build(config)
-            .await
-            .expect("build note-service");
-        let note = Service::spawn(server.local_addr(), |s| server.run(s));
-        let gateway_env = gateway_env.iter().fold(
-            as_service(&env, easynote_shared::service_name::GATEWAY)
-                .with("EASYNOTE_USER_ADDRS", user.addr.to_string())
-                .with("EASYNOTE_NOTE_ADDRS", note.addr.to_string()),
-            |env, (var, value)| env.with(var, *value),
-        );
-        let gateway = start_gateway(&gateway_env).await;
+        // The suite as `easy-note` wires it, each service then run (and
+        // stopped, by the tests that take one away) on its own.
+        let suite =
+            easy_note::Suite::build_each(&settings.suite, |role, env| settings.of(role, env))
+                .await
+                .expect("build the suite");
+        let (user, note, gateway) = suite.into_parts();
+        let user = RunningServer::spawn(USER, user.local_addr(), |s| user.run(s));
+        let note = RunningServer::spawn(NOTE, note.local_addr(), |s| note.run(s));
+        let gateway = RunningServer::spawn(GATEWAY, gateway.local_addr(), |s| gateway.run(s));
         let app = Self {
             client: GatewayClient::new(gateway.addr, reqwest::Client::new()),
             db,
             user,
             note,
             gateway,
-            env,
-            gateway_env,
+            settings,
         };
         app.wait_until_ready().await;
         app
@@ -194,12 +188,18 @@ impl TestApp {
 
     /// Another gateway in front of the same services, with this one's
     /// settings and `extra`; ready when it returns.
-    pub async fn spawn_gateway(&self, extra: &[(&str, &str)]) -> Service {
+    pub async fn spawn_gateway(&self, extra: &[(&str, &str)]) -> RunningServer {
+        let env = self.settings.of(
+            Role::ApiGateway,
+            self.settings
+                .suite
+                .clone()
+                .with("EASYNOTE_USER_ADDRS", self.user.addr.to_string())
+                .with("EASYNOTE_NOTE_ADDRS", self.note.addr.to_string()),
+        );
         let env = extra
             .iter()
-            .fold(self.gateway_env.clone(), |env, (var, value)| {
-                env.with(var, *value)
-            });
+            .fold(env, |env, (var, value)| env.with(var, *value));
         let gateway = start_gateway(&env).await;
         let base = format!("http://{}", gateway.addr);
         easynote_testkit::eventually(Duration::from_secs(10), "the gateway is ready", || async {
@@ -220,7 +220,7 @@ impl TestApp {
 
     /// Another gateway in front of the same services (a second replica),
     /// with `gateway_env` added to its settings, and its base URL.
-    pub async fn another_gateway(&self, gateway_env: &[(&str, &str)]) -> (Service, String) {
+    pub async fn another_gateway(&self, gateway_env: &[(&str, &str)]) -> (RunningServer, String) {
         let gateway = self.spawn_gateway(gateway_env).await;
         let base = format!("http://{}", gateway.addr);
         (gateway, base)
@@ -228,11 +228,18 @@ impl TestApp {
 
     /// Starts a new user-service on the address the old one had.
     pub async fn restart_user_service(&mut self) {
-        let env = self
-            .env
-            .clone()
-            .with("EASYNOTE_GRPC_ADDR", self.user.addr.to_string());
-        self.user = start_user_service(&env).await;
+        let env = self.settings.of(
+            Role::UserService,
+            self.settings
+                .suite
+                .clone()
+                .with("EASYNOTE_GRPC_ADDR", self.user.addr.to_string()),
+        );
+        let config = user_service::Config::from_env(&env).expect("user config");
+        let server = user_service::UserServer::build(config)
+            .await
+            .expect("build user-service");
+        self.user = RunningServer::spawn(USER, server.local_addr(), |s| server.run(s));
     }
 
     /// A direct connection to the suite's database.
@@ -264,20 +271,12 @@ impl TestApp {
     }
 }
 
-async fn start_gateway(env: &Env) -> Service {
+async fn start_gateway(env: &Env) -> RunningServer {
     let config = api_gateway::Config::from_env(env).expect("gateway config");
     let server = api_gateway::Gateway::build(config)
         .await
         .expect("build gateway");
-    Service::spawn(server.local_addr(), |s| server.run(s))
-}
-
-async fn start_user_service(env: &Env) -> Service {
-    let config = user_service::Config::from_env(env).expect("user config");
-    let server = user_service::UserServer::build(config)
-        .await
-        .expect("build user-service");
-    Service::spawn(server.local_addr(), |s| server.run(s))
+    RunningServer::spawn(GATEWAY, server.local_addr(), |s| server.run(s))
 }
 
 /// Status and JSON body of a response (`Null` when the body is not JSON).

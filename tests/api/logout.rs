@@ -138,7 +138,10 @@ async fn another_gateway_refuses_logged_out_tokens_within_its_cache_bound() {
         }
     })
     .await;
-    replica.stop().await.expect("the replica stops cleanly");
+    replica
+        .shut_down()
+        .await
+        .expect("the replica stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,14 +3,14 @@
 use std::time::{Duration, Instant};
 
 use easynote_shared::{config::Env, shutdown};
-use easynote_testkit::{TestDatabase, eventually, proxy::TcpProxy};
+use easynote_testkit::{TestDatabase, eventually, proxy::TcpProxy, server::RunningServer};
 use reqwest::StatusCode;
 use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Service, TestApp, assert_error, read};
+use crate::helpers::{TestApp, assert_error, read};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_down_user_service_gives_503_and_the_gateway_recovers_by_itself() {
@@ -18,7 +18,10 @@ async fn a_down_user_service_gives_503_and_the_gateway_recovers_by_itself() {
     let token = app.signed_up("grace").await;
     app.create_note(&token, "before", "the outage").await;
 
-    app.user.stop().await.expect("user-service stops cleanly");
+    app.user
+        .shut_down()
+        .await
+        .expect("user-service stops cleanly");
     let register = app.register("henry", "password123").await;
     assert_error(
         "register while user-service is down",
@@ -79,7 +82,10 @@ async fn a_down_user_service_gives_503_and_the_gateway_recovers_by_itself() {
 async fn a_down_note_service_gives_503_while_accounts_keep_working() {
     let mut app = TestApp::spawn().await;
     let token = app.signed_up("ivan").await;
-    app.note.stop().await.expect("note-service stops cleanly");
+    app.note
+        .shut_down()
+        .await
+        .expect("note-service stops cleanly");
     let create = app
         .post(
             "/v1/note",
@@ -286,8 +292,8 @@ async fn a_stopped_database_gives_503_and_not_serving_then_recovers() {
 
 /// Stops `service` gracefully; its drain is bounded by its shutdown
 /// timeout, so 30 s without an end is a hang, not a slow drain.
-async fn stop_within(service: &mut Service, what: &str) {
-    match tokio::time::timeout(Duration::from_secs(30), service.stop()).await {
+async fn stop_within(service: &mut RunningServer, what: &str) {
+    match tokio::time::timeout(Duration::from_secs(30), service.shut_down()).await {
         Ok(stopped) => stopped.unwrap_or_else(|err| panic!("{what} drains: {err:#}")),
         Err(_) => panic!("{what} still stopping after 30 s"),
     }

@@ -271,7 +271,7 @@ async fn two_gateways_sharing_redis_enforce_one_failure_budget() {
     // At once, spread over both: still one budget.
     let statuses = concurrent_misses(&bases, 24, "zack").await;
     assert_misses_within_budget(&statuses, 3);
-    second.stop().await.expect("the second gateway stops");
+    second.shut_down().await.expect("the second gateway stops");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -240,7 +240,7 @@ async fn the_browser_shows_each_refusal_clearly_and_keeps_working_after_an_outag
     assert!((1..=100).contains(&wait), "Retry-After shown: {refused}");
 
     // user-service away: a clear message; back: the page works again.
-    app.user.stop().await.expect("user-service stops");
+    app.user.shut_down().await.expect("user-service stops");
     browser.find("#search button").await.click().await;
     browser.wait_for_text("#error", "unavailable").await;
     app.restart_user_service().await;
