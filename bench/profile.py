@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 
-import run  # bench/run.py (on PYTHONPATH through scripts/py)
+import run  # bench/run.py (beside this script)
 
 # Components, first match wins, on "dso symbol" of each perf line.
 COMPONENTS = [

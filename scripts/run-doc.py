@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
+import suite  # scripts/suite.py (beside this script)
 
 ANNOTATION = re.compile(r"<!--\s*run(?::\s*(?P<args>.*?))?\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")

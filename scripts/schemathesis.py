@@ -30,7 +30,7 @@ import sys
 import tempfile
 import urllib.request
 
-import suite  # scripts/suite.py (on PYTHONPATH through scripts/py)
+import suite  # scripts/suite.py (beside this script)
 
 # Driven in a run of its own (it revokes the run's token), for this long.
 LOGOUT = "/v1/user/logout"
@@ -97,7 +97,10 @@ def main():
                        "--header", f"Authorization: Bearer {run_token}"]
             print("schemathesis run", f"{base}/openapi.json", "--checks", ",".join(CHECKS),
                   *selection, "--max-time", max_time, flush=True)
-            result = subprocess.run(command, cwd=workdir)  # its own files (.schemathesis/) go there
+            # Without scripts/py's PYTHONPATH: there, this file would stand
+            # in for the schemathesis package.
+            tool_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            result = subprocess.run(command, cwd=workdir, env=tool_env)  # its own files (.schemathesis/) go there
             if result.returncode != 0:
                 break
         stopped = [(c.name, code) for c, code in group.stop_all() if code != 0]
