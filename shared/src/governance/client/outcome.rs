@@ -78,18 +78,23 @@ pub(super) fn is_timeout(status: &Status) -> bool {
 pub(super) fn is_retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => true,
-        Code::Unknown | Code::Internal => is_connection_failure(status),
+        Code::Unknown | Code::Internal | Code::Cancelled => is_connection_failure(status),
         _ => false,
     }
 }
 
 /// A failure of the connection itself (not an answer of the server): the
-/// client attaches the transport error as the status's source.
+/// client attaches the transport error as the status's source. CANCELLED
+/// is one too: hyper fails a request still queued on a connection that
+/// closed ("operation was canceled: connection closed", an instance killed
+/// under load) and tonic reports it as CANCELLED; a server's own CANCELLED
+/// comes in trailers, with no source, and tonic's own attempt timeout is
+/// told apart before this is asked ([`is_timeout`]).
 pub(super) fn is_connection_failure(status: &Status) -> bool {
     use std::error::Error as _;
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
     ) && status.source().is_some()
 }
 

@@ -398,6 +398,35 @@ async fn a_connection_broken_mid_call_is_unavailable_not_an_unexpected_failure()
     );
 }
 
+/// What hyper answers for a request still queued on a connection that
+/// closed, as tonic reports it.
+fn dropped_by_a_closed_connection() -> Status {
+    let mut status = Status::cancelled("operation was canceled: connection closed");
+    status.set_source(std::sync::Arc::new(std::io::Error::other(
+        "connection closed",
+    )));
+    status
+}
+
+#[tokio::test]
+async fn a_request_its_closed_connection_dropped_is_retried_and_answered_as_unavailable() {
+    let discovery = Discovery::new(StaticDiscovery::new([("svc", vec!["a:1".to_owned()])]));
+    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
+        .await
+        .expect("subscribe");
+    let dropped = dropped_by_a_closed_connection();
+    assert!(is_retryable(&dropped), "{dropped:?}");
+    assert!(counts_against_breaker(&dropped));
+    let seen = upstream.final_status(dropped, "GetNote");
+    assert_eq!(seen.code(), Code::Unavailable, "{seen:?}");
+    let answered = upstream.final_status(Status::cancelled("the server gave up"), "GetNote");
+    assert_eq!(
+        answered.code(),
+        Code::Cancelled,
+        "a server's own answer stays"
+    );
+}
+
 #[test]
 fn answers_of_a_live_server_are_not_retried() {
     assert!(is_retryable(&Status::unavailable("shutting down")));
