@@ -310,15 +310,10 @@ async fn an_aborting_fault_opens_the_breaker_which_closes_once_the_fault_is_gone
 
     // Business answers never count: 100 NOT_FOUNDs leave DeleteNote's breaker closed.
     let transitions = count_lines(&gateway, &["circuit breaker changed state"]);
+    let client = cluster.client(&gateway);
     for _ in 0..100 {
-        let reply = cluster
-            .http
-            .delete(format!("http://{}/v1/note/987654321", gateway.addr))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("the gateway answers");
-        assert_eq!(reply.status(), StatusCode::NOT_FOUND);
+        let (status, _) = client.delete("/v1/note/987654321", &token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
     assert_eq!(
         count_lines(&gateway, &["circuit breaker changed state"]),
@@ -332,16 +327,9 @@ async fn the_route_deadline_bounds_the_request_and_its_remainder_travels_downstr
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let (user, note) = (&services[0], &services[1]);
-    let token = cluster.client(&gateway).signed_up("deadline").await;
-    let create = cluster
-        .http
-        .post(format!("http://{}/v1/note", gateway.addr))
-        .bearer_auth(&token)
-        .json(&json!({"title": "t", "content": "c"}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(create.status(), StatusCode::OK);
+    let client = cluster.client(&gateway);
+    let token = client.signed_up("deadline").await;
+    client.create_note(&token, "t", "c").await;
 
     // Without a fault: the route's 600 ms, less what the gateway spent,
     // reaches note-service, and less again, user-service.
@@ -435,35 +423,23 @@ async fn a_login_storm_past_the_check_user_limit_is_shed_with_503s_while_queries
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let client = cluster.client(&gateway);
     let mut logins = tokio::task::JoinSet::new();
     for _ in 0..64 {
-        let (http, addr) = (cluster.http.clone(), gateway.addr.clone());
+        let client = client.clone();
         logins.spawn(async move {
-            let reply = Reply::read(
-                http.post(format!("http://{addr}/v1/user/login"))
-                    .json(&json!({"username": "storm", "password": PASSWORD}))
-                    .send()
-                    .await
-                    .expect("the gateway answers"),
-            )
-            .await;
+            let login = client
+                .request(Method::POST, "/v1/user/login")
+                .json(&json!({"username": "storm", "password": PASSWORD}));
+            let reply = client.reply(login).await;
             let retry_after = reply.header("retry-after").is_some();
             (reply.status, retry_after, reply.body)
         });
     }
     let mut queries = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (http, addr, token) = (cluster.http.clone(), gateway.addr.clone(), token.clone());
-        queries.spawn(async move {
-            let reply = http
-                .get(format!("http://{addr}/v1/note/query"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("the gateway answers");
-            let reply = Reply::read(reply).await;
-            (reply.status, reply.body)
-        });
+        let (client, token) = (client.clone(), token.clone());
+        queries.spawn(async move { client.get("/v1/note/query", Some(&token)).await });
     }
     let logins = logins.join_all().await;
     let queries = queries.join_all().await;
@@ -865,22 +841,17 @@ async fn refused_by(
     gateway: &Service,
     token: &str,
 ) -> (StatusCode, Option<String>, Option<String>) {
-    let reply = cluster
-        .http
-        .get(format!("http://{}/v1/note/query", gateway.addr))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the gateway answers");
-    let header = |name: &str| {
-        reply
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let client = cluster.client(gateway);
+    let reply = client
+        .reply(
+            client
+                .request(Method::GET, "/v1/note/query")
+                .bearer_auth(token),
+        )
+        .await;
+    let header = |name: &str| reply.header(name).map(str::to_owned);
     (
-        reply.status(),
+        reply.status,
         header("x-easynote-rule"),
         header("x-easynote-rules-revision"),
     )
@@ -891,15 +862,10 @@ async fn every_process_reports_the_revision_it_applies_and_refusals_name_their_r
     let _serial = crate::one_at_a_time().await;
     let (cluster, services, gateway) = governed(&[&[]]).await;
     let (user, note) = (&services[0], &services[1]);
-    let token = cluster.client(&gateway).signed_up("attributed").await;
+    let client = cluster.client(&gateway);
+    let token = client.signed_up("attributed").await;
     let readyz = || async {
-        let reply = cluster
-            .http
-            .get(format!("http://{}/readyz", gateway.addr))
-            .send()
-            .await
-            .expect("the gateway answers");
-        let reply = Reply::read(reply).await;
+        let reply = client.reply(client.request(Method::GET, "/readyz")).await;
         (
             reply.header("x-easynote-rules-revision").map(str::to_owned),
             reply.body["data"]["rules_revision"]
@@ -1095,16 +1061,11 @@ async fn a_cluster_quota_is_shared_by_two_gateways_and_split_between_them_while_
 async fn with_a_fallback_rule_notes_are_served_without_author_names_while_user_service_fails() {
     let _serial = crate::one_at_a_time().await;
     let (cluster, _services, gateway) = governed(&[&[]]).await;
-    let token = cluster.client(&gateway).signed_up("fallback").await;
-    let created = cluster
-        .http
-        .post(format!("http://{}/v1/note", gateway.addr))
-        .bearer_auth(&token)
-        .json(&json!({"title": "kept", "content": "served without its author"}))
-        .send()
-        .await
-        .expect("the gateway answers");
-    assert_eq!(created.status(), StatusCode::OK);
+    let client = cluster.client(&gateway);
+    let token = client.signed_up("fallback").await;
+    client
+        .create_note(&token, "kept", "served without its author")
+        .await;
     let rules = |fallback: &str| {
         json!({
             "clients": {"easy-note-user": {"MGetUser": {"fallback": fallback, "retry": {"max_attempts": 1}}}},
@@ -1113,14 +1074,10 @@ async fn with_a_fallback_rule_notes_are_served_without_author_names_while_user_s
         .to_string()
     };
     let page = || async {
-        let reply = cluster
-            .http
-            .get(format!("http://{}/v1/note/query", gateway.addr))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("the gateway answers");
-        let reply = Reply::read(reply).await;
+        let query = client
+            .request(Method::GET, "/v1/note/query")
+            .bearer_auth(&token);
+        let reply = client.reply(query).await;
         let fallback = reply.header("x-easynote-fallback").map(str::to_owned);
         (reply.status, fallback, reply.body)
     };

@@ -1,6 +1,5 @@
 //! rnacos for the scripts (the bench, the compose smoke test and the
-//! screenshots),
-//! started exactly as the tests start it ([`Rnacos`]): on a
+//! screenshots), started exactly as the tests start it ([`Rnacos`]): on a
 //! free pair of loopback ports (HTTP `p`, gRPC `p + 1000`, where Nacos
 //! clients look for it), with a data directory of its own, a start that
 //! fails retried. It prints `listening on 127.0.0.1:p` once rnacos answers

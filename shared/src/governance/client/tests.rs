@@ -105,10 +105,7 @@ async fn a_retry_avoids_the_instance_that_failed() {
 async fn no_instances_is_unavailable_not_a_panic() {
     assert!(pick(&backends(&[]), 7, &[], Instant::now(), &|_| true).is_none());
     assert!(pick(&backends(&[0.0]), 7, &[], Instant::now(), &|_| true).is_none());
-    let discovery = Discovery::new(StaticDiscovery::new([("svc", Vec::new())]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
-        .await
-        .expect("subscribe");
+    let upstream = svc_at(Vec::new()).await;
     let err = upstream
         .call("Check", (), |_, _| async { Ok(tonic::Response::new(())) })
         .await
@@ -151,10 +148,7 @@ async fn idempotent_calls_move_to_another_instance_when_one_is_down() {
         .iter()
         .map(|s| s.local_addr().expect("addr").to_string())
         .collect();
-    let discovery = Discovery::new(StaticDiscovery::new([("svc", dead.clone())]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
-        .await
-        .expect("subscribe");
+    let upstream = svc_at(dead).await;
     let tried = std::sync::Mutex::new(Vec::new());
     let result = upstream
         .call(
@@ -184,16 +178,22 @@ async fn idempotent_calls_move_to_another_instance_when_one_is_down() {
     );
 }
 
-/// `svc` at two addresses nothing listens on, under the default rules: for
-/// calls whose answers the test makes up.
-async fn two_unreached_instances() -> Upstream {
-    let discovery = Discovery::new(StaticDiscovery::new([(
-        "svc",
-        vec!["127.0.0.1:1001".to_owned(), "127.0.0.1:1002".to_owned()],
-    )]));
+/// `svc` at `addrs` (static discovery), under the default rules.
+async fn svc_at(addrs: Vec<String>) -> Upstream {
+    let discovery = Discovery::new(StaticDiscovery::new([("svc", addrs)]));
     Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
         .await
         .expect("subscribe")
+}
+
+/// `svc` at two addresses nothing listens on, under the default rules: for
+/// calls whose answers the test makes up.
+async fn two_unreached_instances() -> Upstream {
+    svc_at(vec![
+        "127.0.0.1:1001".to_owned(),
+        "127.0.0.1:1002".to_owned(),
+    ])
+    .await
 }
 
 /// A create whose connection broke mid-call on the first instance: the
@@ -381,10 +381,7 @@ async fn an_ejected_instance_that_answers_again_comes_back_after_its_trial() {
 
 #[tokio::test]
 async fn a_connection_broken_mid_call_is_unavailable_not_an_unexpected_failure() {
-    let discovery = Discovery::new(StaticDiscovery::new([("svc", vec!["a:1".to_owned()])]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
-        .await
-        .expect("subscribe");
+    let upstream = svc_at(vec!["a:1".to_owned()]).await;
     let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
     assert_eq!(broken.code(), Code::Unknown);
     assert!(is_connection_failure(&broken));
@@ -410,10 +407,7 @@ fn dropped_by_a_closed_connection() -> Status {
 
 #[tokio::test]
 async fn a_request_its_closed_connection_dropped_is_retried_and_answered_as_unavailable() {
-    let discovery = Discovery::new(StaticDiscovery::new([("svc", vec!["a:1".to_owned()])]));
-    let upstream = Upstream::connect(&discovery, "svc", ChannelSettings::default(), governance())
-        .await
-        .expect("subscribe");
+    let upstream = svc_at(vec!["a:1".to_owned()]).await;
     let dropped = dropped_by_a_closed_connection();
     assert!(is_retryable(&dropped), "{dropped:?}");
     assert!(counts_against_breaker(&dropped));
